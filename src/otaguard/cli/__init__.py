@@ -1,0 +1,1 @@
+"""The thin command-line shell over the library: parse, call, print."""

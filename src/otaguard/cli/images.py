@@ -1,0 +1,369 @@
+"""``otaguard sign|verify|inspect|extract``: the image commands, for both formats.
+
+The native envelope is handled here; MCUboot images are handed to
+``otaguard.cli.mcuboot_cmd`` with the same parsed options, so both formats
+share one set of flags, exit codes and messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import click
+
+from otaguard.cli.common import (
+    ensure_distinct,
+    load_private_key_file,
+    load_public_key_file,
+    passphrase_from_env,
+)
+from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
+
+_FORMATS_SIGN = ["native", "mcuboot"]
+_FORMATS_READ = ["auto", "native", "mcuboot"]
+NATIVE_MAGIC = b"OTAGUARD"
+
+
+def _int_auto(value: str) -> int:
+    """Parse decimal or 0x-prefixed hex, as imgtool accepts sizes."""
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise UsageError(f"not an integer: {value!r}") from None
+
+
+def _annotations(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--annotate takes KEY=VALUE, got {pair!r}")
+        if key in result:
+            raise UsageError(f"annotation {key!r} given twice")
+        result[key] = value
+    return sorted(result.items())
+
+
+def _created() -> int:
+    """Creation time: SOURCE_DATE_EPOCH for reproducible builds, else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is not None:
+        try:
+            return int(epoch)
+        except ValueError:
+            raise UsageError("SOURCE_DATE_EPOCH is not an integer") from None
+    return int(time.time())
+
+
+def detect_format(path: str) -> str:
+    """Tell the native envelope from an MCUboot image by their magic numbers."""
+    from otaguard.image import mcuboot
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if head.startswith(NATIVE_MAGIC[: len(head)]) and len(head) == len(NATIVE_MAGIC):
+        return "native"
+    if mcuboot.looks_like_mcuboot(head):
+        return "mcuboot"
+    if len(head) < 8:
+        raise MalformedError("truncated: too short to be an image")
+    raise MalformedError("neither an otaguard nor an MCUboot image (unknown magic)")
+
+
+def _open_input(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _trusted_keys(paths: tuple[str, ...], threshold: int) -> Any:
+    from otaguard.image import TrustedKeys
+
+    if not paths:
+        raise UsageError("give at least one --trusted-key: verifying against no key proves nothing")
+    ensure_distinct(list(paths))
+    trusted = TrustedKeys.of(load_public_key_file(p) for p in paths)
+    if len(trusted) != len(paths):
+        raise UsageError("the same key was given twice as --trusted-key")
+    if not 1 <= threshold <= len(trusted):
+        raise UsageError(
+            f"--threshold {threshold} needs between 1 and {len(trusted)} (the trusted keys given)"
+        )
+    return trusted
+
+
+def _metadata_json(meta: Any) -> dict[str, Any]:
+    return {
+        "version": meta.version,
+        "security_counter": meta.security_counter,
+        "hardware_ids": list(meta.hardware_ids),
+        "payload_kind": meta.payload_kind.name.lower(),
+        "payload_length": meta.payload_length,
+        "payload_digest": str(meta.payload_digest),
+        "delta_base": str(meta.delta_base) if meta.delta_base else None,
+        "created": meta.created,
+        "annotations": dict(meta.annotations),
+        "certificates": len(meta.cert_chain),
+    }
+
+
+# --- sign -----------------------------------------------------------------------
+
+
+@click.command()
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Signing key (repeat for several signatures).",
+)
+@click.option("--passphrase-env", metavar="VAR", help="Passphrase of encrypted keys.")
+@click.option(
+    "--format", "fmt", type=click.Choice(_FORMATS_SIGN), default="native", show_default=True
+)
+@click.option("--version", "version", required=True, help="Semantic version (MCUboot: 1.2.3+4).")
+@click.option(
+    "--security-counter",
+    "security_counter",
+    default=None,
+    help="Anti-rollback epoch (native: required; MCUboot: number or 'auto').",
+)
+@click.option(
+    "--hardware-id",
+    "hardware_ids",
+    multiple=True,
+    help="Hardware id the image may run on (repeatable).",
+)
+@click.option("--annotate", "annotations", multiple=True, metavar="KEY=VALUE")
+@click.option("--sha512", is_flag=True, help="Native: SHA-512 payload digest instead of SHA-256.")
+@click.option("--header-size", default="0x200", show_default=True, help="MCUboot header size.")
+@click.option("--pad-header", is_flag=True, help="MCUboot: prepend the header's room.")
+@click.option("--slot-size", default=None, help="MCUboot slot size (with --pad).")
+@click.option("--pad", is_flag=True, help="MCUboot: pad to --slot-size and write the trailer.")
+@click.option("--confirm", is_flag=True, help="MCUboot: mark the image confirmed (image_ok).")
+@click.option("--align", default="1", show_default=True, help="MCUboot flash write alignment.")
+@click.option("--max-sectors", default=None, help="MCUboot: trailer swap-status sectors.")
+@click.option(
+    "--dependency",
+    "dependencies",
+    multiple=True,
+    metavar="ID,VERSION",
+    help="MCUboot image dependency (repeatable).",
+)
+@click.option("--pure", is_flag=True, help="MCUboot Ed25519: sign the image itself (SIG_PURE).")
+@click.option("--load-addr", default=None, help="MCUboot RAM load address.")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
+def sign(**opts: Any) -> None:
+    """Sign INPUT into OUTPUT (written atomically)."""
+    from otaguard.crypto.signer import KeySigner
+
+    ensure_distinct(list(opts["keys"]))
+    passphrase = passphrase_from_env(opts["passphrase_env"])
+    signers = [KeySigner(load_private_key_file(k, passphrase)) for k in opts["keys"]]
+    if opts["fmt"] == "mcuboot":
+        from otaguard.cli import mcuboot_cmd
+
+        mcuboot_cmd.sign(signers, opts)
+        return
+    _sign_native(signers, opts)
+
+
+def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
+    from otaguard._atomic import atomic_output
+    from otaguard.image import HashAlgorithm, sign_stream
+
+    if opts["security_counter"] is None:
+        raise UsageError("--security-counter is required")
+    counter = _int_auto(opts["security_counter"])
+    if not opts["hardware_ids"]:
+        raise UsageError("give at least one --hardware-id")
+    if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
+        raise UsageError("INPUT and OUTPUT must be different files")
+    with _open_input(opts["input_path"]) as source, atomic_output(opts["output_path"]) as dest:
+        meta = sign_stream(
+            source,
+            dest,
+            signers,
+            version=opts["version"],
+            security_counter=counter,
+            hardware_ids=opts["hardware_ids"],
+            created=_created(),
+            annotations=_annotations(opts["annotations"]),
+            digest_algorithm=HashAlgorithm.SHA512 if opts["sha512"] else HashAlgorithm.SHA256,
+        )
+    click.echo(
+        f"signed {opts['output_path']}: version {meta.version}, security counter "
+        f"{meta.security_counter}, {meta.payload_length} payload bytes, "
+        f"{len(signers)} signature(s)"
+    )
+
+
+# --- verify / extract -------------------------------------------------------------
+
+
+def _verify_options(func: Any) -> Any:
+    options = [
+        click.option(
+            "--trusted-key",
+            "trusted_keys",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="Trusted public key (repeatable).",
+        ),
+        click.option(
+            "--threshold",
+            default=1,
+            show_default=True,
+            type=int,
+            help="Distinct trusted keys that must have signed.",
+        ),
+        click.option(
+            "--hardware-id",
+            "hardware_id",
+            default=None,
+            help="Require the image to run on this hardware id.",
+        ),
+        click.option(
+            "--min-security-counter",
+            default=None,
+            type=int,
+            help="Require a security counter of at least N (anti-rollback).",
+        ),
+        click.option(
+            "--format", "fmt", type=click.Choice(_FORMATS_READ), default="auto", show_default=True
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _policy(opts: dict[str, Any]) -> Any:
+    from otaguard.image import ImagePolicy
+
+    floor = opts.get("min_security_counter")
+    if floor is not None and floor < 0:
+        raise UsageError("--min-security-counter must not be negative")
+    return ImagePolicy(hardware_id=opts.get("hardware_id"), min_security_counter=floor)
+
+
+def _resolve_format(opts: dict[str, Any], path: str) -> str:
+    fmt: str = opts["fmt"]
+    return detect_format(path) if fmt == "auto" else fmt
+
+
+@click.command()
+@_verify_options
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.argument("image", type=click.Path(dir_okay=False))
+def verify(**opts: Any) -> None:
+    """Verify IMAGE's signatures, digest and policy. Exit 1 if any check fails."""
+    trusted = _trusted_keys(opts["trusted_keys"], opts["threshold"])
+    try:
+        if _resolve_format(opts, opts["image"]) == "mcuboot":
+            from otaguard.cli import mcuboot_cmd
+
+            report = mcuboot_cmd.verify(trusted, opts)
+        else:
+            report = _verify_native(trusted, opts)
+    except RejectedError as exc:
+        if opts["as_json"]:
+            click.echo(json.dumps({"verified": False, "check": exc.check, "error": str(exc)}))
+        raise
+    if opts["as_json"]:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(
+            f"OK: {report['format']} image {opts['image']} verified: version "
+            f"{report['version']}, security counter {report['security_counter']}, "
+            f"signed by {', '.join(k[:16] for k in report['signed_by'])}"
+        )
+
+
+def _verify_native(trusted: Any, opts: dict[str, Any], sink: Any = None) -> dict[str, Any]:
+    from otaguard.image import verify_stream
+
+    with _open_input(opts["image"]) as stream:
+        result = verify_stream(
+            stream, trusted, threshold=opts["threshold"], policy=_policy(opts), sink=sink
+        )
+    report = {"verified": True, "format": "native", "signed_by": list(result.signed_by)}
+    report.update(_metadata_json(result.metadata))
+    return report
+
+
+@click.command()
+@_verify_options
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+def extract(**opts: Any) -> None:
+    """Write IMAGE's payload to OUT, only after full verification (atomic)."""
+    from otaguard._atomic import atomic_output
+
+    trusted = _trusted_keys(opts["trusted_keys"], opts["threshold"])
+    fmt = _resolve_format(opts, opts["image"])
+    with atomic_output(opts["out"]) as sink:
+        if fmt == "mcuboot":
+            from otaguard.cli import mcuboot_cmd
+
+            report = mcuboot_cmd.extract(trusted, opts, sink)
+        else:
+            report = _verify_native(trusted, opts, sink)
+    click.echo(f"verified; payload of version {report['version']} written to {opts['out']}")
+
+
+# --- inspect ----------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--format", "fmt", type=click.Choice(_FORMATS_READ), default="auto")
+@click.argument("image", type=click.Path(dir_okay=False))
+def inspect(**opts: Any) -> None:
+    """Show IMAGE's metadata WITHOUT verifying it."""
+    if _resolve_format(opts, opts["image"]) == "mcuboot":
+        from otaguard.cli import mcuboot_cmd
+
+        report = mcuboot_cmd.inspect(opts)
+    else:
+        from otaguard.crypto.schemes import SignatureScheme
+        from otaguard.image import inspect_stream
+
+        with _open_input(opts["image"]) as stream:
+            envelope = inspect_stream(stream)
+        report = {"verified": False, "format": "native"}
+        report.update(_metadata_json(envelope.metadata))
+        report["signatures"] = [
+            {
+                "key_id": e.key_id.hex(),
+                "scheme": (
+                    SignatureScheme(e.scheme).label
+                    if e.scheme in SignatureScheme._value2member_map_
+                    else f"unknown({e.scheme})"
+                ),
+            }
+            for e in envelope.signatures
+        ]
+    if opts["as_json"]:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    click.echo("NOT VERIFIED: inspect shows what the image claims; use 'otaguard verify'.")
+    for name, value in report.items():
+        if name in ("verified", "signatures"):
+            continue
+        click.echo(f"  {name:17} {value}")
+    for sig in report.get("signatures", []):
+        click.echo(f"  signature         {sig['scheme']} key {sig['key_id']}")
+
+
+COMMANDS = [sign, verify, inspect, extract]

@@ -1,0 +1,96 @@
+"""One hierarchy for every error otaguard raises on purpose.
+
+Errors are grouped by who is at fault, because that decides what the caller
+must do and which exit code the CLI returns:
+
+* :class:`RejectedError` -- hostile or broken input refused by a security
+  check (bad signature, digest mismatch, rollback, malformed bytes). The input
+  must not be used. Exit code 1.
+* :class:`KeyLoadError`, :class:`UsageError`, :class:`StorageError` -- the
+  operator's configuration, arguments or local files are wrong or unreadable.
+  Nothing was decided about the input's trustworthiness. Exit code 2.
+
+Caller bugs (calling an API in the wrong order, passing the wrong type) are
+plain ``ValueError``/``RuntimeError`` and are never caught as one of these.
+"""
+
+from __future__ import annotations
+
+
+class OtaguardError(Exception):
+    """Base class; ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 2
+
+
+class RejectedError(OtaguardError):
+    """A security check refused the input. ``check`` names the check."""
+
+    exit_code = 1
+    check = "rejected"
+
+
+class MalformedError(RejectedError):
+    """The bytes do not follow the format (bad magic, bad length, leftovers)."""
+
+    check = "malformed"
+
+
+class TruncatedError(MalformedError):
+    """The input ended before a structure it announced was complete."""
+
+    check = "truncated"
+
+
+class SignatureError(RejectedError):
+    """A signature did not verify with the key it names."""
+
+    check = "signature"
+
+
+class DigestMismatchError(RejectedError):
+    """The payload's digest differs from the signed one."""
+
+    check = "digest"
+
+
+class UnknownKeyError(RejectedError):
+    """No signature was made by any trusted key."""
+
+    check = "unknown-key"
+
+
+class ThresholdError(RejectedError):
+    """Fewer distinct trusted keys signed than the threshold demands."""
+
+    check = "threshold"
+
+
+class PolicyError(RejectedError):
+    """The image is authentic but the verifier's policy refuses it."""
+
+    check = "policy"
+
+
+class HardwareIdError(PolicyError):
+    """The image was not built for this hardware."""
+
+    check = "hardware-id"
+
+
+class SecurityCounterError(PolicyError):
+    """The image's security counter is below the minimum (rollback)."""
+
+    check = "security-counter"
+
+
+class KeyLoadError(OtaguardError):
+    """A key file could not be read as a supported key."""
+
+
+class UsageError(OtaguardError):
+    """The request itself is invalid (bad option combination or value)."""
+
+
+class StorageError(OtaguardError):
+    """A local file could not be read or written."""
