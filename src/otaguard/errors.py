@@ -94,3 +94,45 @@ class UsageError(OtaguardError):
 
 class StorageError(OtaguardError):
     """A local file could not be read or written."""
+
+
+class CertificateError(RejectedError):
+    """A certificate chain failed path validation (issue on PKI)."""
+
+    check = "certificate"
+
+
+class ChainError(CertificateError):
+    """No valid path from the signer's certificate to a trusted root."""
+
+    check = "chain"
+
+
+class CertificateValidityError(CertificateError):
+    """A certificate was expired or not yet valid at the relevant time."""
+
+    check = "validity"
+
+
+class KeyUsageError(CertificateError):
+    """A certificate is used for something its key usage does not allow."""
+
+    check = "key-usage"
+
+
+class PathLengthError(CertificateError):
+    """A CA issued below the depth its path length constraint allows."""
+
+    check = "path-length"
+
+
+class ConstraintError(CertificateError):
+    """The image is outside what the signing chain may sign (region, hardware id)."""
+
+    check = "constraint"
+
+
+class RevokedError(CertificateError):
+    """A certificate in the chain has been revoked."""
+
+    check = "revoked"

@@ -16,7 +16,6 @@ import click
 
 from otaguard.cli.common import (
     ensure_distinct,
-    load_private_key_file,
     load_public_key_file,
     passphrase_from_env,
 )
@@ -144,6 +143,13 @@ def _metadata_json(meta: Any) -> dict[str, Any]:
     help="Hardware id the image may run on (repeatable).",
 )
 @click.option("--annotate", "annotations", multiple=True, metavar="KEY=VALUE")
+@click.option(
+    "--cert-chain",
+    "cert_chain",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Signer certificate chain (PEM, leaf first) to embed.",
+)
 @click.option("--sha512", is_flag=True, help="Native: SHA-512 payload digest instead of SHA-256.")
 @click.option("--header-size", default="0x200", show_default=True, help="MCUboot header size.")
 @click.option("--pad-header", is_flag=True, help="MCUboot: prepend the header's room.")
@@ -165,11 +171,11 @@ def _metadata_json(meta: Any) -> dict[str, Any]:
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
 def sign(**opts: Any) -> None:
     """Sign INPUT into OUTPUT (written atomically)."""
-    from otaguard.crypto.signer import KeySigner
+    from otaguard.crypto.loader import load_signer
 
     ensure_distinct(list(opts["keys"]))
     passphrase = passphrase_from_env(opts["passphrase_env"])
-    signers = [KeySigner(load_private_key_file(k, passphrase)) for k in opts["keys"]]
+    signers = [load_signer(k, passphrase) for k in opts["keys"]]
     if opts["fmt"] == "mcuboot":
         from otaguard.cli import mcuboot_cmd
 
@@ -189,6 +195,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
         raise UsageError("give at least one --hardware-id")
     if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
         raise UsageError("INPUT and OUTPUT must be different files")
+    chain = _load_chain(opts["cert_chain"], signers)
     with _open_input(opts["input_path"]) as source, atomic_output(opts["output_path"]) as dest:
         meta = sign_stream(
             source,
@@ -200,12 +207,28 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
             created=_created(),
             annotations=_annotations(opts["annotations"]),
             digest_algorithm=HashAlgorithm.SHA512 if opts["sha512"] else HashAlgorithm.SHA256,
+            cert_chain=chain,
         )
     click.echo(
         f"signed {opts['output_path']}: version {meta.version}, security counter "
         f"{meta.security_counter}, {meta.payload_length} payload bytes, "
         f"{len(signers)} signature(s)"
     )
+
+
+def _load_chain(path: str | None, signers: list[Any]) -> list[bytes]:
+    """The chain to embed, as DER; its leaf must be the (first) signing key's certificate."""
+    if path is None:
+        return []
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from otaguard.crypto.keys import key_id
+    from otaguard.pki.store import read_certs
+
+    certs = read_certs(path, "certificate chain")
+    if key_id(certs[0].public_key()) != key_id(signers[0].public_key):  # type: ignore[arg-type]
+        raise UsageError("the chain's first certificate is not the signing key's certificate")
+    return [c.public_bytes(Encoding.DER) for c in certs]
 
 
 # --- verify / extract -------------------------------------------------------------
@@ -219,6 +242,25 @@ def _verify_options(func: Any) -> Any:
             multiple=True,
             type=click.Path(dir_okay=False),
             help="Trusted public key (repeatable).",
+        ),
+        click.option(
+            "--trusted-root",
+            "trusted_roots",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="Trusted root CA certificate: the image's chain must lead to it.",
+        ),
+        click.option(
+            "--crl",
+            "crls",
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            help="Certificate revocation list to apply (repeatable).",
+        ),
+        click.option(
+            "--region",
+            default=None,
+            help="The verifying device's region (checked against the chain).",
         ),
         click.option(
             "--threshold",
@@ -268,7 +310,7 @@ def _resolve_format(opts: dict[str, Any], path: str) -> str:
 @click.argument("image", type=click.Path(dir_okay=False))
 def verify(**opts: Any) -> None:
     """Verify IMAGE's signatures, digest and policy. Exit 1 if any check fails."""
-    trusted = _trusted_keys(opts["trusted_keys"], opts["threshold"])
+    trusted = _trust(opts)
     try:
         if _resolve_format(opts, opts["image"]) == "mcuboot":
             from otaguard.cli import mcuboot_cmd
@@ -290,6 +332,36 @@ def verify(**opts: Any) -> None:
         )
 
 
+def _trust(opts: dict[str, Any]) -> Any:
+    """TrustedKeys for --trusted-key, or a chain resolver for --trusted-root."""
+    if opts["trusted_roots"]:
+        if opts["trusted_keys"]:
+            raise UsageError("give --trusted-key or --trusted-root, not both")
+        if opts["threshold"] != 1:
+            raise UsageError("--threshold applies to --trusted-key only")
+        return _root_resolver(opts)
+    if opts["crls"] or opts["region"]:
+        raise UsageError("--crl and --region apply to --trusted-root only")
+    return _trusted_keys(opts["trusted_keys"], opts["threshold"])
+
+
+def _root_resolver(opts: dict[str, Any]) -> Any:
+    from otaguard.crypto.keys import check_supported
+    from otaguard.image import TrustedKeys
+    from otaguard.pki.image_trust import validate_image_chain
+    from otaguard.pki.store import read_certs, read_crl
+
+    roots = [c for path in opts["trusted_roots"] for c in read_certs(path, "trusted root")]
+    crls = [read_crl(path) for path in opts["crls"]]
+
+    def resolve(meta: Any) -> Any:
+        chain = validate_image_chain(meta, roots, crls=crls, region=opts["region"])
+        opts["_chain"] = chain
+        return TrustedKeys.of([check_supported(chain.leaf.public_key())])
+
+    return resolve
+
+
 def _verify_native(trusted: Any, opts: dict[str, Any], sink: Any = None) -> dict[str, Any]:
     from otaguard.image import verify_stream
 
@@ -298,6 +370,9 @@ def _verify_native(trusted: Any, opts: dict[str, Any], sink: Any = None) -> dict
             stream, trusted, threshold=opts["threshold"], policy=_policy(opts), sink=sink
         )
     report = {"verified": True, "format": "native", "signed_by": list(result.signed_by)}
+    chain = opts.get("_chain")
+    if chain is not None:
+        report["certificate_chain"] = [c.subject.rfc4514_string() for c in chain.path]
     report.update(_metadata_json(result.metadata))
     return report
 
@@ -310,7 +385,7 @@ def extract(**opts: Any) -> None:
     """Write IMAGE's payload to OUT, only after full verification (atomic)."""
     from otaguard._atomic import atomic_output
 
-    trusted = _trusted_keys(opts["trusted_keys"], opts["threshold"])
+    trusted = _trust(opts)
     fmt = _resolve_format(opts, opts["image"])
     with atomic_output(opts["out"]) as sink:
         if fmt == "mcuboot":

@@ -33,9 +33,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from otaguard.cli import images, keys
+    from otaguard.cli import images, keys, pki_cmd
 
     cli.add_command(keys.key)
+    cli.add_command(pki_cmd.pki)
     for command in images.COMMANDS:
         cli.add_command(command)
 

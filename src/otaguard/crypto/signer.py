@@ -52,6 +52,11 @@ class KeySigner:
         return self._scheme
 
     @property
+    def private_key(self) -> PrivateKey:
+        """The key itself, for libraries (X.509 builders) that must hold it."""
+        return self._key
+
+    @property
     def key_id(self) -> str:
         return key_id(self._public)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -178,9 +178,15 @@ def _check_digest(meta: ImageMetadata, actual: bytes) -> None:
         raise DigestMismatchError("payload digest does not match the signed digest")
 
 
+#: Chooses the trusted keys from the (not yet authenticated) metadata, e.g. by
+#: validating the certificate chain it carries against trusted roots. Whatever
+#: it returns must still have signed the header, so it cannot weaken step 2.
+KeyResolver = Callable[[ImageMetadata], TrustedKeys]
+
+
 def verify_stream(
     stream: BinaryIO,
-    trusted: TrustedKeys,
+    trusted: TrustedKeys | KeyResolver,
     *,
     threshold: int,
     policy: ImagePolicy,
@@ -194,6 +200,8 @@ def verify_stream(
     """
     start = stream.tell() if stream.seekable() else 0
     signed, meta = read_protected(stream)
+    if not isinstance(trusted, TrustedKeys):
+        trusted = trusted(meta)
     payload_offset = len(signed)
     remaining = _remaining_size(stream)
     if remaining is not None:

@@ -1,0 +1,349 @@
+"""``otaguard pki``: the certificate hierarchy, revocation and the compromise drill."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from otaguard.cli.common import passphrase_from_env
+
+F = TypeVar("F", bound=Callable[..., Any])
+_ALGORITHMS = ["ed25519", "ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"]
+_KIND = {"code-signing": "Release", "device-identity": "Device"}
+_SKEW = dt.timedelta(minutes=5)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _new_key(
+    key: str | None, algorithm: str, passphrase_env: str | None
+) -> tuple[Any, dict[str, Any]]:
+    """(signer for the new key, storage kwargs for write_ca_dir): --key, or a fresh key."""
+    from otaguard.crypto.keys import KeyType, generate_private_key, private_key_pem
+    from otaguard.crypto.loader import load_signer, read_key_file
+    from otaguard.crypto.pkcs11 import is_pkcs11_uri, parse_pkcs11_uri
+    from otaguard.crypto.signer import KeySigner
+
+    passphrase = passphrase_from_env(passphrase_env)
+    if key is None:
+        private = generate_private_key(KeyType(algorithm))
+        return KeySigner(private), {"key_pem": private_key_pem(private, passphrase)}
+    signer = load_signer(key, passphrase)
+    if is_pkcs11_uri(key):
+        return signer, {"key_uri": parse_pkcs11_uri(key).without_pin()}
+    return signer, {"key_pem": read_key_file(key)}
+
+
+def _key_options(default_algorithm: str) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--passphrase-env", metavar="VAR", help="Passphrase for the new key (or of --key)."
+        )(func)
+        func = click.option(
+            "--algorithm",
+            type=click.Choice(_ALGORITHMS),
+            default=default_algorithm,
+            show_default=True,
+            help="Algorithm of the key generated when --key is not given.",
+        )(func)
+        func = click.option(
+            "--key",
+            "key",
+            default=None,
+            help="Existing key file or PKCS#11 URI (else a new key is made).",
+        )(func)
+        return func
+
+    return decorate
+
+
+def _issuer(ca_dir: str, passphrase_env: str | None) -> Any:
+    from otaguard.pki.store import load_ca_dir
+
+    ca = load_ca_dir(Path(ca_dir))
+    return ca, ca.issuer(passphrase_from_env(passphrase_env))
+
+
+@click.group()
+def pki() -> None:
+    """Offline root, regional intermediates, short-lived signers, revocation."""
+
+
+@pki.command("init-root")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--subject", required=True, help='RFC 4514 name, e.g. "CN=Acme Root CA,O=Acme".')
+@_key_options("ecdsa-p384")
+@click.option("--years", default=20, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--path-length",
+    default=None,
+    type=click.IntRange(0, 5),
+    help="Limit the CA levels below the root (default: unlimited).",
+)
+def init_root(
+    out_dir: str,
+    subject: str,
+    key: str | None,
+    algorithm: str,
+    passphrase_env: str | None,
+    years: int,
+    path_length: int | None,
+) -> None:
+    """Create a self-signed root CA (keep it offline)."""
+    from otaguard.pki.issue import build_root, parse_subject
+    from otaguard.pki.store import write_ca_dir
+
+    signer, storage = _new_key(key, algorithm, passphrase_env)
+    now = _now()
+    cert = build_root(
+        signer,
+        parse_subject(subject),
+        not_before=now - _SKEW,
+        not_after=now + dt.timedelta(days=365 * years),
+        path_length=path_length,
+    )
+    write_ca_dir(Path(out_dir), cert, [cert], **storage)
+    click.echo(
+        f"root CA {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) in {out_dir}"
+    )
+
+
+@pki.command("issue-intermediate")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the issuing CA's key.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--subject", default=None, help="Default: CN=<regions> Intermediate CA.")
+@click.option("--region", "regions", multiple=True, help="Region it may sign for (repeatable).")
+@click.option("--hardware-id", "hardware_ids", multiple=True, help="Hardware id it may sign for.")
+@click.option(
+    "--purpose",
+    type=click.Choice(["code-signing", "device-identity"]),
+    default="code-signing",
+    show_default=True,
+)
+@_key_options("ecdsa-p384")
+@click.option("--years", default=5, show_default=True, type=click.IntRange(1, 30))
+@click.option("--path-length", default=0, show_default=True, type=click.IntRange(0, 5))
+def issue_intermediate(
+    ca_dir: str,
+    ca_passphrase_env: str | None,
+    out_dir: str,
+    subject: str | None,
+    regions: tuple[str, ...],
+    hardware_ids: tuple[str, ...],
+    purpose: str,
+    key: str | None,
+    algorithm: str,
+    passphrase_env: str | None,
+    years: int,
+    path_length: int,
+) -> None:
+    """Issue a regional intermediate CA (constraints travel in the certificate)."""
+    from otaguard.pki.constraints import Constraints
+    from otaguard.pki.issue import build_intermediate, parse_subject
+    from otaguard.pki.store import write_ca_dir
+
+    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
+    signer, storage = _new_key(key, algorithm, passphrase_env)
+    name = subject or f"CN={'/'.join(regions) or 'Global'} {_KIND[purpose]} CA"
+    constraints = Constraints(purpose, frozenset(regions) or None, frozenset(hardware_ids) or None)
+    now = _now()
+    cert = build_intermediate(
+        issuer,
+        signer.public_key,
+        parse_subject(name),
+        constraints,
+        not_before=now - _SKEW,
+        not_after=now + dt.timedelta(days=365 * years),
+        path_length=path_length,
+    )
+    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
+    write_ca_dir(Path(out_dir), cert, chain, **storage)
+    click.echo(
+        f"intermediate CA {cert.subject.rfc4514_string()} "
+        f"(serial {cert.serial_number:X}) in {out_dir}"
+    )
+
+
+@pki.command("issue-signer")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the issuing CA's key.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--name", required=True, help="Signer name, e.g. release-2026q4.")
+@click.option("--region", "regions", multiple=True, help="Narrow the regions (repeatable).")
+@click.option("--hardware-id", "hardware_ids", multiple=True, help="Narrow the hardware ids.")
+@_key_options("ed25519")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 825))
+def issue_signer(
+    ca_dir: str,
+    ca_passphrase_env: str | None,
+    out_dir: str,
+    name: str,
+    regions: tuple[str, ...],
+    hardware_ids: tuple[str, ...],
+    key: str | None,
+    algorithm: str,
+    passphrase_env: str | None,
+    days: int,
+) -> None:
+    """Issue a short-lived code-signing certificate."""
+    from otaguard.pki.issue import build_signer
+    from otaguard.pki.store import write_ca_dir
+
+    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
+    signer, storage = _new_key(key, algorithm, passphrase_env)
+    now = _now()
+    cert = build_signer(
+        issuer,
+        signer.public_key,
+        name,
+        not_before=now - _SKEW,
+        not_after=now + dt.timedelta(days=days),
+        regions=regions,
+        hardware_ids=hardware_ids,
+    )
+    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
+    write_ca_dir(Path(out_dir), cert, chain, is_ca=False, **storage)
+    click.echo(f"signer {name} (serial {cert.serial_number:X}, valid {days} days) in {out_dir}")
+
+
+@pki.command("issue-device")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the device CA's key.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@click.option("--device-id", required=True, help="Device identity, e.g. the VIN.")
+@_key_options("ecdsa-p256")
+@click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 10950))
+def issue_device(
+    ca_dir: str,
+    ca_passphrase_env: str | None,
+    out_dir: str,
+    device_id: str,
+    key: str | None,
+    algorithm: str,
+    passphrase_env: str | None,
+    days: int,
+) -> None:
+    """Issue a device identity certificate from a device CA (--purpose device-identity)."""
+    from otaguard.pki.issue import build_device
+    from otaguard.pki.store import write_ca_dir
+
+    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
+    signer, storage = _new_key(key, algorithm, passphrase_env)
+    now = _now()
+    cert = build_device(
+        issuer,
+        signer.public_key,
+        device_id,
+        not_before=now - _SKEW,
+        not_after=now + dt.timedelta(days=days),
+    )
+    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
+    write_ca_dir(Path(out_dir), cert, chain, is_ca=False, **storage)
+    click.echo(f"device certificate {device_id} (serial {cert.serial_number:X}) in {out_dir}")
+
+
+@pki.command("revoke")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.argument("serial")
+@click.option(
+    "--reason",
+    required=True,
+    type=click.Choice(
+        [
+            "unspecified",
+            "key-compromise",
+            "ca-compromise",
+            "affiliation-changed",
+            "superseded",
+            "cessation-of-operation",
+        ]
+    ),
+)
+def revoke(ca_dir: str, serial: str, reason: str) -> None:
+    """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
+    from otaguard.errors import UsageError
+    from otaguard.pki.issue import Revocation
+    from otaguard.pki.store import load_ca_dir, record_revocation
+
+    text = serial.split("=", 1)[-1].replace(":", "")
+    try:
+        number = int(text, 16)
+    except ValueError:
+        raise UsageError(f"not a hex serial number: {serial!r}") from None
+    ca = load_ca_dir(Path(ca_dir))
+    record_revocation(ca, Revocation(number, _now(), reason))
+    click.echo(f"serial {number:X} revoked ({reason}); publish it with 'otaguard pki crl'")
+
+
+@pki.command("crl")
+@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the CA's key.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--days", default=30, show_default=True, type=click.IntRange(1, 400))
+def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int) -> None:
+    """Write the CA's signed X.509 CRL (PEM)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from otaguard._atomic import write_atomic
+    from otaguard.pki.issue import build_crl
+    from otaguard.pki.store import next_crl_number, revocations
+
+    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
+    now = _now()
+    revoked = revocations(ca)
+    signed = build_crl(
+        issuer,
+        revoked,
+        this_update=now,
+        next_update=now + dt.timedelta(days=days),
+        number=next_crl_number(ca),
+    )
+    write_atomic(out, signed.public_bytes(Encoding.PEM))
+    click.echo(f"CRL with {len(revoked)} revoked certificate(s) written to {out}")
+
+
+@pki.command("cross-sign")
+@click.option(
+    "--ca",
+    "ca_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="The old root's directory.",
+)
+@click.option("--ca-passphrase-env", metavar="VAR")
+@click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--years", default=5, show_default=True, type=click.IntRange(1, 20))
+def cross_sign_cmd(
+    ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int
+) -> None:
+    """Certify a new root with the old one, for a root rotation."""
+    from otaguard._atomic import write_atomic
+    from otaguard.pki.issue import cross_sign
+    from otaguard.pki.store import load_ca_dir, pem
+
+    _, issuer = _issuer(ca_dir, ca_passphrase_env)
+    new = load_ca_dir(Path(new_root))
+    now = _now()
+    cert = cross_sign(
+        issuer, new.cert, not_before=now - _SKEW, not_after=now + dt.timedelta(days=365 * years)
+    )
+    write_atomic(out, pem([cert]))
+    click.echo(f"cross-certificate for {new.cert.subject.rfc4514_string()} written to {out}")
+
+
+@pki.command("drill")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+def drill(out_dir: str) -> None:
+    """Play the key-compromise incident end to end and check every step."""
+    from otaguard.pki.drill import run_drill
+
+    for line in run_drill(Path(out_dir), now=_now()):
+        click.echo(line)

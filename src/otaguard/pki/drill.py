@@ -1,0 +1,237 @@
+"""The compromise drill: the key-management incident plan, executed and checked.
+
+Every step uses the same library calls as the CLI and checks its outcome; a
+step that does not turn out as the plan says raises :class:`DrillFailed`. The
+"device" here is the pure verifier a device runs: its anchors (root key
+hashes and key epoch) and the CRLs it has learned, with time taken from each
+image's signing time, as on a device without a reliable clock.
+
+Story (``docs/key-management.md`` describes the real-world procedure):
+
+1. Offline root R1 -> EU intermediate -> signer S1; release 1.0.0 verifies.
+2. S1's key leaks. Its certificate is revoked (key-compromise) and the EU CA's
+   CRL reaches the device: 1.0.0, and anything the thief signs with S1, even
+   backdated, is refused.
+3. The release is re-signed under a new signer S2: it verifies.
+4. The EU intermediate itself is compromised: the root revokes it; everything
+   under it is refused. A new intermediate and signer take over.
+5. The root is rotated: R2 is cross-signed by R1, and an anchor rotation
+   message signed by R1 moves the device to R2 and key epoch 2. Afterwards a
+   chain that ends only in R1 is refused, even though R1's signature is valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from otaguard.crypto.keys import KeyType, generate_private_key
+from otaguard.crypto.signer import KeySigner
+from otaguard.errors import OtaguardError, RejectedError
+from otaguard.image import ImagePolicy, sign_stream
+from otaguard.pki import anchor
+from otaguard.pki.constraints import CODE_SIGNING, Constraints
+from otaguard.pki.image_trust import verify_image_with_roots
+from otaguard.pki.issue import (
+    Issuer,
+    Revocation,
+    build_crl,
+    build_intermediate,
+    build_root,
+    build_signer,
+    cross_sign,
+    parse_subject,
+)
+
+HW = "acme-ecu-v2"
+REGION = "eu"
+
+
+class DrillFailed(RuntimeError):
+    """A drill step did not end as the incident plan says it must."""
+
+
+def _new_ca(
+    name: str, issuer: Issuer | None, now: dt.datetime, constraints: Constraints | None = None
+) -> Issuer:
+    signer = KeySigner(generate_private_key(KeyType.ECDSA_P384))
+    if issuer is None:
+        cert = build_root(
+            signer,
+            parse_subject(f"CN={name}"),
+            not_before=now,
+            not_after=now + dt.timedelta(days=365 * 20),
+        )
+    else:
+        assert constraints is not None
+        cert = build_intermediate(
+            issuer,
+            signer.public_key,
+            parse_subject(f"CN={name}"),
+            constraints,
+            not_before=now,
+            not_after=now + dt.timedelta(days=365 * 5),
+        )
+    return Issuer(cert, signer)
+
+
+def _new_signer(issuer: Issuer, name: str, now: dt.datetime) -> Issuer:
+    signer = KeySigner(generate_private_key(KeyType.ED25519))
+    cert = build_signer(
+        issuer, signer.public_key, name, not_before=now, not_after=now + dt.timedelta(days=90)
+    )
+    return Issuer(cert, signer)
+
+
+def _sign(
+    signer: Issuer, chain: list[x509.Certificate], version: str, created: dt.datetime
+) -> bytes:
+    out = io.BytesIO()
+    sign_stream(
+        io.BytesIO(f"firmware {version}".encode() * 64),
+        out,
+        [signer.signer],
+        version=version,
+        security_counter=1,
+        hardware_ids=[HW],
+        created=int(created.timestamp()),
+        cert_chain=[c.public_bytes(Encoding.DER) for c in chain],
+    )
+    return out.getvalue()
+
+
+class _Device:
+    """The verifier a device runs, with its anchors and learned CRLs."""
+
+    def __init__(self, root: x509.Certificate) -> None:
+        self.state = anchor.provision(root)
+        self.crls: list[x509.CertificateRevocationList] = []
+
+    def verify(self, image: bytes) -> str:
+        verify_image_with_roots(
+            io.BytesIO(image),
+            self.state.active_roots(),
+            policy=ImagePolicy(hardware_id=HW),
+            crls=self.crls,
+            region=REGION,
+        )
+        return "accepted"
+
+
+def run_drill(out_dir: Path, *, now: dt.datetime) -> Iterator[str]:
+    """Run the drill, yielding one line per step; artefacts are written to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, data: bytes) -> None:
+        (out_dir / name).write_bytes(data)
+
+    def expect_ok(what: str, action: Callable[[], str]) -> str:
+        try:
+            action()
+        except OtaguardError as exc:
+            raise DrillFailed(f"{what}: expected acceptance, got: {exc}") from exc
+        return f"  ok      {what}: accepted"
+
+    def expect_refused(what: str, check: str, action: Callable[[], str]) -> str:
+        try:
+            action()
+        except RejectedError as exc:
+            if exc.check != check:
+                raise DrillFailed(f"{what}: refused for {exc.check}, expected {check}") from exc
+            return f"  ok      {what}: refused ({exc.check}: {exc})"
+        raise DrillFailed(f"{what}: expected a refusal ({check}) but it was accepted")
+
+    eu = Constraints(CODE_SIGNING, frozenset({REGION}), frozenset({HW}))
+    t0 = now - dt.timedelta(days=30)
+    root1 = _new_ca("Acme Root CA R1", None, t0 - dt.timedelta(days=1))
+    inter = _new_ca("Acme EU Release CA", root1, t0, eu)
+    s1 = _new_signer(inter, "release-2026q4", t0)
+    device = _Device(root1.cert)
+
+    yield "step 1: offline root R1 -> EU intermediate -> signer S1"
+    v1 = _sign(s1, [s1.cert, inter.cert], "1.0.0", t0 + dt.timedelta(days=1))
+    save("release-1.0.0-s1.img", v1)
+    yield expect_ok("release 1.0.0 signed by S1", lambda: device.verify(v1))
+
+    yield "step 2: S1's key leaks; S1 is revoked for key-compromise and the CRL reaches the device"
+    leaked = _sign(
+        s1, [s1.cert, inter.cert], "9.9.9", t0 + dt.timedelta(days=2)
+    )  # thief, backdated
+    crl_eu = build_crl(
+        inter,
+        [Revocation(s1.cert.serial_number, now - dt.timedelta(days=3), "key-compromise")],
+        this_update=now,
+        next_update=now + dt.timedelta(days=30),
+        number=1,
+    )
+    save("eu-ca.crl", crl_eu.public_bytes(Encoding.PEM))
+    device.crls.append(crl_eu)
+    yield expect_refused("release 1.0.0 signed by S1", "revoked", lambda: device.verify(v1))
+    yield expect_refused(
+        "thief's backdated 9.9.9 signed with S1's key", "revoked", lambda: device.verify(leaked)
+    )
+
+    yield "step 3: the release is re-signed under a new signer S2"
+    s2 = _new_signer(inter, "release-2026q4-b", t0 + dt.timedelta(days=25))
+    v1b = _sign(s2, [s2.cert, inter.cert], "1.0.0", now - dt.timedelta(days=1))
+    save("release-1.0.0-s2.img", v1b)
+    yield expect_ok("release 1.0.0 re-signed by S2", lambda: device.verify(v1b))
+
+    yield "step 4: the EU intermediate is compromised; the root revokes it"
+    crl_root = build_crl(
+        root1,
+        [Revocation(inter.cert.serial_number, now, "ca-compromise")],
+        this_update=now,
+        next_update=now + dt.timedelta(days=365),
+        number=1,
+    )
+    save("root-r1.crl", crl_root.public_bytes(Encoding.PEM))
+    device.crls.append(crl_root)
+    yield expect_refused(
+        "release 1.0.0 signed by S2 under the revoked CA", "revoked", lambda: device.verify(v1b)
+    )
+    inter2 = _new_ca("Acme EU Release CA 2", root1, now - dt.timedelta(hours=2), eu)
+    s3 = _new_signer(inter2, "release-2026q4-c", now - dt.timedelta(hours=1))
+    v1c = _sign(s3, [s3.cert, inter2.cert], "1.0.0", now)
+    save("release-1.0.0-s3.img", v1c)
+    yield expect_ok("release 1.0.0 signed under the new intermediate", lambda: device.verify(v1c))
+
+    yield "step 5: root rotation R1 -> R2 (cross-signed, anchor moved by a message signed by R1)"
+    root2 = _new_ca("Acme Root CA R2", None, now - dt.timedelta(hours=1))
+    cross = cross_sign(
+        root1,
+        root2.cert,
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=365 * 5),
+    )
+    inter3 = _new_ca("Acme EU Release CA (R2)", root2, now - dt.timedelta(minutes=50), eu)
+    s4 = _new_signer(inter3, "release-2027q1", now - dt.timedelta(minutes=40))
+    v2 = _sign(s4, [s4.cert, inter3.cert, cross], "2.0.0", now)
+    save("release-2.0.0-r2.img", v2)
+    yield expect_ok(
+        "2.0.0 under R2, on a device still anchored to R1 (via the cross-certificate)",
+        lambda: device.verify(v2),
+    )
+    forged = anchor.make_rotation(root2.signer, root2.cert, 2)
+    yield expect_refused(
+        "anchor rotation signed by R2 itself",
+        "anchor-rotation",
+        lambda: str(anchor.apply_rotation(device.state, forged)),
+    )
+    message = anchor.make_rotation(root1.signer, root2.cert, 2)
+    save("anchor-rotation-epoch2.bin", message)
+    device.state = anchor.apply_rotation(device.state, message)
+    yield f"  ok      device moved to key epoch {device.state.epoch}, anchored to R2"
+    yield expect_refused(
+        "replay of the same rotation",
+        "anchor-rotation",
+        lambda: str(anchor.apply_rotation(device.state, message)),
+    )
+    yield expect_ok("2.0.0 under R2 after the rotation", lambda: device.verify(v2))
+    yield expect_refused("release signed under R1 (old epoch)", "chain", lambda: device.verify(v1c))
+    yield "drill complete: every step ended as the incident plan requires"

@@ -1,0 +1,186 @@
+"""CA and signer directories on disk.
+
+Each CA or signer lives in one directory::
+
+    cert.pem     its certificate
+    chain.pem    its certificate, then its issuers' up to (not including) the root
+    key.pem      its private key (mode 0600, encrypted if a passphrase was given), or
+    key.uri      the PKCS#11 URI of its key when the key lives in an HSM (no PIN in it)
+    state.json   CAs only: revocations recorded so far and the last CRL number
+
+A directory is created whole or not at all (built in a temporary directory,
+then renamed), and an existing CA directory is never overwritten: losing a
+CA key to a typo is not recoverable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from otaguard._atomic import write_atomic
+from otaguard.crypto.loader import load_signer
+from otaguard.errors import StorageError, UsageError
+from otaguard.pki.issue import Issuer, Revocation
+
+MAX_PEM = 1 << 20
+
+
+@dataclass(frozen=True)
+class CaDir:
+    path: Path
+    cert: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    key_ref: str
+
+    def issuer(self, passphrase: bytes | None = None) -> Issuer:
+        return Issuer(self.cert, load_signer(self.key_ref, passphrase))
+
+
+def pem(certs: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
+
+
+def read_certs(
+    path: str | os.PathLike[str], what: str = "certificate file"
+) -> list[x509.Certificate]:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PEM + 1)
+    except OSError as exc:
+        raise StorageError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_PEM:
+        raise UsageError(f"{what} {path} is too large")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        try:
+            certs = [x509.load_der_x509_certificate(data)]
+        except ValueError as exc:
+            raise UsageError(f"{what} {path} holds no X.509 certificate") from exc
+    return certs
+
+
+def read_crl(path: str | os.PathLike[str]) -> x509.CertificateRevocationList:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise StorageError(f"cannot read CRL {path}: {exc.strerror or exc}") from exc
+    try:
+        return (
+            x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+        )
+    except ValueError as exc:
+        raise UsageError(f"{path} is not an X.509 CRL") from exc
+
+
+def write_ca_dir(
+    out_dir: Path,
+    cert: x509.Certificate,
+    chain: list[x509.Certificate],
+    *,
+    key_pem: bytes | None = None,
+    key_uri: str | None = None,
+    is_ca: bool = True,
+) -> None:
+    """Create ``out_dir`` with everything at once; refuse if it exists and is not empty."""
+    if (key_pem is None) == (key_uri is None):
+        raise ValueError("give exactly one of key_pem and key_uri")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UsageError(f"{out_dir} already exists and is not empty: refusing to overwrite")
+    parent = out_dir.parent if str(out_dir.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=parent))
+    except OSError as exc:
+        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    try:
+        (tmp / "cert.pem").write_bytes(pem([cert]))
+        (tmp / "chain.pem").write_bytes(pem(chain))
+        if key_pem is not None:
+            fd = os.open(tmp / "key.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(key_pem)
+        else:
+            assert key_uri is not None
+            (tmp / "key.uri").write_text(key_uri + "\n")
+        if is_ca:
+            (tmp / "state.json").write_text(json.dumps({"revoked": [], "crl_number": 0}) + "\n")
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StorageError(f"cannot create {out_dir}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_ca_dir(path: Path) -> CaDir:
+    if not path.is_dir():
+        raise UsageError(f"{path} is not a CA directory")
+    certs = read_certs(path / "cert.pem")
+    chain = read_certs(path / "chain.pem") if (path / "chain.pem").exists() else certs
+    if (path / "key.pem").exists():
+        key_ref = str(path / "key.pem")
+    elif (path / "key.uri").exists():
+        key_ref = (path / "key.uri").read_text().strip()
+    else:
+        raise UsageError(f"{path} has neither key.pem nor key.uri")
+    return CaDir(path, certs[0], tuple(chain), key_ref)
+
+
+def _state(ca: CaDir) -> dict[str, object]:
+    state_path = ca.path / "state.json"
+    if not state_path.exists():
+        raise UsageError(f"{ca.path} is not a CA (no state.json)")
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"cannot read {state_path}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise StorageError(f"{state_path} is corrupt")
+    return state
+
+
+def revocations(ca: CaDir) -> list[Revocation]:
+    entries = _state(ca).get("revoked", [])
+    assert isinstance(entries, list)
+    return [
+        Revocation(int(e["serial"], 16), dt.datetime.fromisoformat(e["date"]), e["reason"])
+        for e in entries
+    ]
+
+
+def record_revocation(ca: CaDir, revocation: Revocation) -> None:
+    state = _state(ca)
+    entries = state.setdefault("revoked", [])
+    assert isinstance(entries, list)
+    if any(int(e["serial"], 16) == revocation.serial for e in entries):
+        raise UsageError(f"serial {revocation.serial:X} is already revoked")
+    entries.append(
+        {
+            "serial": f"{revocation.serial:X}",
+            "date": revocation.date.isoformat(),
+            "reason": revocation.reason,
+        }
+    )
+    write_atomic(ca.path / "state.json", (json.dumps(state, indent=2) + "\n").encode())
+
+
+def next_crl_number(ca: CaDir) -> int:
+    """Reserve the next CRL number (persisted first, so numbers never repeat)."""
+    state = _state(ca)
+    number = int(state.get("crl_number", 0)) + 1  # type: ignore[call-overload]
+    state["crl_number"] = number
+    write_atomic(ca.path / "state.json", (json.dumps(state, indent=2) + "\n").encode())
+    return int(number)
