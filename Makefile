@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,7 +16,13 @@ venv: $(STAMP)
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-test: venv lint
+# System packages the tests need (real parts, not mocks): SoftHSM2 for PKCS#11, OpenSSL.
+system-deps:
+	@command -v softhsm2-util >/dev/null && command -v openssl >/dev/null || { \
+	  echo "installing softhsm2 and openssl (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 openssl >/dev/null; }
+
+test: venv system-deps lint
 	$(BIN)/python -m pytest -n 2 tests
 
 lint: venv

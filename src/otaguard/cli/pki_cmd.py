@@ -128,7 +128,12 @@ def init_root(
     show_default=True,
 )
 @_key_options("ecdsa-p384")
-@click.option("--years", default=5, show_default=True, type=click.IntRange(1, 30))
+@click.option(
+    "--years",
+    default=None,
+    type=click.IntRange(1, 30),
+    help="Validity (default: 5 for code signing, 15 for a device CA).",
+)
 @click.option("--path-length", default=0, show_default=True, type=click.IntRange(0, 5))
 def issue_intermediate(
     ca_dir: str,
@@ -141,10 +146,11 @@ def issue_intermediate(
     key: str | None,
     algorithm: str,
     passphrase_env: str | None,
-    years: int,
+    years: int | None,
     path_length: int,
 ) -> None:
     """Issue a regional intermediate CA (constraints travel in the certificate)."""
+    years = years or (5 if purpose == "code-signing" else 15)
     from otaguard.pki.constraints import Constraints
     from otaguard.pki.issue import build_intermediate, parse_subject
     from otaguard.pki.store import write_ca_dir
