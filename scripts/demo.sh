@@ -4,8 +4,12 @@
 # shell, sharing $WORK (a scratch directory) and the helpers below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORK="${DEMO_DIR:-$PWD/demo-out}"
-rm -rf "$WORK" && mkdir -p "$WORK"
+ROOT=$PWD
+OUT="${DEMO_DIR:-$ROOT/demo-out}"
+rm -rf "$OUT" && mkdir -p "$OUT"
+# Chapters write under $WORK; the demo runs inside it so that commands stay short.
+cd "$OUT"
+WORK=.
 export WORK
 
 bold=$'\e[1m'; dim=$'\e[2m'; green=$'\e[32m'; red=$'\e[31m'; reset=$'\e[0m'
@@ -25,8 +29,8 @@ refuse() {
   printf '%s-> refused as expected (exit %s)%s\n' "$green" "$rc" "$reset"
 }
 
-for part in scripts/demo.d/*.sh; do
+for part in "$ROOT"/scripts/demo.d/*.sh; do
   # shellcheck source=/dev/null
   source "$part"
 done
-printf '\n%sDemo finished: every step above ran the real otaguard code.%s\n' "$bold" "$reset"
+printf '\n%sDemo finished: every step above ran the real otaguard code (files in %s).%s\n' "$bold" "$OUT" "$reset"
