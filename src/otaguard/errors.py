@@ -136,3 +136,15 @@ class RevokedError(CertificateError):
     """A certificate in the chain has been revoked."""
 
     check = "revoked"
+
+
+class AnchorRotationError(RejectedError):
+    """A trust-anchor rotation message was refused (bad signer, replayed epoch)."""
+
+    check = "anchor-rotation"
+
+
+class StaleCrlError(RejectedError):
+    """A revocation list not newer than the one already stored (replay)."""
+
+    check = "crl-rollback"

@@ -31,22 +31,16 @@ from otaguard.crypto.keys import check_supported, key_id_bytes
 from otaguard.crypto.schemes import SignatureScheme, verify_signature
 from otaguard.crypto.signer import Signer
 from otaguard.errors import (
+    AnchorRotationError,
     ChainError,
     KeyLoadError,
     MalformedError,
-    RejectedError,
     SignatureError,
     TruncatedError,
 )
 
 MAGIC = b"OTAGANCH"
 MAX_CERT = 16 * 1024
-
-
-class AnchorRotationError(RejectedError):
-    """An anchor rotation message was refused."""
-
-    check = "anchor-rotation"
 
 
 @dataclass(frozen=True)
