@@ -26,8 +26,8 @@ test: venv system-deps lint
 	$(BIN)/python -m pytest -n 2 tests
 
 lint: venv
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check $(wildcard src tests bench scripts)
+	$(BIN)/ruff format --check $(wildcard src tests bench scripts)
 	$(BIN)/mypy
 
 bench: venv
