@@ -84,6 +84,12 @@ class SecurityCounterError(PolicyError):
     check = "security-counter"
 
 
+class VersionError(PolicyError):
+    """The image's version is older than the verifier's minimum."""
+
+    check = "version"
+
+
 class KeyLoadError(OtaguardError):
     """A key file could not be read as a supported key."""
 
@@ -148,3 +154,21 @@ class StaleCrlError(RejectedError):
     """A revocation list not newer than the one already stored (replay)."""
 
     check = "crl-rollback"
+
+
+class FuseBudgetError(PolicyError):
+    """The image's security counter is beyond what the device's fuses can ever record."""
+
+    check = "fuse-budget"
+
+
+class SlotSizeError(RejectedError):
+    """The image does not fit the device's slot."""
+
+    check = "slot-size"
+
+
+class RecoveryError(RejectedError):
+    """No slot holds an image that verifies: the device stays in recovery."""
+
+    check = "recovery"

@@ -167,6 +167,13 @@ def _metadata_json(meta: Any) -> dict[str, Any]:
 )
 @click.option("--pure", is_flag=True, help="MCUboot Ed25519: sign the image itself (SIG_PURE).")
 @click.option("--load-addr", default=None, help="MCUboot RAM load address.")
+@click.option(
+    "--endian",
+    type=click.Choice(["little", "big"]),
+    default="little",
+    show_default=True,
+    help="MCUboot header and TLV byte order.",
+)
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
 def sign(**opts: Any) -> None:
@@ -181,6 +188,9 @@ def sign(**opts: Any) -> None:
 
         mcuboot_cmd.sign(signers, opts)
         return
+    from otaguard.cli.mcuboot_cmd import reject_mcuboot_options
+
+    reject_mcuboot_options(opts)
     _sign_native(signers, opts)
 
 
@@ -282,6 +292,11 @@ def _verify_options(func: Any) -> Any:
             help="Require a security counter of at least N (anti-rollback).",
         ),
         click.option(
+            "--min-version",
+            default=None,
+            help="Require at least this version (semver; MCUboot: major.minor.revision).",
+        ),
+        click.option(
             "--format", "fmt", type=click.Choice(_FORMATS_READ), default="auto", show_default=True
         ),
     ]
@@ -290,13 +305,28 @@ def _verify_options(func: Any) -> Any:
     return func
 
 
-def _policy(opts: dict[str, Any]) -> Any:
+def _policy(opts: dict[str, Any], fmt: str = "native") -> Any:
     from otaguard.image import ImagePolicy
 
     floor = opts.get("min_security_counter")
     if floor is not None and floor < 0:
         raise UsageError("--min-security-counter must not be negative")
-    return ImagePolicy(hardware_id=opts.get("hardware_id"), min_security_counter=floor)
+    min_version = opts.get("min_version")
+    if min_version is not None:
+        if fmt == "mcuboot":
+            from otaguard.image.mcuboot import parse_version
+
+            parse_version(min_version)
+        else:
+            from otaguard.image.semver import parse_semver
+
+            try:
+                parse_semver(min_version)
+            except MalformedError as exc:
+                raise UsageError(f"--min-version: {exc}") from None
+    return ImagePolicy(
+        hardware_id=opts.get("hardware_id"), min_security_counter=floor, min_version=min_version
+    )
 
 
 def _resolve_format(opts: dict[str, Any], path: str) -> str:
@@ -434,9 +464,13 @@ def inspect(**opts: Any) -> None:
         return
     click.echo("NOT VERIFIED: inspect shows what the image claims; use 'otaguard verify'.")
     for name, value in report.items():
-        if name in ("verified", "signatures"):
+        if name in ("verified", "signatures", "protected_tlvs", "tlvs"):
             continue
         click.echo(f"  {name:17} {value}")
+    for area in ("protected_tlvs", "tlvs"):
+        for tlv in report.get(area, []):
+            label = "protected tlv" if area == "protected_tlvs" else "tlv"
+            click.echo(f"  {label:17} {tlv['type']} ({tlv['length']} bytes)")
     for sig in report.get("signatures", []):
         click.echo(f"  signature         {sig['scheme']} key {sig['key_id']}")
 

@@ -26,22 +26,41 @@ EXIT_USAGE = 2
 EXIT_BUG = 3
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+#: Sub-command -> "module:attribute". Imported only when that command runs, so
+#: ``otaguard verify`` does not pay for the PKI, device or server code.
+LAZY_COMMANDS = {
+    "key": "otaguard.cli.keys:key",
+    "pki": "otaguard.cli.pki_cmd:pki",
+    "device": "otaguard.cli.device_cmd:device",
+    "sign": "otaguard.cli.images:sign",
+    "verify": "otaguard.cli.images:verify",
+    "inspect": "otaguard.cli.images:inspect",
+    "extract": "otaguard.cli.images:extract",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose sub-commands are imported on first use (start-up time)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(LAZY_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        import importlib
+
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="otaguard")
 def cli() -> None:
     """otaguard: sign, verify and safely deliver firmware updates."""
-
-
-def _register() -> None:
-    from otaguard.cli import images, keys, pki_cmd
-
-    cli.add_command(keys.key)
-    cli.add_command(pki_cmd.pki)
-    for command in images.COMMANDS:
-        cli.add_command(command)
-
-
-_register()
 
 
 def _one_line(text: str) -> str:

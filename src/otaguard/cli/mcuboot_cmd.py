@@ -1,23 +1,169 @@
-"""MCUboot branch of the image commands (being written)."""
+"""MCUboot branch of ``otaguard sign|verify|inspect|extract``: options in, library out."""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, BinaryIO
 
+import click
+
+from otaguard.cli import images
 from otaguard.errors import UsageError
 
+_NATIVE_ONLY = (("annotations", "--annotate"), ("sha512", "--sha512"))
+_MCUBOOT_ONLY = (
+    ("pad_header", "--pad-header"),
+    ("slot_size", "--slot-size"),
+    ("pad", "--pad"),
+    ("confirm", "--confirm"),
+    ("max_sectors", "--max-sectors"),
+    ("dependencies", "--dependency"),
+    ("pure", "--pure"),
+    ("load_addr", "--load-addr"),
+)
 
-def sign(signers: Any, opts: Any) -> None:
-    raise UsageError("MCUboot signing is not available yet")
+
+def reject_mcuboot_options(opts: dict[str, Any]) -> None:
+    """A native sign given MCUboot-only flags is a usage error, not silently ignored."""
+    for name, flag in _MCUBOOT_ONLY:
+        if opts[name]:
+            raise UsageError(f"{flag} applies to --format mcuboot only")
+    if opts["endian"] != "little":
+        raise UsageError("--endian applies to --format mcuboot only")
 
 
-def verify(trusted: Any, opts: Any) -> dict[str, Any]:
-    raise UsageError("MCUboot verification is not available yet")
+def _sign_options(opts: dict[str, Any], signers: list[Any]) -> Any:
+    from otaguard.image import mcuboot
+
+    for name, flag in _NATIVE_ONLY:
+        if opts[name]:
+            raise UsageError(f"{flag} applies to the native format only")
+    version = mcuboot.parse_version(opts["version"])
+    counter_text = opts["security_counter"]
+    if counter_text is None:
+        counter = None
+    elif counter_text == "auto":
+        counter = version.auto_security_counter()
+    else:
+        counter = images._int_auto(counter_text)
+    chain = tuple(images._load_chain(opts["cert_chain"], signers))
+    return mcuboot.McubootSignOptions(
+        version=version,
+        security_counter=counter,
+        header_size=images._int_auto(opts["header_size"]),
+        pad_header=opts["pad_header"],
+        slot_size=images._int_auto(opts["slot_size"]) if opts["slot_size"] else None,
+        pad=opts["pad"],
+        confirm=opts["confirm"],
+        align=images._int_auto(opts["align"]),
+        max_sectors=images._int_auto(opts["max_sectors"]) if opts["max_sectors"] else 128,
+        dependencies=tuple(mcuboot.parse_dependency(d) for d in opts["dependencies"]),
+        hardware_ids=tuple(opts["hardware_ids"]),
+        cert_chain=chain,
+        created=images._created() if chain else None,
+        pure=opts["pure"],
+        load_addr=images._int_auto(opts["load_addr"]) if opts["load_addr"] else 0,
+        endian="<" if opts["endian"] == "little" else ">",
+    )
 
 
-def extract(trusted: Any, opts: Any, sink: Any) -> dict[str, Any]:
-    raise UsageError("MCUboot extraction is not available yet")
+def sign(signers: list[Any], opts: dict[str, Any]) -> None:
+    from otaguard._atomic import atomic_output
+    from otaguard.image import mcuboot
+
+    options = _sign_options(opts, signers)
+    if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
+        raise UsageError("INPUT and OUTPUT must be different files")
+    with (
+        images._open_input(opts["input_path"]) as source,
+        atomic_output(opts["output_path"]) as dest,
+    ):
+        result = mcuboot.sign_mcuboot(source, dest, signers, options)
+    counter = options.security_counter
+    click.echo(
+        f"signed MCUboot image {opts['output_path']}: version {options.version}, "
+        f"security counter {'none' if counter is None else counter}, "
+        f"{result.header.img_size} payload bytes, {result.hash_name}, "
+        f"{len(signers)} signature(s)"
+    )
 
 
-def inspect(opts: Any) -> dict[str, Any]:
-    raise UsageError("MCUboot inspection is not available yet")
+def _resolver(opts: dict[str, Any]) -> Any:
+    """For --trusted-root: trust the key the image's (validated) chain certifies."""
+    from otaguard.crypto.keys import check_supported
+    from otaguard.image import TrustedKeys
+    from otaguard.pki.image_trust import validate_mcuboot_chain
+    from otaguard.pki.store import read_certs, read_crl
+
+    roots = [c for path in opts["trusted_roots"] for c in read_certs(path, "trusted root")]
+    crls = [read_crl(path) for path in opts["crls"]]
+
+    def resolve(image: Any) -> Any:
+        chain = validate_mcuboot_chain(image, roots, crls=crls, region=opts["region"])
+        opts["_chain"] = chain
+        return TrustedKeys.of([check_supported(chain.leaf.public_key())])
+
+    return resolve
+
+
+def _verify(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[str, Any]:
+    from otaguard.image import mcuboot
+
+    if opts["trusted_roots"]:
+        trusted = _resolver(opts)
+    with images._open_input(opts["image"]) as stream:
+        result = mcuboot.verify_mcuboot(
+            stream,
+            trusted,
+            threshold=opts["threshold"],
+            policy=images._policy(opts, "mcuboot"),
+            sink=sink,
+        )
+    report = {"verified": True, "format": "mcuboot", "signed_by": list(result.signed_by)}
+    chain = opts.get("_chain")
+    if chain is not None:
+        report["certificate_chain"] = [c.subject.rfc4514_string() for c in chain.path]
+    report.update(_describe(result.image))
+    return report
+
+
+def verify(trusted: Any, opts: dict[str, Any]) -> dict[str, Any]:
+    return _verify(trusted, opts, None)
+
+
+def extract(trusted: Any, opts: dict[str, Any], sink: BinaryIO) -> dict[str, Any]:
+    return _verify(trusted, opts, sink)
+
+
+def inspect(opts: dict[str, Any]) -> dict[str, Any]:
+    from otaguard.image import mcuboot
+
+    with images._open_input(opts["image"]) as stream:
+        image = mcuboot.read_image(stream)
+    report: dict[str, Any] = {"verified": False, "format": "mcuboot"}
+    report.update(_describe(image))
+    report["protected_tlvs"] = mcuboot.describe_tlvs(image.protected)
+    report["tlvs"] = mcuboot.describe_tlvs(image.unprotected)
+    return report
+
+
+def _describe(image: Any) -> dict[str, Any]:
+    header = image.header
+    trailer = image.trailer
+    return {
+        "version": str(header.version),
+        "security_counter": image.security_counter,
+        "hardware_ids": list(image.hardware_ids),
+        "header_size": header.hdr_size,
+        "image_size": header.img_size,
+        "load_addr": header.load_addr,
+        "flags": header.flags,
+        "endian": "little" if header.endian == "<" else "big",
+        "hash": f"{image.hash_name}:{image.hash_value.hex()}",
+        "pure_signature": image.pure,
+        "dependencies": [f"image {d.image_id} >= {d.min_version}" for d in image.dependencies],
+        "certificates": len(image.cert_chain),
+        "trailer": None
+        if trailer is None
+        else {"magic": trailer.magic_ok, "image_ok": trailer.image_ok},
+    }

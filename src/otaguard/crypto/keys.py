@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import hashlib
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -160,6 +159,8 @@ def load_public_key(data: bytes) -> PublicKey:
     """
     pem = _looks_pem(data)
     if pem and b"-----BEGIN CERTIFICATE-----" in data:
+        from cryptography import x509  # lazy: x509 costs more start-up than the rest
+
         try:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError as exc:

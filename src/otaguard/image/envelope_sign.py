@@ -29,7 +29,8 @@ from otaguard.image.envelope_format import (
     encode_signature_block,
 )
 
-CHUNK_SIZE = 1 << 20
+#: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
+CHUNK_SIZE = 1 << 17
 
 
 def sign_protected(signed: bytes, signers: Sequence[Signer]) -> bytes:

@@ -48,7 +48,8 @@ from otaguard.image.envelope_format import (
 )
 from otaguard.image.policy import ImagePolicy, check_policy
 
-CHUNK_SIZE = 1 << 20
+#: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
+CHUNK_SIZE = 1 << 17
 
 
 @dataclass(frozen=True)

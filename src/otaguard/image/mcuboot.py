@@ -1,15 +1,55 @@
-"""MCUboot image format (being written)."""
+"""MCUboot image support: the public face of ``mcuboot_format/_sign/_verify``.
+
+Kept apart from the native envelope because the two formats share nothing on
+the wire; they share the :class:`Signer` protocol, :class:`TrustedKeys`,
+:class:`ImagePolicy` and the error types, so callers treat them alike.
+"""
 
 from __future__ import annotations
 
-import struct
+from otaguard.image.mcuboot_format import (
+    IMAGE_MAGIC,
+    Dependency,
+    Header,
+    McubootVersion,
+    TlvType,
+    detect_endian,
+    parse_dependency,
+    parse_version,
+)
+from otaguard.image.mcuboot_sign import McubootSigned, McubootSignOptions, sign_mcuboot
+from otaguard.image.mcuboot_verify import (
+    McubootImage,
+    McubootKeyResolver,
+    VerifiedMcuboot,
+    check_mcuboot_policy,
+    describe_tlvs,
+    read_image,
+    verify_mcuboot,
+)
 
-IMAGE_MAGIC = 0x96F3B83D
+__all__ = [
+    "IMAGE_MAGIC",
+    "Dependency",
+    "Header",
+    "McubootImage",
+    "McubootKeyResolver",
+    "McubootSignOptions",
+    "McubootSigned",
+    "McubootVersion",
+    "TlvType",
+    "VerifiedMcuboot",
+    "check_mcuboot_policy",
+    "describe_tlvs",
+    "looks_like_mcuboot",
+    "parse_dependency",
+    "parse_version",
+    "read_image",
+    "sign_mcuboot",
+    "verify_mcuboot",
+]
 
 
 def looks_like_mcuboot(head: bytes) -> bool:
     """True if ``head`` starts with MCUboot's header magic (either byte order)."""
-    return len(head) >= 4 and IMAGE_MAGIC in (
-        struct.unpack("<I", head[:4])[0],
-        struct.unpack(">I", head[:4])[0],
-    )
+    return detect_endian(head) is not None

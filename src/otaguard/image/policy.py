@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otaguard.errors import HardwareIdError, PolicyError, SecurityCounterError
+from otaguard.errors import HardwareIdError, PolicyError, SecurityCounterError, VersionError
 from otaguard.image.envelope_format import ImageMetadata, PayloadKind
+from otaguard.image.semver import parse_semver
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class ImagePolicy:
     ``min_security_counter``: the device's anti-rollback floor. The image's
     counter must be ``>=`` it, or ``>`` with ``strict_counter`` (see
     docs/device.md for why ``>=`` is the default).
+    ``min_version``: release policy on the version string (semver precedence
+    for the envelope; major.minor.revision for MCUboot, as its bootloader
+    compares). Anti-rollback itself is the counter's job, not this one's.
     ``allowed_kinds``: which payload kinds are acceptable here (a device
     installing a full image must not be handed a delta under its name).
     """
@@ -31,6 +35,7 @@ class ImagePolicy:
     min_security_counter: int | None = None
     strict_counter: bool = False
     allowed_kinds: frozenset[PayloadKind] = frozenset(PayloadKind)
+    min_version: str | None = None
 
 
 def check_policy(meta: ImageMetadata, policy: ImagePolicy) -> None:
@@ -49,5 +54,9 @@ def check_policy(meta: ImageMetadata, policy: ImagePolicy) -> None:
             raise SecurityCounterError(
                 f"security counter {meta.security_counter} is below {floor} (rollback)"
             )
+    if policy.min_version is not None:
+        wanted = parse_semver(policy.min_version)
+        if parse_semver(meta.version).precedence_key() < wanted.precedence_key():
+            raise VersionError(f"version {meta.version} is older than {policy.min_version}")
     if meta.payload_kind not in policy.allowed_kinds:
         raise PolicyError(f"payload kind {meta.payload_kind.name.lower()} not accepted here")

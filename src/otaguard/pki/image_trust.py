@@ -16,8 +16,9 @@ from typing import BinaryIO
 from cryptography import x509
 
 from otaguard.crypto.keys import check_supported
-from otaguard.errors import KeyLoadError, MalformedError
+from otaguard.errors import ConstraintError, KeyLoadError, MalformedError
 from otaguard.image import ImageMetadata, ImagePolicy, TrustedKeys, VerifiedImage, verify_stream
+from otaguard.image.mcuboot_verify import McubootImage
 from otaguard.pki.validate import (
     ValidatedChain,
     check_image_constraints,
@@ -30,8 +31,12 @@ def signing_time(meta: ImageMetadata) -> dt.datetime:
 
 
 def chain_of(meta: ImageMetadata) -> list[x509.Certificate]:
+    return _load_chain(meta.cert_chain)
+
+
+def _load_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
     certs = []
-    for der in meta.cert_chain:
+    for der in ders:
         try:
             certs.append(x509.load_der_x509_certificate(der))
         except ValueError as exc:
@@ -48,6 +53,29 @@ def validate_image_chain(
 ) -> ValidatedChain:
     chain = validate_code_signing_chain(chain_of(meta), roots, at=signing_time(meta), crls=crls)
     check_image_constraints(chain, meta.hardware_ids, region)
+    return chain
+
+
+def validate_mcuboot_chain(
+    image: McubootImage,
+    roots: Sequence[x509.Certificate],
+    *,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+    region: str | None = None,
+) -> ValidatedChain:
+    """The same rules for an MCUboot image's chain (otaguard's vendor TLVs).
+
+    MCUboot has no signing time of its own, so an image signed under a
+    certificate must carry otaguard's creation-time TLV; and a chain limited
+    to some hardware ids only covers images that name their hardware ids.
+    """
+    if image.cert_chain and image.created is None:
+        raise MalformedError("MCUboot image has a certificate chain but no signing time TLV")
+    at = dt.datetime.fromtimestamp(image.created or 0, tz=dt.UTC)
+    chain = validate_code_signing_chain(_load_chain(image.cert_chain), roots, at=at, crls=crls)
+    if chain.hardware_ids is not None and not image.hardware_ids:
+        raise ConstraintError("the signer's chain is limited to hardware ids; the image names none")
+    check_image_constraints(chain, image.hardware_ids, region)
     return chain
 
 
