@@ -24,6 +24,9 @@ from otaguard.errors import MalformedError, RejectedError, StorageError, UsageEr
 _FORMATS_SIGN = ["native", "mcuboot"]
 _FORMATS_READ = ["auto", "native", "mcuboot"]
 NATIVE_MAGIC = b"OTAGUARD"
+#: MCUboot's 0x96f3b83d in either byte order (kept here so that telling the
+#: formats apart does not import the MCUboot code).
+_MCUBOOT_MAGICS = (bytes.fromhex("3db8f396"), bytes.fromhex("96f3b83d"))
 
 
 def _int_auto(value: str) -> int:
@@ -59,8 +62,6 @@ def _created() -> int:
 
 def detect_format(path: str) -> str:
     """Tell the native envelope from an MCUboot image by their magic numbers."""
-    from otaguard.image import mcuboot
-
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)
@@ -68,7 +69,7 @@ def detect_format(path: str) -> str:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if head.startswith(NATIVE_MAGIC[: len(head)]) and len(head) == len(NATIVE_MAGIC):
         return "native"
-    if mcuboot.looks_like_mcuboot(head):
+    if head[:4] in _MCUBOOT_MAGICS:
         return "mcuboot"
     if len(head) < 8:
         raise MalformedError("truncated: too short to be an image")
@@ -393,11 +394,18 @@ def _root_resolver(opts: dict[str, Any]) -> Any:
 
 
 def _verify_native(trusted: Any, opts: dict[str, Any], sink: Any = None) -> dict[str, Any]:
+    from otaguard.cli import prefetch
     from otaguard.image import verify_stream
 
+    job = prefetch.active()
     with _open_input(opts["image"]) as stream:
         result = verify_stream(
-            stream, trusted, threshold=opts["threshold"], policy=_policy(opts), sink=sink
+            stream,
+            trusted,
+            threshold=opts["threshold"],
+            policy=_policy(opts),
+            sink=sink,
+            digest_source=job.digest_for if job is not None else None,
         )
     report = {"verified": True, "format": "native", "signed_by": list(result.signed_by)}
     chain = opts.get("_chain")

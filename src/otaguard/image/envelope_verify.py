@@ -184,6 +184,12 @@ def _check_digest(meta: ImageMetadata, actual: bytes) -> None:
 #: it returns must still have signed the header, so it cannot weaken step 2.
 KeyResolver = Callable[[ImageMetadata], TrustedKeys]
 
+#: Optionally supplies the digest of ``length`` bytes at ``offset`` of the open
+#: stream, computed by the caller's own means (the CLI hashes in a child process
+#: while it starts up); ``None`` means "hash it here". It is asked only after the
+#: signatures and policy passed, for the exact range the signed header names.
+DigestSource = Callable[[BinaryIO, int, int, str], bytes | None]
+
 
 def verify_stream(
     stream: BinaryIO,
@@ -192,6 +198,7 @@ def verify_stream(
     threshold: int,
     policy: ImagePolicy,
     sink: BinaryIO | None = None,
+    digest_source: DigestSource | None = None,
 ) -> VerifiedImage:
     """Run steps 1-5 over the envelope at the stream's current position.
 
@@ -216,7 +223,13 @@ def verify_stream(
         signed_by = verify_signatures(signed, entries, trusted, threshold=threshold)
         check_policy(meta, policy)
         stream.seek(start + payload_offset)
-        _check_digest(meta, _hash_payload(stream, meta, sink))
+        precomputed = None
+        if digest_source is not None and sink is None:
+            algorithm = meta.payload_digest.algorithm.hashlib_name
+            precomputed = digest_source(
+                stream, start + payload_offset, meta.payload_length, algorithm
+            )
+        _check_digest(meta, precomputed or _hash_payload(stream, meta, sink))
     else:
         actual = _hash_payload(stream, meta, sink)
         tail = stream.read(MAX_SIG_BLOCK_SIZE + 1)

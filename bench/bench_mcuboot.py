@@ -1,0 +1,203 @@
+"""MCUboot: `otaguard verify --format mcuboot` against `imgtool verify` on a 16 MiB image.
+
+Why (issue 2, "Benchmarks"): imgtool is the reference MCUboot signer and verifier, and the one a
+release pipeline would otherwise call; otaguard must be at least 1.5x faster at verifying the
+same image, as a whole process, to be worth using in its place. The image is made by imgtool, so
+the figures also prove interop on every run. Ed25519 and RSA-3072 are measured beside the
+required ECDSA P-256 because they are cheap and the signature cost differs per algorithm.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TITLE = "MCUboot: verify against imgtool"
+
+MIB = 2**20
+RUNS = 5
+SPEEDUP_GOAL = 1.5
+HEADER_SIZE = 0x200
+ALGORITHMS = ("ecdsa-p256", "ed25519", "rsa-3072")
+TIMEOUT = 600
+
+
+def quick() -> bool:
+    """Quick mode (set by run.py): a smaller image, same code paths."""
+    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
+
+
+class CommandFailed(Exception):
+    """A command exited other than expected; the message is its last stderr line."""
+
+
+class BenchFailed(Exception):
+    """Raised at the end when a measurement failed; `section` keeps everything else measured."""
+
+    def __init__(self, message: str, section: str) -> None:
+        super().__init__(message)
+        self.section = section
+
+
+def last_line(text: str) -> str:
+    """Last non-empty line: otaguard prints one error line, imgtool tracebacks end in one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+def check(argv: list[str], *, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """Run a command; raise with its one-line error unless it exits `expect`."""
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode != expect:
+        raise CommandFailed(
+            f"`{' '.join(argv[:2])}` exited {proc.returncode}, expected {expect}: "
+            f"{last_line(proc.stderr or proc.stdout)}"
+        )
+    return proc
+
+
+def wall(argv: list[str]) -> float:
+    """Wall time of one whole process that must exit 0 (exit 0 = verified)."""
+    start = time.perf_counter()
+    check(argv)
+    return time.perf_counter() - start
+
+
+@dataclass
+class Timing:
+    """Median and spread of repeated whole-process runs."""
+
+    median: float
+    low: float
+    high: float
+
+    def cell(self) -> str:
+        """Markdown cell: median with min-max, so noisy runs are visible."""
+        return f"{self.median:.3f} ({self.low:.3f}-{self.high:.3f})"
+
+
+def timed(argv: list[str]) -> Timing:
+    """Median of RUNS after one discarded warm-up (page cache, imports)."""
+    wall(argv)
+    samples = [wall(argv) for _ in range(RUNS)]
+    return Timing(statistics.median(samples), min(samples), max(samples))
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """XOR one byte in place (calling it twice restores the file)."""
+    with path.open("r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x01]))
+
+
+def public_key(key: Path, pub: Path) -> str:
+    """Export the public key with otaguard; fall back to openssl so verify is still measured."""
+    try:
+        check(["otaguard", "key", "public", str(key), "--out", str(pub)])
+        return ""
+    except CommandFailed as exc:
+        check(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(pub)])
+        return f"`otaguard key public` failed ({exc}); public key exported with openssl."
+
+
+@dataclass
+class Row:
+    """One algorithm's result; `error` set when otaguard could not be measured."""
+
+    algorithm: str
+    imgtool: Timing | None
+    otaguard: Timing | None
+    error: str | None
+    note: str
+
+
+def bench_algorithm(workdir: Path, payload: Path, size: int, algorithm: str) -> Row:
+    """Key and image by imgtool, then both verifiers on the same file."""
+    key, pub = workdir / f"{algorithm}.pem", workdir / f"{algorithm}.pub.pem"
+    image = workdir / f"{algorithm}.signed.bin"
+    check(["imgtool", "keygen", "-k", str(key), "-t", algorithm])
+    note = public_key(key, pub)
+    check(
+        [
+            *("imgtool", "sign", "-k", str(key), "--align", "4", "-v", "1.2.3"),
+            *("--security-counter", "7", "--header-size", hex(HEADER_SIZE), "--pad-header"),
+            *("-S", str(size + MIB), str(payload), str(image)),
+        ]
+    )
+    t_imgtool = timed(["imgtool", "verify", "-k", str(key), str(image)])
+
+    verify = ["otaguard", "verify", "--format", "mcuboot", "--trusted-key", str(pub), str(image)]
+    try:
+        t_otaguard = timed(verify)
+        # A verifier that accepts anything would be fast: prove this one checks the payload.
+        middle = HEADER_SIZE + size // 2
+        flip_byte(image, middle)
+        try:
+            check(verify, expect=1)
+        finally:
+            flip_byte(image, middle)
+    except CommandFailed as exc:
+        return Row(algorithm, t_imgtool, None, str(exc), note)
+    return Row(algorithm, t_imgtool, t_otaguard, None, note)
+
+
+def render(rows: list[Row], size: int) -> str:
+    """Markdown table plus goal line and notes."""
+    imgtool_version = importlib.metadata.version("imgtool")
+    lines = [
+        f"{size / MIB:.0f} MiB random payload, signed by imgtool {imgtool_version} "
+        f"(`imgtool sign --align 4 -v 1.2.3 --security-counter 7 --header-size "
+        f"{hex(HEADER_SIZE)} --pad-header`). Whole-process wall time, seconds: median of "
+        f"{RUNS} runs (min-max) after one warm-up; page cache warm.",
+        "",
+        "| key | `imgtool verify -k KEY` | `otaguard verify --format mcuboot` | speed-up | "
+        f"goal >= {SPEEDUP_GOAL}x |",
+        "|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for r in rows:
+        imgtool_cell = r.imgtool.cell() if r.imgtool else "-"
+        if r.otaguard and r.imgtool:
+            speedup = r.imgtool.median / r.otaguard.median
+            ok = speedup >= SPEEDUP_GOAL
+            lines.append(
+                f"| {r.algorithm} | {imgtool_cell} | {r.otaguard.cell()} | {speedup:.2f}x "
+                f"| {'**met**' if ok else '**NOT met**'} |"
+            )
+        else:
+            lines.append(f"| {r.algorithm} | {imgtool_cell} | failed | - | - |")
+        if r.error:
+            notes.append(f"- {r.algorithm}: otaguard failed: {r.error}")
+        if r.note:
+            notes.append(f"- {r.algorithm}: {r.note}")
+    lines += [
+        "",
+        "Speed-up = imgtool time / otaguard time. Where otaguard was measured, a copy with one "
+        "payload byte flipped was also rejected (exit 1).",
+    ]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def run(workdir: Path) -> str:
+    """All algorithms; a failing otaguard verify is reported per row, then the bench fails."""
+    size = 4 * MIB if quick() else 16 * MIB
+    payload = workdir / "payload.bin"
+    payload.write_bytes(os.urandom(size))
+    rows = [bench_algorithm(workdir, payload, size, alg) for alg in ALGORITHMS]
+    section = render(rows, size)
+    errors = [f"{r.algorithm}: {r.error}" for r in rows if r.error]
+    if errors:
+        # One line in the failure header (they are usually the same); all are in the notes.
+        raise BenchFailed(
+            errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""), section
+        )
+    return section

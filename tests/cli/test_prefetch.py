@@ -1,0 +1,81 @@
+"""The verify prefetch: a speed-up that must never change a verdict."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import cached_key, make_image
+from otaguard.cli import prefetch
+from otaguard.crypto.keys import KeyType, public_key_pem
+
+ENTRY = [sys.executable, "-c", "from otaguard.cli.entry import main; main()"]
+BIG = prefetch.MIN_PAYLOAD + 12345
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("prefetch")
+    key = cached_key(KeyType.ED25519)
+    image = tmp / "big.img"
+    image.write_bytes(make_image(os.urandom(BIG), [key]))
+    pub = tmp / "k.pub"
+    pub.write_bytes(public_key_pem(key.public_key()))
+    return {"image": image, "pub": pub, "dir": tmp}
+
+
+def _verify(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ENTRY, "verify", *map(str, args)], capture_output=True, text=True, check=False
+    )
+
+
+def test_console_entry_verifies_and_rejects(big: dict[str, Path]) -> None:
+    assert _verify("--trusted-key", big["pub"], big["image"]).returncode == 0
+    bad = big["dir"] / "bad.img"
+    data = bytearray(big["image"].read_bytes())
+    data[len(data) // 2] ^= 1
+    bad.write_bytes(bytes(data))
+    result = _verify("--trusted-key", big["pub"], bad)
+    assert result.returncode == 1 and "rejected (digest)" in result.stderr
+
+
+def test_guess_only_for_verify_of_one_large_native_image(big: dict[str, Path]) -> None:
+    image, pub = str(big["image"]), str(big["pub"])
+    guess = prefetch._guess_range(["verify", "--trusted-key", pub, "--json", image])
+    assert guess is not None and guess.path == image and guess.length == BIG
+    assert prefetch._guess_range(["extract", "--trusted-key", pub, image, "out"]) is None
+    assert prefetch._guess_range(["verify", "--trusted-key", pub]) is None
+    assert prefetch._guess_range(["verify", str(big["pub"])]) is None  # not an image
+
+
+def test_digest_is_used_only_for_the_same_file_and_range(big: dict[str, Path]) -> None:
+    job = prefetch.start(["verify", "--trusted-key", str(big["pub"]), str(big["image"])])
+    assert job is not None
+    other = big["dir"] / "copy.img"
+    other.write_bytes(big["image"].read_bytes())
+    guess = prefetch._guess_range(["verify", str(big["image"])])
+    assert guess is not None
+    with other.open("rb") as stream:  # same bytes, another file: not used
+        assert job.digest_for(stream, guess.offset, guess.length, guess.algorithm) is None
+    job = prefetch.start(["verify", str(big["image"])])
+    assert job is not None
+    with big["image"].open("rb") as stream:  # same file, another range: not used
+        assert job.digest_for(stream, guess.offset, guess.length - 1, guess.algorithm) is None
+    job = prefetch.start(["verify", str(big["image"])])
+    assert job is not None
+    with big["image"].open("rb") as stream:
+        digest = job.digest_for(stream, guess.offset, guess.length, guess.algorithm)
+    import hashlib
+
+    data = big["image"].read_bytes()[guess.offset : guess.offset + guess.length]
+    assert digest == hashlib.sha256(data).digest()
+    job = prefetch.start(["verify", str(big["image"])])
+    assert job is not None
+    job.cancel()  # an unused child is killed and reaped
+    with pytest.raises(ChildProcessError):
+        os.waitpid(job.pid, 0)
