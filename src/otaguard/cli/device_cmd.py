@@ -1,0 +1,526 @@
+"""``otaguard device``: a simulated device in a directory -- flash, fuses, bootloader.
+
+Every command is one event in the device's life (manufacture, an update
+arriving, a reset, the health check passing). ``--power-cut-at N`` and
+``--tear-at N`` make the N-th flash operation of that event (counting from
+0) lose power before it starts or half-way through it; the command then
+reports how far it got and exits 0: the simulation did what was asked. The
+next ``device boot`` shows what the device makes of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from otaguard.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+
+
+def _fault_options(func: F) -> F:
+    options = [
+        click.option(
+            "--power-cut-at",
+            type=click.IntRange(0),
+            default=None,
+            metavar="N",
+            help="Lose power before flash operation N (0-based).",
+        ),
+        click.option(
+            "--tear-at",
+            type=click.IntRange(0),
+            default=None,
+            metavar="N",
+            help="Lose power half-way through flash operation N: only a prefix lands.",
+        ),
+        click.option(
+            "--tear-fill",
+            type=click.Choice(["old", "random"]),
+            default="random",
+            show_default=True,
+            help="What the rest of a torn operation reads back as.",
+        ),
+        click.option("--tear-seed", type=int, default=0, show_default=True, hidden=True),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _plan(opts: dict[str, Any]) -> Any:
+    from otaguard.device.faults import FaultPlan, TearFill
+
+    return FaultPlan(
+        cut_before=opts["power_cut_at"],
+        tear_at=opts["tear_at"],
+        fill=TearFill(opts["tear_fill"]),
+        seed=opts["tear_seed"],
+    )
+
+
+@contextlib.contextmanager
+def _session(directory: Path, opts: dict[str, Any], event: str) -> Iterator[Any]:
+    """Open the device with the fault plan armed; turn a power cut into a report."""
+    from otaguard.device.faults import PowerLoss
+    from otaguard.device.store import open_device, save_running
+
+    with open_device(directory) as device:
+        device.arm(_plan(opts))
+        try:
+            yield device
+        except PowerLoss as cut:
+            save_running(directory, None)  # RAM is gone
+            _emit(
+                opts,
+                {"power_cut": True, "torn": cut.torn, "flash_ops": device.clock.count},
+                f"power lost {'during' if cut.torn else 'before'} flash operation {cut.op} of "
+                f"{event} ({device.clock.count} operation(s) done): the device is off",
+            )
+
+
+def _emit(opts: dict[str, Any], report: dict[str, Any], line: str) -> None:
+    if opts.get("as_json"):
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(line)
+
+
+def _image_json(image: Any) -> dict[str, Any]:
+    meta = image.metadata
+    return {
+        "version": meta.version,
+        "security_counter": meta.security_counter,
+        "image_id": image.image_id,
+    }
+
+
+@click.group()
+def device() -> None:
+    """Simulate a device: flash, OTP fuses, A/B bootloader, power loss."""
+
+
+@device.command("init")
+@_dir_arg
+@click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Public key or root CA certificate whose hash is burned into OTP (repeatable).",
+)
+@click.option("--hardware-id", required=True, help="Hardware id of the main component.")
+@click.option(
+    "--component",
+    "components",
+    multiple=True,
+    metavar="NAME=HWID",
+    help="A further firmware component (e.g. radio=acme-radio-v1); repeatable.",
+)
+@click.option("--geometry", default="nor-4k", show_default=True, help="Flash geometry preset.")
+@click.option(
+    "--erased-value",
+    type=click.Choice(["0xff", "0x00"]),
+    default=None,
+    help="Override the geometry's erased value.",
+)
+@click.option("--slot-size", type=click.IntRange(1), default=None, help="Slot size in bytes.")
+@click.option("--fuse-bits", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option(
+    "--counter-backend",
+    type=click.Choice(["fuses", "rpmb"]),
+    default="fuses",
+    show_default=True,
+    help="Thermometer-coded OTP fuses, or an RPMB-like monotonic counter.",
+)
+@click.option("--trial-tries", type=click.IntRange(1, 7), default=3, show_default=True)
+@click.option(
+    "--strict-counter",
+    is_flag=True,
+    help="Install only images with a counter ABOVE the fuses (default: at least equal).",
+)
+@click.option("--region", default=None, help="The device's region (checked against chains).")
+def init(directory: Path, **opts: Any) -> None:
+    """Manufacture a device in DIRECTORY: blank flash, anchors in OTP, counters at 0."""
+    from otaguard.cli.common import read_small_file
+    from otaguard.device.geometry import preset
+    from otaguard.device.model import MAIN, Component, DeviceConfig
+    from otaguard.device.store import init_device, parse_anchor
+    from otaguard.errors import KeyLoadError
+
+    geometry = preset(opts["geometry"])
+    if opts["erased_value"]:
+        geometry = geometry.with_erased(int(opts["erased_value"], 16))
+    if opts["slot_size"]:
+        geometry = geometry.with_slot_size(opts["slot_size"])
+    components = [Component(MAIN, opts["hardware_id"])]
+    for spec in opts["components"]:
+        name, sep, hwid = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--component {spec!r}: expected NAME=HWID")
+        components.append(Component(name, hwid))
+    anchors = []
+    for path in opts["trusted_keys"]:
+        try:
+            anchors.append(parse_anchor(read_small_file(path, "trusted key")))
+        except KeyLoadError as exc:
+            raise KeyLoadError(f"{path}: {exc}") from exc
+    config = DeviceConfig(
+        geometry,
+        tuple(components),
+        trial_tries=opts["trial_tries"],
+        strict_counter=opts["strict_counter"],
+        region=opts["region"],
+    )
+    init_device(
+        directory,
+        config,
+        anchors,
+        fuse_bits=opts["fuse_bits"],
+        counter_backend=opts["counter_backend"],
+    )
+    click.echo(
+        f"device {directory}: {geometry.name} flash ({geometry.sector_size}-byte sectors, "
+        f"erased 0x{geometry.erased:02x}), {len(anchors)} anchor(s) in OTP, "
+        f"components {', '.join(c.name for c in components)}"
+    )
+
+
+def _image_args(device: Any, args: tuple[str, ...]) -> dict[str, str]:
+    """IMAGE arguments: PATH (the main component) or NAME=PATH."""
+    from otaguard.device.model import MAIN
+
+    out: dict[str, str] = {}
+    for arg in args:
+        name, sep, path = arg.partition("=")
+        if not sep or name not in device.config.names:
+            name, path = MAIN, arg
+        if name in out:
+            raise UsageError(f"two images for component {name}")
+        out[name] = path
+    return out
+
+
+@device.command("install")
+@_dir_arg
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@_fault_options
+def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
+    """Install IMAGE (or NAME=IMAGE for each component of a set) into the inactive slot."""
+    from otaguard.device.install import install
+    from otaguard.device.store import load_running
+
+    running = load_running(directory)
+    with _session(directory, opts, "install") as dev, contextlib.ExitStack() as stack:
+        files = {
+            name: stack.enter_context(_open_image(path))
+            for name, path in _image_args(dev, images).items()
+        }
+        result = install(dev, files, running=running)
+        main = result.images[0]
+        _emit(
+            opts,
+            {
+                "power_cut": False,
+                "slot": result.slot,
+                "tries": result.tries,
+                "flash_ops": result.flash_ops,
+                "components": {i.component: _image_json(i) for i in result.images},
+                **_image_json(main),
+            },
+            f"installed {main.metadata.version} (security counter "
+            f"{main.metadata.security_counter}) into slot {result.slot}, verified in flash: "
+            f"a trial with {result.tries} tries from the next boot "
+            f"({result.flash_ops} flash operations)",
+        )
+
+
+def _open_image(path: str) -> Any:
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        from otaguard.errors import StorageError
+
+        raise StorageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+
+
+@device.command("boot")
+@_dir_arg
+@_fault_options
+def boot_cmd(directory: Path, **opts: Any) -> None:
+    """Reset the device: the bootloader picks, verifies and boots a slot."""
+    from otaguard.device.bootloader import boot
+    from otaguard.device.install import running_of
+    from otaguard.device.store import save_running
+    from otaguard.errors import RecoveryError
+
+    save_running(directory, None)  # a reset: the running firmware is gone
+    with _session(directory, opts, "boot") as dev:
+        result = boot(dev)
+        save_running(directory, running_of(result))
+        main = result.main
+        report: dict[str, Any] = {
+            "power_cut": False,
+            "state": result.state,
+            "slot": result.slot,
+            "version": main.metadata.version if main else None,
+            "security_counter": main.metadata.security_counter if main else None,
+            "tries_left": result.tries_left,
+            "rejected": [
+                {"slot": s, "check": check, "reason": why} for s, check, why in result.rejected
+            ],
+            "rebuilt_metadata": result.rebuilt,
+            "flash_ops": result.flash_ops,
+            "components": {i.component: _image_json(i) for i in result.images},
+        }
+        lines = [f"slot {s}: refused ({check}): {why}" for s, check, why in result.rejected]
+        if result.rebuilt:
+            lines.insert(0, "both boot-control copies were invalid: rebuilt from the slots")
+        if main is not None:
+            how = (
+                f"trial: {result.tries_left} more trial boot(s) before it reverts, unless confirmed"
+                if result.state == "trial"
+                else "confirmed"
+            )
+            lines.append(
+                f"booted slot {result.slot}: {main.metadata.version}, security counter "
+                f"{main.metadata.security_counter} ({how})"
+            )
+        if opts["as_json"]:
+            click.echo(json.dumps(report, indent=2, sort_keys=True))
+        elif lines:
+            click.echo("\n".join(lines))
+        if result.state == "recovery":
+            raise RecoveryError("no slot holds an image that verifies: the device is in recovery")
+
+
+@device.command("confirm")
+@_dir_arg
+@_fault_options
+def confirm_cmd(directory: Path, **opts: Any) -> None:
+    """The running firmware is healthy: make its slot permanent and raise the fuses."""
+    from otaguard.device.install import confirm
+    from otaguard.device.store import load_running, save_running
+
+    running = load_running(directory)
+    with _session(directory, opts, "confirm") as dev:
+        result = confirm(dev, running)
+        if running is not None:
+            save_running(directory, dataclasses.replace(running, trial=False))
+        counters = dev.otp.counters
+        fuses = {
+            name: {"counter": counters.value(name), "left": _left(counters, name)}
+            for name in dev.config.names
+        }
+        main = result.images[0].metadata
+        _emit(
+            opts,
+            {
+                "power_cut": False,
+                "slot": result.slot,
+                "version": main.version,
+                "already_confirmed": result.already_confirmed,
+                "fuses": fuses,
+                "flash_ops": result.flash_ops,
+            },
+            f"slot {result.slot} ({main.version}) is "
+            f"{'already ' if result.already_confirmed else ''}permanent; security counter fuses "
+            + ", ".join(f"{n}={f['counter']} ({f['left']} left)" for n, f in fuses.items()),
+        )
+
+
+def _left(counters: Any, name: str) -> int:
+    return int(counters.capacity(name) - counters.value(name))
+
+
+@device.command("reject")
+@_dir_arg
+def reject_cmd(directory: Path) -> None:
+    """The running trial failed its health check: never boot it again (reverts at reset)."""
+    from otaguard.device.install import reject
+    from otaguard.device.store import load_running, open_device
+
+    running = load_running(directory)
+    with open_device(directory) as dev:
+        slot = reject(dev, running)
+    click.echo(f"slot {slot} rejected: the next boot returns to the previous firmware")
+
+
+@device.command("status")
+@_dir_arg
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_cmd(directory: Path, as_json: bool) -> None:
+    """Show slots, images, boot control, fuses and the update state (reads only)."""
+    from otaguard.device.store import load_running, open_device
+
+    running = load_running(directory)
+    with open_device(directory) as dev:
+        report = _status(dev, running)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    click.echo(
+        f"update state {report['fwu_state']}; running: "
+        + (f"slot {running.slot}" + (" (trial)" if running.trial else "") if running else "off")
+    )
+    for letter, slot in report["slots"].items():
+        parts = []
+        for name, image in slot["components"].items():
+            if image is None:
+                parts.append(f"{name}: empty")
+            elif image["verified"]:
+                parts.append(f"{name}: {image['version']} (counter {image['security_counter']})")
+            else:
+                parts.append(f"{name}: does not verify ({image['check']})")
+        click.echo(
+            f"slot {letter}: {slot['state']:10} priority {slot['priority']:2} "
+            f"tries {slot['tries_remaining']}  " + "; ".join(parts)
+        )
+    for name, fuse in report["fuses"].items():
+        click.echo(
+            f"security counter {name}: {fuse['counter']} ({fuse['left']} of {fuse['capacity']} "
+            f"left, {fuse['backend']})"
+        )
+
+
+def _status(dev: Any, running: Any) -> dict[str, Any]:
+    from otaguard.device.bootctl import UNBOOTABLE, newest
+    from otaguard.device.geometry import SLOTS
+    from otaguard.device.slots import verify_slot
+    from otaguard.device.update_set import fwu_state, slot_label
+    from otaguard.errors import RejectedError
+
+    copies = dev.bootctl.copies()
+    index = newest(copies)
+    record = None if index is None else copies[index]
+    slots: dict[str, Any] = {}
+    for letter in SLOTS:
+        state = record.slot(letter) if record else UNBOOTABLE
+        images: dict[str, Any] = {}
+        for name in dev.config.names:
+            try:
+                image = verify_slot(dev, letter, name, for_install=False)
+                images[name] = {"verified": True, **_image_json(image)}
+            except RejectedError as exc:
+                images[name] = (
+                    None
+                    if exc.check in ("malformed", "truncated")
+                    else {
+                        "verified": False,
+                        "check": exc.check,
+                    }
+                )
+        slots[letter] = {
+            "state": slot_label(state),
+            "priority": state.priority,
+            "tries_remaining": state.tries,
+            "successful": state.successful,
+            "unbootable": state.unbootable,
+            "components": images,
+        }
+    counters = dev.otp.counters
+    fuses = {
+        name: {
+            "counter": counters.value(name),
+            "capacity": counters.capacity(name),
+            "left": _left(counters, name),
+            "backend": counters.kind,
+        }
+        for name in dev.config.names
+    }
+    state = fwu_state(record, dev.config.trial_tries, running)
+    return {
+        "geometry": dev.config.geometry.to_json(),
+        "fwu_state": state.value,
+        "pending": state.value in ("STAGED", "TRIAL", "REJECTED"),
+        "running": (
+            None
+            if running is None
+            else {"slot": running.slot, "trial": running.trial, "image_ids": running.image_ids}
+        ),
+        "metadata": {
+            "sequence": None if record is None else record.seq,
+            "valid_copies": sum(c is not None for c in copies),
+        },
+        "slots": slots,
+        "fuses": fuses,
+        "fuse_counter": fuses["main"]["counter"] if "main" in fuses else None,
+        "fuses_left": fuses["main"]["left"] if "main" in fuses else None,
+        "strict_counter": dev.config.strict_counter,
+    }
+
+
+@device.command("flash-raw")
+@_dir_arg
+@click.option("--slot", "letter", type=click.Choice(["a", "b"]), required=True)
+@click.option("--component", default="main", show_default=True)
+@click.option(
+    "--activate",
+    is_flag=True,
+    help="Also rewrite boot control to mark this slot confirmed and first in line.",
+)
+@click.argument("image", type=click.Path(dir_okay=False))
+def flash_raw(directory: Path, letter: str, component: str, activate: bool, image: str) -> None:
+    """ATTACK: write IMAGE straight into a slot with physical access, bypassing install."""
+    from otaguard.device.bootctl import BootRecord, SlotState
+    from otaguard.device.bootloader import SECOND, TOP
+    from otaguard.device.install import OTHER
+    from otaguard.device.slots import write_image
+    from otaguard.device.store import open_device
+
+    with open_device(directory) as dev, _open_image(image) as source:
+        dev.config.component(component)
+        region = dev.config.layout.slot(letter, component)
+        length = source.seek(0, 2)
+        source.seek(0)
+        write_image(dev.flash, region, source, length)
+        if activate:
+            record = dev.bootctl.load() or BootRecord(0)
+            record = record.with_slot(letter, SlotState(TOP, 0, successful=True, unbootable=False))
+            other = record.slot(OTHER[letter])
+            if other.priority:
+                record = record.with_slot(
+                    OTHER[letter],
+                    SlotState(SECOND, other.tries, other.successful, other.unbootable),
+                )
+            dev.bootctl.write(record)
+    click.echo(
+        f"wrote {length} bytes into slot {letter} ({component}) without any check"
+        + ("; boot control now points at it" if activate else "")
+    )
+
+
+@device.command("learn-crl")
+@_dir_arg
+@click.argument("crl", type=click.Path(dir_okay=False))
+@click.option(
+    "--issuer-chain",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Certificates of the CRL's issuer up to (not including) the root.",
+)
+def learn_crl_cmd(directory: Path, crl: str, issuer_chain: str | None) -> None:
+    """Store a revocation list signed by a CA under the device's anchored roots."""
+    from otaguard.cli.common import read_small_file
+    from otaguard.device.store import load_crls, open_device, save_crls
+    from otaguard.pki.crl_store import learn_crl
+    from otaguard.pki.store import read_certs
+
+    data = read_small_file(crl, "CRL")
+    chain = read_certs(issuer_chain, "issuer chain") if issuer_chain else []
+    with open_device(directory) as dev:
+        roots = dev.trust.anchored_roots()
+        if not roots:
+            raise UsageError("this device anchors no root certificate: CRLs do not apply")
+        store = learn_crl(load_crls(directory), data, roots=roots, issuer_chain=chain)
+        save_crls(directory, store)
+    click.echo(f"CRL learned; the device now holds {len(store.crls)} revocation list(s)")

@@ -1,0 +1,192 @@
+"""The update flow on the device: install into the inactive slot, confirm, reject.
+
+``install`` (PSA FWU: WRITING -> CANDIDATE -> STAGED):
+
+1. Verify every image of the set from its file first -- signature, hardware
+   id, counter floor, payload kind, and the fuse budget -- so that an image
+   the device could never confirm is refused before a single flash write.
+2. Mark the target slot unbootable (if it was bootable), so the bootloader
+   stops considering it before its first sector is erased.
+3. Erase and program each image into the target slot; components not in the
+   set are carried over from the other slot, so a slot always holds a set.
+4. Verify the whole set again, streaming from flash: what counts is what
+   landed, not what was checked before writing.
+5. One boot-control write (the commit point) makes the target a trial with
+   ``trial_tries`` tries at top priority. Before it, the device boots the old
+   set; after it, the new one, on trial.
+
+``confirm`` (TRIAL -> READY, psa_fwu_accept) first marks the running slot
+successful, *then* raises the fuses to its counters. In that order a power
+cut in between leaves fuses that lag the confirmed image, which the next boot
+raises; the other order could leave fuses ahead of every bootable image --
+a brick. ``reject`` marks a running trial unbootable (psa_fwu_reject).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import BinaryIO
+
+from otaguard.device.bootctl import UNBOOTABLE, BootRecord, SlotState
+from otaguard.device.bootloader import SECOND, TOP, BootResult, verify_set
+from otaguard.device.flash import FlashReader
+from otaguard.device.model import Device
+from otaguard.device.slots import (
+    SlotImage,
+    extent_in,
+    verify_slot,
+    verify_stream_for,
+    write_image,
+)
+from otaguard.errors import MalformedError, SlotSizeError, UsageError
+
+OTHER = {"a": "b", "b": "a"}
+
+
+@dataclass(frozen=True)
+class Running:
+    """What the bootloader handed to the firmware it started (RAM: lost at power-off)."""
+
+    slot: str
+    image_ids: tuple[str, ...]
+    trial: bool
+
+
+def running_of(result: BootResult) -> Running | None:
+    """What a boot hands to the firmware it started (None in recovery)."""
+    if result.slot is None:
+        return None
+    return Running(
+        result.slot, tuple(i.image_id for i in result.images), trial=result.state == "trial"
+    )
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    slot: str
+    images: tuple[SlotImage, ...]
+    tries: int
+    flash_ops: int
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    slot: str
+    images: tuple[SlotImage, ...]
+    already_confirmed: bool
+    flash_ops: int
+
+
+def _load(device: Device) -> BootRecord:
+    record = device.bootctl.load()
+    if record is None:
+        raise UsageError("boot control is unreadable: boot the device first (it rebuilds it)")
+    return record
+
+
+def target_slot(record: BootRecord, running: Running | None) -> str:
+    """The slot an install overwrites: never the running one, never the last good one."""
+    if running is not None:
+        if running.trial:
+            raise UsageError(
+                f"slot {running.slot} is running on trial: confirm or reject it before installing"
+            )
+        return OTHER[running.slot]
+    good = [s for s in ("a", "b") if record.slot(s).bootable and record.slot(s).successful]
+    if good:
+        return OTHER[max(good, key=lambda s: record.slot(s).priority)]
+    return min(("a", "b"), key=lambda s: (record.slot(s).priority, s))
+
+
+def _size(stream: BinaryIO) -> int:
+    end = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    return end
+
+
+def install(
+    device: Device, images: Mapping[str, BinaryIO], *, running: Running | None = None
+) -> InstallResult:
+    """Install an update set (component name -> seekable image file). See the module doc."""
+    if not images:
+        raise UsageError("an update set needs at least one image")
+    layout = device.config.layout
+    start = device.clock.count
+    for name, stream in images.items():  # 1: everything refused up front
+        device.config.component(name)
+        size = _size(stream)
+        if size > device.config.geometry.slot_size:
+            raise SlotSizeError(
+                f"{name}: the image ({size} bytes) does not fit a "
+                f"{device.config.geometry.slot_size}-byte slot"
+            )
+        verify_stream_for(device, name, stream, for_install=True)
+    record = _load(device)
+    target = target_slot(record, running)
+    source = OTHER[target]
+    if record.slot(target).bootable:  # 2
+        record = device.bootctl.write(record.with_slot(target, UNBOOTABLE))
+    for name in device.config.names:  # 3
+        region = layout.slot(target, name)
+        if name in images:
+            stream = images[name]
+            write_image(device.flash, region, stream, _size(stream))
+            continue
+        src = layout.slot(source, name)
+        try:
+            length = extent_in(device.flash, src)
+        except MalformedError:
+            raise UsageError(
+                f"component {name} has no image in slot {source} to carry over: "
+                "the update set must include it"
+            ) from None
+        write_image(device.flash, region, FlashReader(device.flash, src.offset, length), length)
+    verified = tuple(  # 4
+        verify_slot(device, target, name, for_install=name in images)
+        for name in device.config.names
+    )
+    tries = device.config.trial_tries
+    record = record.with_slot(target, SlotState(TOP, tries, unbootable=False))  # 5
+    if record.slot(source).priority:
+        record = record.with_slot(source, replace(record.slot(source), priority=SECOND))
+    device.bootctl.write(record)
+    return InstallResult(target, verified, tries, device.clock.count - start)
+
+
+def _running_set(
+    device: Device, running: Running | None
+) -> tuple[BootRecord, tuple[SlotImage, ...]]:
+    if running is None:
+        raise UsageError("the device is not running any firmware: boot it first")
+    record = _load(device)
+    images = verify_set(device, running.slot)  # fuses are irreversible: re-verify first
+    if tuple(i.image_id for i in images) != running.image_ids:
+        raise UsageError(f"slot {running.slot} no longer holds the firmware that booted: reboot")
+    return record, images
+
+
+def confirm(device: Device, running: Running | None) -> ConfirmResult:
+    """The running firmware passed its health check: make its slot permanent, raise fuses."""
+    start = device.clock.count
+    record, images = _running_set(device, running)
+    assert running is not None
+    state = record.slot(running.slot)
+    already = state.successful
+    if not already:
+        permanent = SlotState(max(state.priority, 1), 0, successful=True, unbootable=False)
+        device.bootctl.write(record.with_slot(running.slot, permanent))
+    for image in images:
+        device.otp.counters.advance_to(image.component, image.metadata.security_counter)
+    return ConfirmResult(running.slot, images, already, device.clock.count - start)
+
+
+def reject(device: Device, running: Running | None) -> str:
+    """The running trial failed its health check: never boot it again; returns the slot."""
+    record, _images = _running_set(device, running)
+    assert running is not None
+    if record.slot(running.slot).successful:
+        raise UsageError(f"slot {running.slot} is already confirmed: it cannot be rejected")
+    device.bootctl.write(record.with_slot(running.slot, UNBOOTABLE))
+    return running.slot

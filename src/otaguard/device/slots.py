@@ -1,0 +1,183 @@
+"""Images in slots: writing an envelope into a slot, finding its end, verifying it there.
+
+A slot holds the envelope bytes exactly as signed, followed by whatever the
+flash held before (erased cells, or the tail of an older, longer image). The
+envelope's own structure says where it ends: preamble -> header length,
+header -> payload length, signature block -> entry count and lengths. Those
+fields are not trusted for anything but finding the end, bounded by the slot
+size; verification then re-parses them strictly and authenticates every byte
+from the start of the slot to that end, so a wrong end is a failed check, not
+a wrong decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, cast
+
+from otaguard.device.flash import Flash, FlashReader
+from otaguard.device.geometry import Region
+from otaguard.device.model import Device
+from otaguard.errors import FuseBudgetError, MalformedError, SlotSizeError, TruncatedError
+from otaguard.image import ImageMetadata, ImagePolicy, PayloadKind, verify_stream
+from otaguard.image.envelope_format import (
+    MAX_SIGNATURE_SIZE,
+    MAX_SIGNATURES,
+    PREAMBLE_SIZE,
+    SIG_BLOCK_HEAD,
+    SIG_ENTRY_HEAD,
+    SIG_MAGIC,
+    parse_preamble,
+    parse_protected,
+)
+
+FULL_ONLY = frozenset({PayloadKind.FULL})
+
+
+@dataclass(frozen=True)
+class SlotImage:
+    """A verified image in a slot. ``image_id`` is the SHA-256 of its signed header."""
+
+    component: str
+    metadata: ImageMetadata
+    image_id: str
+    length: int
+
+
+def envelope_extent(read: Callable[[int, int], bytes], limit: int) -> int:
+    """Length of the envelope at offset 0 of a region of ``limit`` bytes."""
+
+    def get(offset: int, n: int) -> bytes:
+        if offset + n > limit:
+            raise TruncatedError("the image runs past the end of its slot")
+        return read(offset, n)
+
+    header_len = parse_preamble(get(0, PREAMBLE_SIZE))
+    meta = parse_protected(get(0, PREAMBLE_SIZE + header_len))
+    pos = PREAMBLE_SIZE + header_len + meta.payload_length
+    magic, count, _reserved = SIG_BLOCK_HEAD.unpack(get(pos, SIG_BLOCK_HEAD.size))
+    if magic != SIG_MAGIC or not 1 <= count <= MAX_SIGNATURES:
+        raise MalformedError("no signature block after the payload")
+    pos += SIG_BLOCK_HEAD.size
+    for _ in range(count):
+        *_head, length = SIG_ENTRY_HEAD.unpack(get(pos, SIG_ENTRY_HEAD.size))
+        if not 1 <= length <= MAX_SIGNATURE_SIZE:
+            raise MalformedError("signature entry: length out of range")
+        pos += SIG_ENTRY_HEAD.size + length
+    if pos > limit:
+        raise TruncatedError("the image runs past the end of its slot")
+    return pos
+
+
+def image_id_of(envelope: bytes) -> str:
+    """The id :func:`verify_slot` reports for ``envelope``: SHA-256 of its signed header."""
+    return hashlib.sha256(envelope[: PREAMBLE_SIZE + parse_preamble(envelope)]).hexdigest()
+
+
+def extent_in(flash: Flash, region: Region) -> int:
+    """Length of the envelope at the start of ``region`` (MalformedError if none)."""
+    return envelope_extent(lambda off, n: flash.read(region.offset + off, n), region.size)
+
+
+def device_policy(device: Device, component: str, *, for_install: bool) -> ImagePolicy:
+    """Hardware id, anti-rollback floor and payload kind this device requires.
+
+    The strict (``>``) counter rule applies to installs only: the image a
+    device runs has a counter *equal* to its fuses once confirmed, so boot
+    must always accept ``>=`` or it would refuse its own firmware.
+    """
+    return ImagePolicy(
+        hardware_id=device.config.component(component).hardware_id,
+        min_security_counter=device.otp.counters.value(component),
+        strict_counter=for_install and device.config.strict_counter,
+        allowed_kinds=FULL_ONLY,
+    )
+
+
+def check_budget(device: Device, component: str, meta: ImageMetadata) -> None:
+    """Refuse an image whose counter the fuses can never record (after authentication)."""
+    capacity = device.otp.counters.capacity(component)
+    if meta.security_counter > capacity:
+        have = device.otp.counters.value(component)
+        raise FuseBudgetError(
+            f"security counter {meta.security_counter} exceeds the fuse budget of {component} "
+            f"({capacity} fuses, {capacity - have} left)"
+        )
+
+
+def verify_stream_for(
+    device: Device, component: str, stream: BinaryIO, *, for_install: bool
+) -> ImageMetadata:
+    result = verify_stream(
+        stream,
+        device.trust.resolver(),
+        threshold=1,
+        policy=device_policy(device, component, for_install=for_install),
+    )
+    check_budget(device, component, result.metadata)
+    return result.metadata
+
+
+def verify_slot(device: Device, letter: str, component: str, *, for_install: bool) -> SlotImage:
+    """Verify, by streaming from flash, the image in one (slot, component) region."""
+    region = device.config.layout.slot(letter, component)
+    flash = device.flash
+    length = extent_in(flash, region)
+    reader = io.BufferedReader(FlashReader(flash, region.offset, length), buffer_size=1 << 16)
+    meta = verify_stream_for(device, component, cast(BinaryIO, reader), for_install=for_install)
+    header = flash.read(
+        region.offset, PREAMBLE_SIZE + parse_preamble(flash.read(region.offset, 16))
+    )
+    return SlotImage(component, meta, hashlib.sha256(header).hexdigest(), length)
+
+
+def peek_slot(device: Device, letter: str, component: str) -> ImageMetadata | None:
+    """What a slot's header *claims* (unverified, for display), or None if unreadable."""
+    region = device.config.layout.slot(letter, component)
+    try:
+        extent_in(device.flash, region)
+        read = device.flash.read
+        header_len = parse_preamble(read(region.offset, PREAMBLE_SIZE))
+        return parse_protected(read(region.offset, PREAMBLE_SIZE + header_len))
+    except MalformedError:
+        return None
+
+
+class Source(Protocol):
+    def read(self, size: int = -1, /) -> bytes | None: ...
+
+
+def write_image(flash: Flash, region: Region, source: Source, length: int) -> None:
+    """Erase the sectors ``length`` bytes need, then program them in aligned chunks.
+
+    The erases come first, so from the first counted operation on, the old
+    image in this slot no longer verifies and the slot holds either nothing
+    bootable or, once every chunk landed, the new image.
+    """
+    g = flash.geometry
+    if length > region.size:
+        raise SlotSizeError(f"the image ({length} bytes) does not fit a {region.size}-byte slot")
+    first = region.offset // g.sector_size
+    for sector in range(first, first + -(-length // g.sector_size)):
+        flash.erase_sector(sector)
+    pad = bytes([g.erased])
+    written = 0
+    while written < length:
+        want = min(g.program_size, length - written)
+        chunk = _read_full(source, want)
+        flash.program(region.offset + written, chunk + pad * (-len(chunk) % g.write_align))
+        written += want
+
+
+def _read_full(source: Source, n: int) -> bytes:
+    parts = []
+    while n:
+        data = source.read(n)
+        if not data:
+            raise TruncatedError("the image file ended early")
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)

@@ -1,0 +1,260 @@
+"""A simulated device on disk: one directory, opened for one command at a time.
+
+::
+
+    device.json    configuration (the boot ROM's constants): geometry, components,
+                   trial tries, anti-rollback mode, region, counter backend
+    flash.bin      the flash, mmap'ed: the file *is* the flash, so whatever was
+                   written before a crash or a simulated power cut stays written
+    otp.json       OTP: anchor hashes and counters, rewritten atomically per burn
+    anchors/N.pem  trusted public keys and root certificates (ordinary storage;
+                   believed only if they hash to an OTP anchor)
+    crls.json      revocation lists the device has learned (secure storage)
+    running.json   RAM: what the bootloader handed to the running firmware;
+                   removed when the device loses power
+
+The directory is created whole or not at all, and an existing device is
+never overwritten. Commands take an exclusive lock on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import mmap
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from otaguard._atomic import write_atomic
+from otaguard.crypto.keys import PublicKey, check_supported, load_public_key, public_key_pem
+from otaguard.device.faults import OpClock
+from otaguard.device.flash import Flash
+from otaguard.device.fuses import Otp
+from otaguard.device.geometry import Geometry
+from otaguard.device.install import Running
+from otaguard.device.model import Component, Device, DeviceConfig, fresh_counters
+from otaguard.device.trust import DeviceTrust, anchor_of
+from otaguard.errors import KeyLoadError, StorageError, UsageError
+from otaguard.pki.crl_store import LearnedCrls
+
+FORMAT = 1
+MAX_FILE = 1 << 20
+
+
+def parse_anchor(data: bytes) -> PublicKey | x509.Certificate:
+    """A trusted-key file: a certificate (a root: PKI path) or a public/private key."""
+    if b"-----BEGIN CERTIFICATE-----" in data[:4096]:
+        try:
+            cert = x509.load_pem_x509_certificate(data)
+        except ValueError as exc:
+            raise KeyLoadError("not a valid X.509 certificate") from exc
+    else:
+        try:
+            cert = x509.load_der_x509_certificate(data)
+        except ValueError:
+            return load_public_key(data)
+    check_supported(cert.public_key())
+    return cert
+
+
+def _anchor_pem(item: PublicKey | x509.Certificate) -> bytes:
+    if isinstance(item, x509.Certificate):
+        return item.public_bytes(Encoding.PEM)
+    return public_key_pem(item)
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE + 1)
+    except FileNotFoundError:
+        raise StorageError(f"{path.parent} is not a device directory (no {path.name})") from None
+    except OSError as exc:
+        raise StorageError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_FILE:
+        raise StorageError(f"{what} {path} is too large")
+    return data
+
+
+def _json(path: Path, what: str) -> dict[str, object]:
+    try:
+        data = json.loads(_read(path, what))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StorageError(f"{what} {path} is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise StorageError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def init_device(
+    path: Path,
+    config: DeviceConfig,
+    anchors: Sequence[PublicKey | x509.Certificate],
+    *,
+    fuse_bits: int = 64,
+    counter_backend: str = "fuses",
+) -> None:
+    """Manufacture a device: blank flash, anchors burned into OTP, counters at zero."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{path} already exists and is not an empty directory")
+    if not anchors:
+        raise UsageError("a device needs at least one trusted key")
+    trust = DeviceTrust(frozenset(anchor_of(a) for a in anchors))
+    counters = fresh_counters(config, fuse_bits, counter_backend)
+    otp = Otp(tuple(sorted(trust.anchors)), counters)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=parent))
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from exc
+    try:
+        (tmp / "anchors").mkdir()
+        for index, item in enumerate(anchors):
+            write_atomic(tmp / "anchors" / f"{index}.pem", _anchor_pem(item))
+        write_atomic(tmp / "device.json", _config_json(config, counter_backend).encode())
+        write_atomic(tmp / "otp.json", json.dumps(otp.to_json()).encode())
+        size = config.layout.size
+        write_atomic(tmp / "flash.bin", bytes([config.geometry.erased]) * size)
+        with open_device(tmp) as device:
+            device.provision()
+        if path.exists():
+            path.rmdir()
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _config_json(config: DeviceConfig, counter_backend: str) -> str:
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "geometry": config.geometry.to_json(),
+            "components": [
+                {"name": c.name, "hardware_id": c.hardware_id} for c in config.components
+            ],
+            "trial_tries": config.trial_tries,
+            "strict_counter": config.strict_counter,
+            "region": config.region,
+            "counter_backend": counter_backend,
+        },
+        indent=2,
+    )
+
+
+def _load_config(path: Path) -> DeviceConfig:
+    data = _json(path / "device.json", "device configuration")
+    if data.get("format") != FORMAT:
+        raise StorageError(f"{path}: unsupported device format")
+    try:
+        geometry = data["geometry"]
+        comps = data["components"]
+        assert isinstance(geometry, dict) and isinstance(comps, list)
+        region = data.get("region")
+        return DeviceConfig(
+            Geometry.from_json(geometry),
+            tuple(Component(str(c["name"]), str(c["hardware_id"])) for c in comps),
+            trial_tries=int(data["trial_tries"]),  # type: ignore[call-overload]
+            strict_counter=bool(data["strict_counter"]),
+            region=None if region is None else str(region),
+        )
+    except (KeyError, TypeError, ValueError, AssertionError) as exc:
+        raise StorageError(f"{path}/device.json: bad configuration ({exc})") from exc
+
+
+def _load_anchors(path: Path) -> list[PublicKey | x509.Certificate]:
+    items = []
+    for file in sorted((path / "anchors").glob("*.pem")):
+        try:
+            items.append(parse_anchor(_read(file, "trusted key")))
+        except KeyLoadError:
+            continue  # storage is not trusted; a damaged file just anchors nothing
+    return items
+
+
+def load_crls(path: Path) -> LearnedCrls:
+    file = path / "crls.json"
+    if not file.exists():
+        return LearnedCrls()
+    data = _json(file, "learned CRLs").get("crls")
+    if not isinstance(data, list):
+        raise StorageError(f"{file}: bad CRL store")
+    return LearnedCrls(tuple(base64.b64decode(str(d)) for d in data))
+
+
+def save_crls(path: Path, store: LearnedCrls) -> None:
+    body = {"crls": [base64.b64encode(d).decode() for d in store.crls]}
+    write_atomic(path / "crls.json", json.dumps(body).encode())
+
+
+@contextlib.contextmanager
+def open_device(path: Path) -> Iterator[Device]:
+    """Open the device in ``path`` (locked) for one command; flash writes go to the file."""
+    config = _load_config(path)
+    otp = Otp.from_json(_json(path / "otp.json", "OTP"))
+    if otp.counters.names() != set(config.names):
+        raise StorageError(f"{path}: OTP counters do not match the components")
+    anchors = _load_anchors(path)
+    keys = tuple(a for a in anchors if not isinstance(a, x509.Certificate))
+    roots = tuple(a for a in anchors if isinstance(a, x509.Certificate))
+    keys += tuple(check_supported(r.public_key()) for r in roots)
+    try:
+        crls = tuple(load_crls(path).parsed())
+    except ValueError as exc:
+        raise StorageError(f"{path}: unreadable CRL store") from exc
+    trust = DeviceTrust(frozenset(otp.anchors), keys, roots, crls, config.region)
+    otp_file = path / "otp.json"
+
+    def persist() -> None:
+        write_atomic(otp_file, json.dumps(otp.to_json()).encode())
+
+    otp.counters.watch(persist)
+    try:
+        lock = os.open(path / "device.json", os.O_RDONLY)
+        fd = os.open(path / "flash.bin", os.O_RDWR)
+    except OSError as exc:
+        raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.fstat(fd).st_size != config.layout.size:
+            raise StorageError(f"{path}/flash.bin does not match the device geometry")
+        buffer = mmap.mmap(fd, config.layout.size)
+        try:
+            yield Device(config, Flash(config.geometry, buffer, OpClock()), otp, trust)
+        finally:
+            buffer.flush()
+            buffer.close()
+    finally:
+        os.close(fd)
+        os.close(lock)
+
+
+def load_running(path: Path) -> Running | None:
+    file = path / "running.json"
+    if not file.exists():
+        return None
+    data = _json(file, "running state")
+    try:
+        ids = data["image_ids"]
+        assert isinstance(ids, list)
+        return Running(str(data["slot"]), tuple(str(i) for i in ids), bool(data["trial"]))
+    except (KeyError, AssertionError) as exc:
+        raise StorageError(f"{file}: bad running state") from exc
+
+
+def save_running(path: Path, running: Running | None) -> None:
+    file = path / "running.json"
+    if running is None:
+        with contextlib.suppress(FileNotFoundError):
+            file.unlink()
+        return
+    body = {"slot": running.slot, "image_ids": list(running.image_ids), "trial": running.trial}
+    write_atomic(file, json.dumps(body).encode())

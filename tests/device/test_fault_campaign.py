@@ -1,0 +1,97 @@
+"""The exhaustive power-loss campaign (issue 3's acceptance test).
+
+For a v1 -> v2 update that is confirmed, and a v2 -> v3 update that crash-
+loops and reverts, on 8 geometries x both erased values: cut power before
+every flash operation, and tear every operation (rest left old, or noise),
+then reboot until the device settles. ``run_campaign`` checks after each
+fault that the device always boots a verified image (old or new, never a
+mix), that the fuses never decrease and are never ahead of the confirmed
+image, that a trial never becomes permanent without confirm, and that the
+update still succeeds afterwards. Bricks must be 0.
+
+The last tests break the design on purpose (fuses before the record in
+confirm; Android's single copy reset to defaults) to show the campaign
+notices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from otaguard.device import bootctl, bootloader, campaign
+from otaguard.device.geometry import PRESETS
+from otaguard.device.install import _running_set
+
+GEOMETRIES = sorted(PRESETS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", ["update", "crash-loop"])
+@pytest.mark.parametrize("erased", [0xFF, 0x00], ids=["ff", "00"])
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_power_loss_anywhere_never_bricks(kit, name: str, erased: int, scenario: str) -> None:  # type: ignore[no-untyped-def]
+    geometry = PRESETS[name].with_erased(erased)
+    history = [kit.image(1)] if scenario == "update" else [kit.image(1), kit.image(2)]
+    new = kit.image(2) if scenario == "update" else kit.image(3)
+    report = campaign.run_campaign(kit.factory(geometry), history, new, scenario=scenario)
+    print(
+        f"{scenario} on {name}/0x{erased:02x}: {report.operations} operations, "
+        f"{report.fault_points} fault points tried, {report.bricks} bricks"
+    )
+    assert report.operations > 10
+    assert report.fault_points == 3 * report.operations
+    assert report.bricks == 0, report.failures
+
+
+def test_campaign_is_deterministic(kit) -> None:  # type: ignore[no-untyped-def]
+    make = kit.factory(PRESETS["stm32h7"])
+    first = campaign.run_campaign(make, [kit.image(1)], kit.image(2), scenario="update")
+    second = campaign.run_campaign(make, [kit.image(1)], kit.image(2), scenario="update")
+    assert first == second
+
+
+def _fuses_first_confirm(device, running):  # type: ignore[no-untyped-def]
+    record, images = _running_set(device, running)
+    for image in images:
+        device.otp.counters.advance_to(image.component, image.metadata.security_counter)
+    state = bootctl.SlotState(record.slot(running.slot).priority, 0, True, False)
+    device.bootctl.write(record.with_slot(running.slot, state))
+
+
+def test_campaign_catches_fuses_raised_before_the_confirm_record(kit, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(campaign, "confirm", _fuses_first_confirm)
+    report = campaign.run_campaign(
+        kit.factory(PRESETS["stm32h7"]), [kit.image(1)], kit.image(3), scenario="update"
+    )
+    assert report.bricks > 0
+    assert any("fuses" in f for f in report.failures)
+
+
+def test_campaign_catches_a_single_copy_reset_to_defaults(kit, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Android's scheme: one copy; on a bad CRC, defaults (no slot known good)."""
+    real_copies = bootctl.BootControl.copies
+
+    def one_copy(self):  # type: ignore[no-untyped-def]
+        return real_copies(self)[0], None
+
+    def write_copy_0(self, record):  # type: ignore[no-untyped-def]
+        current = real_copies(self)[0]
+        stored = replace(record, seq=(current.seq + 1) if current else 1)
+        data = stored.encode() + bytes([self.flash.geometry.erased]) * (self._padded - 24)
+        self.flash.erase_sector(0)
+        self.flash.program(0, data)
+        return stored
+
+    monkeypatch.setattr(bootctl.BootControl, "copies", one_copy)
+    monkeypatch.setattr(bootctl.BootControl, "write", write_copy_0)
+    monkeypatch.setattr(bootloader, "rebuild", lambda device: (bootctl.BootRecord(0), {}))
+    report = campaign.run_campaign(
+        kit.factory(PRESETS["stm32h7"]),
+        [kit.image(1), kit.image(2)],
+        kit.image(3),
+        scenario="crash-loop",
+    )
+    assert report.bricks > 0
+    assert any("recovery" in f for f in report.failures)
