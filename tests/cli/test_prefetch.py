@@ -79,3 +79,21 @@ def test_digest_is_used_only_for_the_same_file_and_range(big: dict[str, Path]) -
     job.cancel()  # an unused child is killed and reaped
     with pytest.raises(ChildProcessError):
         os.waitpid(job.pid, 0)
+
+
+def test_mcuboot_prefetch_verifies_and_rejects(tmp_path: Path) -> None:
+    from helpers_mcuboot import sign_bytes
+
+    key = cached_key(KeyType.ECDSA_P256)
+    image = tmp_path / "mcu.bin"
+    image.write_bytes(sign_bytes(os.urandom(BIG), [key], tmp_path))
+    pub = tmp_path / "k.pub"
+    pub.write_bytes(public_key_pem(key.public_key()))
+    guess = prefetch._guess_range(["verify", "--trusted-key", str(pub), str(image)])
+    assert guess is not None and guess.offset == 0 and guess.algorithm == "sha256"
+    assert _verify("--trusted-key", pub, image).returncode == 0
+    data = bytearray(image.read_bytes())
+    data[0x200 + 4096] ^= 1
+    image.write_bytes(bytes(data))
+    result = _verify("--trusted-key", pub, image)
+    assert result.returncode == 1 and "rejected (digest)" in result.stderr

@@ -15,11 +15,11 @@ from otaguard.image.envelope_format import (
     Digest,
     HashAlgorithm,
     ImageMetadata,
-    PayloadKind,
     encode_protected,
     parse_protected,
     parse_signature_block,
 )
+from otaguard.image.kinds import PayloadKind
 
 KEY = cached_key(KeyType.ED25519)
 TRUSTED = TrustedKeys.of([KEY.public_key()])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from otaguard.crypto.keys import PrivateKey, PublicKey, load_private_key, load_public_key
 from otaguard.errors import KeyLoadError, StorageError, UsageError
@@ -52,6 +51,6 @@ def load_public_key_file(path: str) -> PublicKey:
 
 
 def ensure_distinct(paths: list[str]) -> None:
-    resolved = [Path(p).resolve() for p in paths]
+    resolved = [os.path.realpath(p) for p in paths]
     if len(set(resolved)) != len(resolved):
         raise UsageError("the same file was given twice")

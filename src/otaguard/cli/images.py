@@ -7,7 +7,6 @@ share one set of flags, exit codes and messages.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -27,6 +26,12 @@ NATIVE_MAGIC = b"OTAGUARD"
 #: MCUboot's 0x96f3b83d in either byte order (kept here so that telling the
 #: formats apart does not import the MCUboot code).
 _MCUBOOT_MAGICS = (bytes.fromhex("3db8f396"), bytes.fromhex("96f3b83d"))
+
+
+def _json(report: dict[str, Any]) -> str:
+    import json  # only for --json: start-up time matters for verify
+
+    return json.dumps(report, indent=2, sort_keys=True)
 
 
 def _int_auto(value: str) -> int:
@@ -351,10 +356,10 @@ def verify(**opts: Any) -> None:
             report = _verify_native(trusted, opts)
     except RejectedError as exc:
         if opts["as_json"]:
-            click.echo(json.dumps({"verified": False, "check": exc.check, "error": str(exc)}))
+            click.echo(_json({"verified": False, "check": exc.check, "error": str(exc)}))
         raise
     if opts["as_json"]:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(_json(report))
     else:
         click.echo(
             f"OK: {report['format']} image {opts['image']} verified: version "
@@ -468,7 +473,7 @@ def inspect(**opts: Any) -> None:
             for e in envelope.signatures
         ]
     if opts["as_json"]:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(_json(report))
         return
     click.echo("NOT VERIFIED: inspect shows what the image claims; use 'otaguard verify'.")
     for name, value in report.items():

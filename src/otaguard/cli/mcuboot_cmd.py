@@ -107,10 +107,12 @@ def _resolver(opts: dict[str, Any]) -> Any:
 
 
 def _verify(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[str, Any]:
-    from otaguard.image import mcuboot
+    from otaguard.cli import prefetch
+    from otaguard.image import mcuboot_verify as mcuboot
 
     if opts["trusted_roots"]:
         trusted = _resolver(opts)
+    job = prefetch.active()
     with images._open_input(opts["image"]) as stream:
         result = mcuboot.verify_mcuboot(
             stream,
@@ -118,6 +120,7 @@ def _verify(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[s
             threshold=opts["threshold"],
             policy=images._policy(opts, "mcuboot"),
             sink=sink,
+            digest_source=job.digest_for if job is not None else None,
         )
     report = {"verified": True, "format": "mcuboot", "signed_by": list(result.signed_by)}
     chain = opts.get("_chain")
@@ -136,7 +139,7 @@ def extract(trusted: Any, opts: dict[str, Any], sink: BinaryIO) -> dict[str, Any
 
 
 def inspect(opts: dict[str, Any]) -> dict[str, Any]:
-    from otaguard.image import mcuboot
+    from otaguard.image import mcuboot_verify as mcuboot
 
     with images._open_input(opts["image"]) as stream:
         image = mcuboot.read_image(stream)

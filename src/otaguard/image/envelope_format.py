@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otaguard.errors import MalformedError, TruncatedError
+from otaguard.image.kinds import PayloadKind
 from otaguard.image.semver import MAX_VERSION_LENGTH, parse_semver
 
 MAGIC = b"OTAGUARD"
@@ -101,11 +102,6 @@ class HashAlgorithm(enum.IntEnum):
     @property
     def size(self) -> int:
         return 32 if self is HashAlgorithm.SHA256 else 64
-
-
-class PayloadKind(enum.IntEnum):
-    FULL = 0
-    DELTA = 1
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from otaguard.image.envelope_format import (
     Digest,
     HashAlgorithm,
     ImageMetadata,
-    PayloadKind,
     SignatureEntry,
     encode_protected,
     encode_signature_block,
 )
+from otaguard.image.kinds import PayloadKind
 
 #: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
 CHUNK_SIZE = 1 << 17

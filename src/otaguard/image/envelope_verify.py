@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from otaguard.crypto.keys import PublicKey, key_id, key_id_bytes
+from otaguard.crypto.keys import key_id
 from otaguard.crypto.schemes import SignatureScheme, verify_signature
 from otaguard.errors import (
     DigestMismatchError,
@@ -47,23 +47,10 @@ from otaguard.image.envelope_format import (
     parse_signature_block,
 )
 from otaguard.image.policy import ImagePolicy, check_policy
+from otaguard.image.trust import DigestSource, TrustedKeys
 
 #: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
 CHUNK_SIZE = 1 << 17
-
-
-@dataclass(frozen=True)
-class TrustedKeys:
-    """The verifier's trust anchors, indexed by key id (SHA-256 of the SPKI DER)."""
-
-    by_id: Mapping[bytes, PublicKey]
-
-    @classmethod
-    def of(cls, keys: Iterable[PublicKey]) -> TrustedKeys:
-        return cls({key_id_bytes(k): k for k in keys})
-
-    def __len__(self) -> int:
-        return len(self.by_id)
 
 
 @dataclass(frozen=True)
@@ -183,12 +170,6 @@ def _check_digest(meta: ImageMetadata, actual: bytes) -> None:
 #: validating the certificate chain it carries against trusted roots. Whatever
 #: it returns must still have signed the header, so it cannot weaken step 2.
 KeyResolver = Callable[[ImageMetadata], TrustedKeys]
-
-#: Optionally supplies the digest of ``length`` bytes at ``offset`` of the open
-#: stream, computed by the caller's own means (the CLI hashes in a child process
-#: while it starts up); ``None`` means "hash it here". It is asked only after the
-#: signatures and policy passed, for the exact range the signed header names.
-DigestSource = Callable[[BinaryIO, int, int, str], bytes | None]
 
 
 def verify_stream(

@@ -48,8 +48,7 @@ from otaguard.errors import (
     UnknownKeyError,
     VersionError,
 )
-from otaguard.image.envelope_format import PayloadKind
-from otaguard.image.envelope_verify import TrustedKeys
+from otaguard.image.kinds import PayloadKind
 from otaguard.image.mcuboot_format import (
     HASH_TLVS,
     HEADER_SIZE,
@@ -73,6 +72,7 @@ from otaguard.image.mcuboot_format import (
     unprotected_area_size,
 )
 from otaguard.image.policy import ImagePolicy
+from otaguard.image.trust import DigestSource, TrustedKeys
 
 #: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
 CHUNK_SIZE = 1 << 17
@@ -382,11 +382,14 @@ def verify_mcuboot(
     policy: ImagePolicy,
     sink: BinaryIO | None = None,
     max_image_size: int | None = None,
+    digest_source: DigestSource | None = None,
 ) -> VerifiedMcuboot:
     """Run steps 1-5 over the MCUboot image in ``stream`` (seekable, from offset 0).
 
     With ``sink``, payload bytes are written as they are hashed; they are only
     trustworthy if this returns, so the caller must make the sink atomic.
+    ``digest_source``: as for ``verify_stream``, asked for the exact region
+    the parsed header names, after the key pairing passed.
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
@@ -395,7 +398,13 @@ def verify_mcuboot(
         trusted = trusted(image)
     claims = _pair_signatures(image, trusted)
     names = {image.hash_name} | {n for c in claims if (n := _sig_hash(c.key)) is not None}
-    digests, region = _hash_region(stream, image, names, sink)
+    precomputed = None
+    if digest_source is not None and sink is None and not image.pure and names == {"sha256"}:
+        precomputed = digest_source(stream, 0, image.header.protected_end, "sha256")
+    if precomputed is not None:
+        digests, region = {"sha256": precomputed}, None
+    else:
+        digests, region = _hash_region(stream, image, names, sink)
     if not hmac.compare_digest(digests[image.hash_name], image.hash_value):
         raise DigestMismatchError("MCUboot image hash does not match (image modified)")
     signed_by: list[str] = []

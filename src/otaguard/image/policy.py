@@ -10,10 +10,13 @@ has already been authenticated.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from otaguard.errors import HardwareIdError, PolicyError, SecurityCounterError, VersionError
-from otaguard.image.envelope_format import ImageMetadata, PayloadKind
-from otaguard.image.semver import parse_semver
+from otaguard.image.kinds import PayloadKind
+
+if TYPE_CHECKING:
+    from otaguard.image.envelope_format import ImageMetadata
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ def check_policy(meta: ImageMetadata, policy: ImagePolicy) -> None:
                 f"security counter {meta.security_counter} is below {floor} (rollback)"
             )
     if policy.min_version is not None:
+        from otaguard.image.semver import parse_semver
+
         wanted = parse_semver(policy.min_version)
         if parse_semver(meta.version).precedence_key() < wanted.precedence_key():
             raise VersionError(f"version {meta.version} is older than {policy.min_version}")
