@@ -35,3 +35,23 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache demo-out
+
+# tuf-conformance suite against `otaguard tuf-client`. The suite is never part of
+# this repository: check it out beside the project (../tuf-conformance) or point
+# CONFORMANCE_DIR at a checkout. Needs the `faketime` program (Debian: faketime).
+CONFORMANCE_DIR ?= $(abspath ../tuf-conformance)
+
+.PHONY: conformance
+conformance: venv
+	@if [ ! -d "$(CONFORMANCE_DIR)/tuf_conformance" ]; then \
+	  echo "tuf-conformance not found at $(CONFORMANCE_DIR)."; \
+	  echo "get it: git clone https://github.com/theupdateframework/tuf-conformance $(CONFORMANCE_DIR)"; \
+	  echo "then: apt-get install faketime; make conformance [CONFORMANCE_DIR=...]"; \
+	  exit 1; \
+	fi
+	@command -v faketime >/dev/null || { echo "conformance needs faketime (apt-get install faketime)"; exit 1; }
+	test -x $(CONFORMANCE_DIR)/env/bin/pytest || { \
+	  python3 -m venv $(CONFORMANCE_DIR)/env && \
+	  $(CONFORMANCE_DIR)/env/bin/python -m pip install -q -e $(CONFORMANCE_DIR); }
+	cd $(CONFORMANCE_DIR) && ./env/bin/pytest -q tuf_conformance -p no:cacheprovider \
+	  --entrypoint "$(CURDIR)/$(BIN)/otaguard tuf-client"

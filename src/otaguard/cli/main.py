@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "verify": "otaguard.cli.images:verify",
     "inspect": "otaguard.cli.images:inspect",
     "extract": "otaguard.cli.images:extract",
+    "tuf-client": "otaguard.cli.tuf_client:tuf_client",
 }
 
 

@@ -1,0 +1,161 @@
+"""``otaguard tuf-client``: the tuf-conformance client CLI, on :mod:`otaguard.repo`.
+
+::
+
+    otaguard tuf-client --metadata-dir DIR init TRUSTED_ROOT
+    otaguard tuf-client --metadata-dir DIR --metadata-url URL refresh
+    otaguard tuf-client --metadata-dir DIR --metadata-url URL \\
+        --target-name NAME [--target-name NAME ...] \\
+        --target-base-url URL --target-dir DIR download
+
+Unlike the rest of otaguard, this command's exit status is exactly 0 on
+success and exactly 1 on *any* failure, usage errors included: that is the
+protocol the conformance suite speaks. The arguments are therefore parsed
+here, by a private click group run in non-standalone mode, so that a usage
+error becomes 1 instead of the usual 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import click
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+
+_PROG = "otaguard tuf-client"
+
+
+class _Failure(Exception):
+    """A step failed; the message is the one line printed on stderr."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@click.group(name="tuf-client", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--metadata-dir", required=True, help="Trusted metadata directory.")
+@click.option("--metadata-url", help="Base URL of the repository's metadata.")
+@click.option("--target-name", "target_names", multiple=True, help="Target path (repeatable).")
+@click.option("--target-base-url", help="Base URL of the repository's targets.")
+@click.option("--target-dir", help="Where verified targets are stored.")
+@click.option("-v", "--verbose", count=True, help="More logging (repeatable).")
+@click.pass_context
+def _group(
+    ctx: click.Context,
+    metadata_dir: str,
+    metadata_url: str | None,
+    target_names: tuple[str, ...],
+    target_base_url: str | None,
+    target_dir: str | None,
+    verbose: int,
+) -> None:
+    """TUF client (tuf-conformance CLI protocol). Exit 0 on success, 1 on any failure."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="otaguard tuf-client: %(levelname)s %(message)s")
+    ctx.obj = {
+        "metadata_dir": metadata_dir,
+        "metadata_url": metadata_url,
+        "target_names": target_names,
+        "target_base_url": target_base_url,
+        "target_dir": target_dir,
+    }
+
+
+def _need(ctx: click.Context, key: str, option: str) -> str:
+    value = ctx.obj[key]
+    if not value:
+        raise click.UsageError(f"{option} is required for {ctx.info_name}")
+    assert isinstance(value, str)
+    return value
+
+
+@_group.command()
+@click.argument("trusted_root", type=click.Path(dir_okay=False))
+@click.pass_context
+def init(ctx: click.Context, trusted_root: str) -> None:
+    """Install TRUSTED_ROOT as the trust anchor (no network access)."""
+    import datetime
+
+    from otaguard._atomic import write_atomic
+    from otaguard.repo.trust import ROOT_MAX_LENGTH, TrustEngine
+
+    metadata_dir = ctx.obj["metadata_dir"]
+    with open(trusted_root, "rb") as handle:
+        data = handle.read(ROOT_MAX_LENGTH + 1)
+    if len(data) > ROOT_MAX_LENGTH:
+        raise _Failure(f"{trusted_root}: larger than {ROOT_MAX_LENGTH} bytes")
+    # The root must at least be a root signed by its own threshold; expiry is
+    # checked on refresh (an expired root may still rotate forward).
+    TrustEngine(data, datetime.datetime.now(datetime.UTC))
+    os.makedirs(metadata_dir, exist_ok=True)
+    write_atomic(os.path.join(metadata_dir, "root.json"), data)
+    click.echo(f"{_PROG}: initialized {metadata_dir}", err=True)
+
+
+@_group.command()
+@click.pass_context
+def refresh(ctx: click.Context) -> None:
+    """Update the top-level metadata from --metadata-url."""
+    from otaguard.repo.client import TufClient
+    from otaguard.repo.fetcher import HttpxFetcher
+
+    url = _need(ctx, "metadata_url", "--metadata-url")
+    with HttpxFetcher() as fetcher:
+        TufClient(ctx.obj["metadata_dir"], url, fetcher).refresh()
+    click.echo(f"{_PROG}: refreshed {ctx.obj['metadata_dir']}", err=True)
+
+
+@_group.command()
+@click.pass_context
+def download(ctx: click.Context) -> None:
+    """Refresh, then download and verify every --target-name, in order."""
+    from otaguard.repo.client import TufClient
+    from otaguard.repo.fetcher import HttpxFetcher
+
+    url = _need(ctx, "metadata_url", "--metadata-url")
+    base = _need(ctx, "target_base_url", "--target-base-url")
+    target_dir = _need(ctx, "target_dir", "--target-dir")
+    names: tuple[str, ...] = ctx.obj["target_names"]
+    if not names:
+        raise click.UsageError("--target-name is required for download")
+    with HttpxFetcher() as fetcher:
+        client = TufClient(ctx.obj["metadata_dir"], url, fetcher)
+        for name in names:
+            info = client.target_info(name)
+            if info is None:
+                raise _Failure(f"target {name!r} is not in the repository")
+            path = client.download_target(info, base, target_dir)
+            click.echo(f"{_PROG}: {name} -> {path}", err=True)
+
+
+def run_tuf_client(args: list[str]) -> int:
+    """Run the client on ``args``; return 0 or 1, never raise (except on a bug in click)."""
+    try:
+        _group.main(args=args, prog_name=_PROG, standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help
+        return EXIT_OK if exc.exit_code == 0 else EXIT_FAIL
+    except click.ClickException as exc:
+        click.echo(f"{_PROG}: error: {_one_line(exc.format_message())}", err=True)
+        return EXIT_FAIL
+    except click.exceptions.Abort:
+        click.echo(f"{_PROG}: aborted", err=True)
+        return EXIT_FAIL
+    except Exception as exc:  # every failure is exit 1, reported in one line
+        click.echo(f"{_PROG}: failed: {type(exc).__name__}: {_one_line(str(exc))}", err=True)
+        return EXIT_FAIL
+    return EXIT_OK
+
+
+@click.command(
+    name="tuf-client",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tuf_client(args: tuple[str, ...]) -> int:
+    """TUF client for tuf-conformance (exit 0 success, 1 any failure; see --help)."""
+    return run_tuf_client(list(args))

@@ -1,0 +1,122 @@
+"""The trust engine on its own (explicit time) and the fetcher's caps, plus the client's limits."""
+
+from __future__ import annotations
+
+import datetime
+
+import httpx
+import pytest
+from tuf.api import exceptions
+from tuf.api.metadata import Root, Targets, Timestamp
+
+from otaguard.repo.client import TufClient, TufClientError
+from otaguard.repo.fetcher import FetchError, HttpxFetcher, LengthExceededError, SlowRetrievalError
+from otaguard.repo.trust import Limits, TrustEngine
+
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def _timestamp_bytes(repo) -> bytes:
+    return (repo.meta_dir / "timestamp.json").read_bytes()
+
+
+def test_engine_uses_the_time_it_is_given(repo) -> None:
+    ok = TrustEngine(repo.initial_root, NOW)
+    assert ok.update_timestamp(_timestamp_bytes(repo)).version == 1
+    later = TrustEngine(repo.initial_root, NOW + datetime.timedelta(days=2))
+    with pytest.raises(exceptions.ExpiredMetadataError):
+        later.update_timestamp(_timestamp_bytes(repo))
+    far = TrustEngine(repo.initial_root, NOW + datetime.timedelta(days=400))
+    with pytest.raises(exceptions.ExpiredMetadataError, match="root"):
+        far.update_timestamp(_timestamp_bytes(repo))
+
+
+def test_engine_needs_aware_time(repo) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        TrustEngine(repo.initial_root, datetime.datetime(2030, 1, 1))
+
+
+def test_engine_refuses_unsigned_timestamp(repo) -> None:
+    engine = TrustEngine(repo.initial_root, NOW)
+    with pytest.raises(exceptions.UnsignedMetadataError):
+        engine.update_timestamp(repo.sign(Timestamp.type, signers=[]))
+    assert engine.timestamp is None
+
+
+def test_engine_refuses_timestamp_signed_by_targets_key(repo) -> None:
+    engine = TrustEngine(repo.initial_root, NOW)
+    data = repo.sign(Timestamp.type, signers=repo.signers[Targets.type])
+    with pytest.raises(exceptions.UnsignedMetadataError):
+        engine.update_timestamp(data)
+
+
+def test_fetcher_length_cap(repo, hostile) -> None:
+    repo.overrides["/endless"] = hostile["endless"]
+    with HttpxFetcher() as fetcher:
+        with pytest.raises(LengthExceededError):
+            fetcher.fetch(f"{repo.url}/endless", 100_000)
+        # announced too long: refused before reading the body
+        with pytest.raises(LengthExceededError, match="announces"):
+            fetcher.fetch(f"{repo.metadata_url}1.root.json", 10)
+        assert fetcher.fetch(f"{repo.metadata_url}1.root.json", 1 << 20) == repo.initial_root
+
+
+def test_fetcher_slow_retrieval(repo, hostile) -> None:
+    repo.overrides["/slow"] = hostile["trickle"]
+    with (
+        HttpxFetcher(min_speed=1000, grace_seconds=0.5) as fetcher,
+        pytest.raises(SlowRetrievalError),
+    ):
+        fetcher.fetch(f"{repo.url}/slow", 1000)
+
+
+def test_fetcher_http_errors(repo) -> None:
+    with HttpxFetcher() as fetcher:
+        with pytest.raises(FetchError) as info:
+            fetcher.fetch(f"{repo.metadata_url}nope.json", 100)
+        assert info.value.status_code == 404
+    refused = httpx.MockTransport(lambda request: httpx.Response(500))
+    with HttpxFetcher(transport=refused) as fetcher, pytest.raises(FetchError, match="HTTP 500"):
+        fetcher.fetch("http://example.invalid/x", 100)
+
+
+def test_root_rotation_cap(repo, client) -> None:
+    for _ in range(3):
+        repo.rotate_root(Root.type)
+    with HttpxFetcher() as fetcher:
+        capped = TufClient(
+            client.metadata_dir, repo.metadata_url, fetcher, limits=Limits(max_root_rotations=2)
+        )
+        with pytest.raises(TufClientError, match="root rotations"):
+            capped.refresh()
+        # progress is kept: the next session continues from the last verified root
+        assert client.version(Root.type) == 3
+        TufClient(client.metadata_dir, repo.metadata_url, fetcher).refresh()
+    assert client.version(Root.type) == 4
+
+
+def test_delegation_walk_cap(repo, client) -> None:
+    parent = Targets.type
+    for i in range(5):
+        repo.delegate(parent, f"d{i}", ["*"])
+        parent = f"d{i}"
+    repo.publish([f"d{i}" for i in range(5)] + [Targets.type])
+    with HttpxFetcher() as fetcher:
+        capped = TufClient(
+            client.metadata_dir, repo.metadata_url, fetcher, limits=Limits(max_delegations=3)
+        )
+        with pytest.raises(exceptions.RepositoryError, match="more than 3"):
+            capped.target_info("x")
+        assert TufClient(client.metadata_dir, repo.metadata_url, fetcher).target_info("x") is None
+
+
+def test_metadata_length_cap(repo, client) -> None:
+    with HttpxFetcher() as fetcher:
+        capped = TufClient(
+            client.metadata_dir,
+            repo.metadata_url,
+            fetcher,
+            limits=Limits(timestamp_max_length=100),
+        )
+        with pytest.raises(LengthExceededError):
+            capped.refresh()
