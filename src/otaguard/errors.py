@@ -172,3 +172,51 @@ class RecoveryError(RejectedError):
     """No slot holds an image that verifies: the device stays in recovery."""
 
     check = "recovery"
+
+
+class DirectorError(RejectedError):
+    """The director's instructions are not acceptable (Uptane-style checks)."""
+
+    check = "director"
+
+
+class FreezeError(DirectorError):
+    """Metadata has expired: someone may be freezing the device on old instructions."""
+
+    check = "freeze"
+
+
+class ReplayError(DirectorError):
+    """The director's metadata does not echo this check-in's nonce (or this device)."""
+
+    check = "replay"
+
+
+class MetadataRollbackError(DirectorError):
+    """Metadata older than what the device already trusted."""
+
+    check = "rollback"
+
+
+class DirectorOnlyError(DirectorError):
+    """The director names an image the image repository does not vouch for."""
+
+    check = "director-only"
+
+
+class MismatchError(DirectorError):
+    """Director and image repository disagree on an image (hash, length, counter)."""
+
+    check = "mismatch"
+
+
+class PartialBundleError(DirectorError):
+    """An update set would be installed without one of its components."""
+
+    check = "partial-bundle"
+
+
+class UnknownEcuError(DirectorError):
+    """An instruction for an ECU this vehicle does not have."""
+
+    check = "unknown-ecu"
