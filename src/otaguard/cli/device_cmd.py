@@ -355,6 +355,18 @@ def reject_cmd(directory: Path) -> None:
     click.echo(f"slot {slot} rejected: the next boot returns to the previous firmware")
 
 
+@device.command("rotate-anchor")
+@_dir_arg
+@click.argument("message", type=click.Path(dir_okay=False, exists=True))
+def rotate_anchor_cmd(directory: Path, message: str) -> None:
+    """Accept a new root through a rotation message signed by a root the device trusts."""
+    from otaguard.cli.common import read_small_file
+    from otaguard.device.store import rotate_anchor
+
+    subject, epoch = rotate_anchor(directory, read_small_file(message, "rotation message"))
+    click.echo(f"anchored {subject}; key epoch now {epoch}: older roots are retired")
+
+
 @device.command("status")
 @_dir_arg
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")

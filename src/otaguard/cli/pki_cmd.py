@@ -345,6 +345,34 @@ def cross_sign_cmd(
     click.echo(f"cross-certificate for {new.cert.subject.rfc4514_string()} written to {out}")
 
 
+@pki.command("rotation-message")
+@click.option(
+    "--ca",
+    "ca_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="The current (old) root's directory: its key signs the message.",
+)
+@click.option("--ca-passphrase-env", metavar="VAR")
+@click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option("--epoch", required=True, type=click.IntRange(2, 2**32 - 1), help="New key epoch.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+def rotation_message_cmd(
+    ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str
+) -> None:
+    """The anchor rotation message devices accept (signed by the old root)."""
+    from otaguard._atomic import write_atomic
+    from otaguard.pki.anchor import make_rotation
+    from otaguard.pki.store import load_ca_dir
+
+    _, issuer = _issuer(ca_dir, ca_passphrase_env)
+    new = load_ca_dir(Path(new_root))
+    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch))
+    click.echo(
+        f"rotation to {new.cert.subject.rfc4514_string()} at key epoch {epoch} written to {out}"
+    )
+
+
 @pki.command("drill")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False))
 def drill(out_dir: str) -> None:

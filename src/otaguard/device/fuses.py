@@ -178,19 +178,53 @@ class MonotonicCounters:
 
 @dataclass
 class Otp:
-    """What was burned at manufacture (anchors) and since (counters)."""
+    """What was burned at manufacture (anchors) and since (counters, rotated anchors).
+
+    Each anchor carries the key epoch it was burned for; the key epoch itself
+    only moves forward (a one-way fuse field). Anchors of an epoch below the
+    current one are dead: a stolen old root key cannot sign its way back in.
+    """
 
     anchors: tuple[bytes, ...]
     counters: CounterStore
+    epochs: tuple[int, ...] = ()
+    key_epoch: int = 1
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.anchors) <= MAX_ANCHORS:
             raise UsageError(f"provision 1 to {MAX_ANCHORS} trust anchors")
         if any(len(a) != 32 for a in self.anchors):
             raise UsageError("a trust anchor is a 32-byte SHA-256 hash")
+        if not self.epochs:
+            self.epochs = (1,) * len(self.anchors)
+        if len(self.epochs) != len(self.anchors) or self.key_epoch < 1:
+            raise UsageError("OTP: anchor epochs do not match the anchors")
+
+    def live_anchors(self) -> frozenset[bytes]:
+        """Anchors of the current key epoch or later: the only ones that count."""
+        return frozenset(
+            a for a, e in zip(self.anchors, self.epochs, strict=True) if e >= self.key_epoch
+        )
+
+    def burn_anchor(self, key_hash: bytes, epoch: int) -> None:
+        """Burn a rotated-in anchor into a free slot and move the key epoch forward."""
+        from otaguard.errors import AnchorRotationError
+
+        if epoch <= self.key_epoch:
+            raise AnchorRotationError(f"key epoch {epoch} is not above {self.key_epoch}")
+        if len(self.anchors) >= MAX_ANCHORS:
+            raise AnchorRotationError(f"all {MAX_ANCHORS} OTP anchor slots are burned")
+        self.anchors = (*self.anchors, key_hash)
+        self.epochs = (*self.epochs, epoch)
+        self.key_epoch = epoch
 
     def to_json(self) -> dict[str, object]:
-        return {"anchors": [a.hex() for a in self.anchors], "counters": self.counters.to_json()}
+        return {
+            "anchors": [a.hex() for a in self.anchors],
+            "epochs": list(self.epochs),
+            "key_epoch": self.key_epoch,
+            "counters": self.counters.to_json(),
+        }
 
     @classmethod
     def from_json(cls, data: object) -> Otp:
@@ -204,6 +238,12 @@ class Otp:
             hashes = tuple(bytes.fromhex(a) for a in anchors)
         except (TypeError, ValueError):
             raise UsageError("OTP: bad anchor") from None
+        epochs = data.get("epochs", [1] * len(hashes))
+        key_epoch = data.get("key_epoch", 1)
+        if not isinstance(epochs, list) or not all(isinstance(e, int) for e in epochs):
+            raise UsageError("OTP: bad anchor epochs")
+        if not isinstance(key_epoch, int):
+            raise UsageError("OTP: bad key epoch")
         store: CounterStore
         if counters.get("kind") == "fuses":
             store = ThermometerCounters.from_json(counters)
@@ -211,4 +251,4 @@ class Otp:
             store = MonotonicCounters.from_json(counters)
         else:
             raise UsageError("OTP: unknown counter kind")
-        return cls(hashes, store)
+        return cls(hashes, store, tuple(epochs), key_epoch)

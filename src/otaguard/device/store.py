@@ -210,7 +210,7 @@ def open_device(path: Path) -> Iterator[Device]:
         crls = tuple(load_crls(path).parsed())
     except ValueError as exc:
         raise StorageError(f"{path}: unreadable CRL store") from exc
-    trust = DeviceTrust(frozenset(otp.anchors), keys, roots, crls, config.region)
+    trust = DeviceTrust(otp.live_anchors(), keys, roots, crls, config.region)
     otp_file = path / "otp.json"
 
     def persist() -> None:
@@ -258,3 +258,62 @@ def save_running(path: Path, running: Running | None) -> None:
         return
     body = {"slot": running.slot, "image_ids": list(running.image_ids), "trial": running.trial}
     write_atomic(file, json.dumps(body).encode())
+
+
+def rotate_anchor(path: Path, message: bytes) -> tuple[str, int]:
+    """Apply a root rotation message (``pki/anchor.py``) to the device in ``path``.
+
+    The message must be signed by a root anchored for the current key epoch;
+    the new root's certificate goes to storage first (harmless on its own:
+    storage is not trusted), then its hash is burned into a free OTP slot and
+    the key epoch moves forward, which retires every older anchor. Returns
+    the new root's subject and the new epoch.
+
+    Retiring the old anchors would leave firmware signed only under the old
+    root unbootable, so the rotation is refused unless the confirmed, running
+    firmware already verifies under the new root (ship it first with a chain
+    through the cross-certificate, which the old anchor also accepts).
+    """
+    from dataclasses import replace
+
+    from otaguard.device.bootloader import verify_set
+    from otaguard.errors import AnchorRotationError, RejectedError
+    from otaguard.pki.anchor import Anchor, AnchorState, apply_rotation
+
+    running = load_running(path)
+
+    with open_device(path) as device:  # holds the device lock
+        otp = device.otp
+        roots = [a for a in _load_anchors(path) if isinstance(a, x509.Certificate)]
+        state = AnchorState(
+            otp.key_epoch,
+            tuple(Anchor(h, e) for h, e in zip(otp.anchors, otp.epochs, strict=True)),
+            tuple(r.public_bytes(Encoding.DER) for r in roots),
+        )
+        new = apply_rotation(state, message)
+        anchor = new.anchors[-1]
+        root = x509.load_der_x509_certificate(new.roots[-1])
+        if running is not None:
+            if running.trial:
+                raise AnchorRotationError("confirm the running trial firmware before a rotation")
+            current = device.trust
+            device.trust = replace(
+                current,
+                anchors=frozenset({anchor.key_hash}),
+                roots=(*current.roots, root),
+                keys=(*current.keys, check_supported(root.public_key())),
+            )
+            try:
+                verify_set(device, running.slot)
+            except RejectedError as exc:
+                raise AnchorRotationError(
+                    f"the running firmware (slot {running.slot}) does not verify under the new "
+                    f"root ({exc.check}); install and confirm firmware whose chain reaches it first"
+                ) from exc
+            finally:
+                device.trust = current
+        index = len(list((path / "anchors").glob("*.pem")))
+        write_atomic(path / "anchors" / f"{index}.pem", _anchor_pem(root))
+        otp.burn_anchor(anchor.key_hash, anchor.epoch)
+        write_atomic(path / "otp.json", json.dumps(otp.to_json()).encode())
+        return root.subject.rfc4514_string(), anchor.epoch
