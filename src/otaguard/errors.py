@@ -220,3 +220,9 @@ class UnknownEcuError(DirectorError):
     """An instruction for an ECU this vehicle does not have."""
 
     check = "unknown-ecu"
+
+
+class RepositoryRejectedError(RejectedError):
+    """The image repository (TUF) refused to vouch for what was offered."""
+
+    check = "repository"
