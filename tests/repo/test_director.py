@@ -213,3 +213,14 @@ def test_malformed_ecus_field() -> None:
         _check(_director([item]))
     with pytest.raises(MalformedError):
         _check(b"{not json")
+
+
+def test_rsa_and_p384_director_keys() -> None:
+    """Every key type signs director metadata that verifies (scheme names must match TUF's)."""
+    signers = [KeySigner(cached_key(KeyType.RSA_3072)), KeySigner(cached_key(KeyType.ECDSA_P384))]
+    root = load_director_root(director_root(signers, threshold=2, version=1, expires=LATER))
+    data = director_targets(
+        device_id=VIN, nonce="n", instructions=BOTH, version=1, expires=LATER, signers=signers
+    )
+    targets = verify_director(data, root, VEHICLE, nonce="n", now=NOW)
+    assert len(cross_check(targets, VEHICLE, IMAGE_REPO.get)) == 2

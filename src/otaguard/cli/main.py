@@ -37,6 +37,7 @@ LAZY_COMMANDS = {
     "inspect": "otaguard.cli.images:inspect",
     "extract": "otaguard.cli.images:extract",
     "tuf-client": "otaguard.cli.tuf_client:tuf_client",
+    "repo": "otaguard.cli.repo_cmd:repo",
 }
 
 

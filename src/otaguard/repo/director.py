@@ -23,7 +23,7 @@ from tuf.api.serialization.json import JSONSerializer
 
 from otaguard.crypto.signer import Signer
 from otaguard.errors import UsageError
-from otaguard.repo.tuf_signer import TufSigner, tuf_key
+from otaguard.repo.signing import RepoSigner, tuf_key
 
 #: The field of the director's targets metadata that binds it to one check-in.
 DIRECTOR_FIELD = "x-otaguard-director"
@@ -55,7 +55,7 @@ def director_root(
         raise UsageError(f"director threshold must be between 1 and {len(signers)}")
     keys: dict[str, Key] = {}
     for signer in signers:
-        key = tuf_key(signer)
+        key = tuf_key(signer.public_key)
         keys[key.keyid] = key
     ids = list(keys)
     roles = {name: Role(ids, threshold) for name in ("root", "targets", "snapshot", "timestamp")}
@@ -105,5 +105,5 @@ def instruction_for(target: TargetFile, ecus: Mapping[str, str]) -> EcuInstructi
 
 def _signed(metadata: Metadata[Root] | Metadata[Targets], signers: Sequence[Signer]) -> bytes:
     for signer in signers:
-        metadata.sign(TufSigner(signer), append=True)
+        metadata.sign(RepoSigner(signer), append=True)
     return metadata.to_bytes(JSONSerializer(compact=True))

@@ -1,0 +1,414 @@
+"""``otaguard repo``: the TUF image repository (init, add-target, sign, publish, delegate, rotate).
+
+Every change to root, targets or a delegated role is *staged* first; release
+managers sign it one by one (``repo sign``, offline keys, files or ``pkcs11:``
+URIs); ``repo publish`` makes it live only when every staged role meets its
+threshold, and re-signs snapshot and timestamp with the online keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from otaguard.cli.common import passphrase_from_env
+
+if TYPE_CHECKING:
+    from securesystemslib.signer import Key
+
+    from otaguard.repo.repository import ImageRepository
+    from otaguard.repo.signing import KeyArg, RepoSigner
+
+_PASSPHRASE = click.option(
+    "--passphrase-env", metavar="VAR", help="Passphrase of encrypted private key files."
+)
+
+
+@click.group()
+def repo() -> None:
+    """Run a TUF image repository (consistent snapshots, threshold signing)."""
+
+
+@contextlib.contextmanager
+def _closing(signers: Sequence[RepoSigner | None]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for signer in signers:
+            if signer is not None:
+                signer.close()
+
+
+def _key_args(specs: Sequence[str], passphrase: bytes | None) -> list[KeyArg]:
+    from otaguard.errors import UsageError
+    from otaguard.repo.signing import load_key_arg
+
+    args = [load_key_arg(spec, passphrase) for spec in specs]
+    if len({a.keyid for a in args}) != len(args):
+        raise UsageError("the same key was given twice")
+    return args
+
+
+def _signers(specs: Sequence[str], passphrase: bytes | None) -> list[RepoSigner]:
+    from otaguard.errors import UsageError
+
+    args = _key_args(specs, passphrase)
+    missing = [spec for spec, a in zip(specs, args, strict=True) if a.signer is None]
+    if missing:
+        raise UsageError(f"{missing[0]} is a public key: signing needs the private key")
+    return [a.signer for a in args if a.signer is not None]
+
+
+def _public_keys(specs: Sequence[str]) -> list[Key]:
+    from otaguard.repo.signing import load_key_arg
+
+    keys = [load_key_arg(spec).key for spec in specs]
+    if len({k.keyid for k in keys}) != len(keys):
+        from otaguard.errors import UsageError
+
+        raise UsageError("the same key was given twice")
+    return list(keys)
+
+
+def _generate(path: Path) -> str:
+    from otaguard._atomic import write_atomic
+    from otaguard.crypto.keys import KeyType, generate_private_key, private_key_pem
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, private_key_pem(generate_private_key(KeyType.ED25519), None), mode=0o600)
+    return str(path)
+
+
+def _online_spec(repository: ImageRepository, role: str, given: str | None) -> str:
+    from otaguard.errors import UsageError
+
+    if given:
+        return given
+    spec = repository.config.get("online_keys", {}).get(role)
+    if not isinstance(spec, str):
+        raise UsageError(f"no {role} key configured: pass --{role}-key")
+    if spec.startswith("pkcs11:") or os.path.isabs(spec):
+        return spec
+    return str(repository.layout.base / spec)
+
+
+def _publish(
+    repository: ImageRepository,
+    snapshot_key: str | None,
+    timestamp_key: str | None,
+    passphrase: bytes | None,
+) -> None:
+    online = {
+        "snapshot": _signers([_online_spec(repository, "snapshot", snapshot_key)], passphrase),
+        "timestamp": _signers([_online_spec(repository, "timestamp", timestamp_key)], passphrase),
+    }
+    with _closing(online["snapshot"] + online["timestamp"]):
+        result = repository.publish(online["snapshot"], online["timestamp"])
+    roles = ", ".join(result.published) or "no role changed"
+    click.echo(
+        f"published ({roles}); snapshot v{result.snapshot_version}, "
+        f"timestamp v{result.timestamp_version}"
+    )
+
+
+def _report(repository: ImageRepository) -> bool:
+    """Print every staged role's status; True if all are ready."""
+    ready = True
+    for role in repository.layout.staged_roles():
+        status = repository.status(role)
+        ready = ready and status.ok
+        click.echo(f"staged {status.describe()}")
+    return ready
+
+
+# -- init ---------------------------------------------------------------------------------
+
+
+@repo.command("init")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--root-key", "root_keys", multiple=True, help="Root key (file or pkcs11: URI).")
+@click.option("--root-threshold", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--targets-key", "targets_keys", multiple=True, help="Targets key.")
+@click.option("--targets-threshold", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--snapshot-key", help="Online snapshot key (default: generated).")
+@click.option("--timestamp-key", help="Online timestamp key (default: generated).")
+@click.option("--expires", "expires", multiple=True, metavar="ROLE=DAYS", help="Expiry per role.")
+@_PASSPHRASE
+def init(
+    directory: str,
+    root_keys: tuple[str, ...],
+    root_threshold: int,
+    targets_keys: tuple[str, ...],
+    targets_threshold: int,
+    snapshot_key: str | None,
+    timestamp_key: str | None,
+    expires: tuple[str, ...],
+    passphrase_env: str | None,
+) -> None:
+    """Create a repository in DIRECTORY and publish version 1 when the keys given suffice.
+
+    Root and targets keys may be private keys or HSM URIs (they sign version 1)
+    or public keys (version 1 stays staged until signed with 'repo sign').
+    Without --root-key/--targets-key, Ed25519 keys are generated into
+    DIRECTORY/offline-keys/ (move them offline); snapshot and timestamp keys
+    default to generated keys in DIRECTORY/online-keys/.
+    """
+    from otaguard.errors import UsageError
+    from otaguard.repo.layout import Layout
+    from otaguard.repo.repository import ImageRepository, locked, parse_expiry_days
+
+    passphrase = passphrase_from_env(passphrase_env)
+    expiry_days = parse_expiry_days(expires)
+    layout = Layout(directory)
+    if layout.config_file.exists():
+        raise UsageError(f"{directory} already holds a repository")
+    generated: list[str] = []
+    if not root_keys:
+        root_keys = (_generate(layout.offline_keys / "root.pem"),)
+        generated.append(root_keys[0])
+    if not targets_keys:
+        targets_keys = (_generate(layout.offline_keys / "targets.pem"),)
+        generated.append(targets_keys[0])
+    specs: dict[str, str] = {}
+    for role, given in (("snapshot", snapshot_key), ("timestamp", timestamp_key)):
+        if given:
+            is_uri = given.startswith("pkcs11:")
+            specs[role] = given if is_uri else os.path.abspath(given)
+        else:
+            _generate(layout.online_keys / f"{role}.pem")
+            specs[role] = f"online-keys/{role}.pem"
+    if generated:
+        click.echo(
+            f"warning: generated offline keys {', '.join(generated)}: move them off this "
+            "machine (offline storage or an HSM) before the first release",
+            err=True,
+        )
+    roots = _key_args(root_keys, passphrase)
+    targets = _key_args(targets_keys, passphrase)
+    online = {
+        role: _key_args([s if s.startswith("pkcs11:") else str(layout.base / s)], passphrase)[0]
+        for role, s in specs.items()
+    }
+    everyone = [a.signer for a in (*roots, *targets, *online.values())]
+    with _closing(everyone):
+        layout.base.mkdir(parents=True, exist_ok=True)
+        with locked(layout.base):
+            repository = ImageRepository.create(
+                directory,
+                root_keys=[a.key for a in roots],
+                root_threshold=root_threshold,
+                targets_keys=[a.key for a in targets],
+                targets_threshold=targets_threshold,
+                snapshot_key=online["snapshot"].key,
+                timestamp_key=online["timestamp"].key,
+                online_key_specs=specs,
+                expiry_days=expiry_days,
+            )
+            for role, args in (("root", roots), ("targets", targets)):
+                signers = [a.signer for a in args if a.signer is not None]
+                if signers:
+                    repository.sign(role, signers)
+            click.echo(f"repository created in {directory}")
+            if _report(repository):
+                _publish(repository, None, None, passphrase)
+            else:
+                click.echo("not published yet: sign with 'otaguard repo sign', then publish")
+
+
+# -- targets --------------------------------------------------------------------------------
+
+
+@repo.command("add-target")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--name", help="Target path, e.g. eu/acme-ecu-v2/1.5.0.img (default: file name).")
+@click.option("--role", help="Role to record it in (default: where clients look for it).")
+@click.option("--trusted-key", "trusted_keys", multiple=True, help="Release key (public).")
+@click.option("--threshold", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--max-size", type=click.IntRange(1), help="Largest image accepted (bytes).")
+def add_target(
+    directory: str,
+    image: str,
+    name: str | None,
+    role: str | None,
+    trusted_keys: tuple[str, ...],
+    threshold: int,
+    max_size: int | None,
+) -> None:
+    """Verify IMAGE (otaguard envelope or MCUboot) and stage it as a target."""
+    from otaguard.cli.common import load_public_key_file
+    from otaguard.errors import UsageError
+    from otaguard.repo.layout import check_target_path
+    from otaguard.repo.repository import ImageRepository, locked
+    from otaguard.repo.target_info import MAX_IMAGE_SIZE, store_target
+
+    target = check_target_path(name or os.path.basename(image))
+    keys = [load_public_key_file(p) for p in trusted_keys]
+    if threshold > len(keys) > 0:
+        raise UsageError(f"--threshold {threshold} is more than the {len(keys)} trusted keys")
+    with locked(directory):
+        repository = ImageRepository(directory)
+        chain = repository.route(target)
+        if role is not None and role not in chain:
+            raise UsageError(f"{target} cannot go in {role}: clients look for it in {chain[-1]}")
+        info = store_target(
+            image,
+            target,
+            repository.layout.targets,
+            keys,
+            threshold=threshold,
+            max_size=max_size or MAX_IMAGE_SIZE,
+        )
+        placed = repository.add_targets([info], role=role)
+    where = next(iter(placed))
+    custom = info.custom
+    click.echo(
+        f"staged {target} in {where}: {info.length} bytes, sha256 {info.hashes['sha256']}, "
+        f"version {custom['version']}, hardware {','.join(custom['hardware_ids'])}"
+    )
+
+
+@repo.command("sign")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("roles", nargs=-1)
+@click.option("--key", "keys", multiple=True, required=True, help="Private key or pkcs11: URI.")
+@_PASSPHRASE
+def sign(
+    directory: str, roles: tuple[str, ...], keys: tuple[str, ...], passphrase_env: str | None
+) -> None:
+    """Add signatures to staged ROLES (default: every staged role these keys may sign)."""
+    from otaguard.errors import UsageError
+    from otaguard.repo.repository import ImageRepository, locked
+
+    signers = _signers(keys, passphrase_from_env(passphrase_env))
+    with _closing(signers), locked(directory):
+        repository = ImageRepository(directory)
+        targets = list(roles) or repository.signable_roles(signers)
+        if not targets:
+            raise UsageError("nothing staged that these keys may sign")
+        for role in targets:
+            mine = [s for s in signers if s.keyid in repository.allowed_keyids(role)]
+            status = repository.sign(role, mine or signers)
+            click.echo(f"signed {status.describe()}")
+
+
+@repo.command("status")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+def status(directory: str) -> None:
+    """Show published versions and what each staged role still needs."""
+    from otaguard.repo.repository import ImageRepository
+
+    repository = ImageRepository(directory)
+    for role in ("root", "targets", "snapshot", "timestamp"):
+        click.echo(f"published {role} v{repository.published_version(role)}")
+    if not repository.layout.staged_roles():
+        click.echo("nothing staged")
+    _report(repository)
+
+
+@repo.command("publish")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--snapshot-key", help="Online snapshot key (default: the configured one).")
+@click.option("--timestamp-key", help="Online timestamp key (default: the configured one).")
+@_PASSPHRASE
+def publish(
+    directory: str, snapshot_key: str | None, timestamp_key: str | None, passphrase_env: str | None
+) -> None:
+    """Publish staged roles (all must meet their thresholds), new snapshot and timestamp.
+
+    With nothing staged this renews the timestamp (run it from cron: clients
+    refuse an expired timestamp).
+    """
+    from otaguard.repo.repository import ImageRepository, locked
+
+    passphrase = passphrase_from_env(passphrase_env)
+    with locked(directory):
+        _publish(ImageRepository(directory), snapshot_key, timestamp_key, passphrase)
+
+
+# -- delegations and rotation ---------------------------------------------------------------
+
+
+@repo.command("delegate")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.option("--name", help="Delegated role name (e.g. a region or product line).")
+@click.option("--path", "paths", multiple=True, help="Target path pattern, e.g. 'eu/*'.")
+@click.option("--hashed-bins", type=int, help="Delegate every path to this many hashed bins.")
+@click.option("--key", "keys", multiple=True, required=True, help="Public key of the new role.")
+@click.option("--threshold", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--delegator", default="targets", show_default=True, help="Delegating role.")
+@click.option("--terminating", is_flag=True, help="Clients look no further for matching paths.")
+def delegate(
+    directory: str,
+    name: str | None,
+    paths: tuple[str, ...],
+    hashed_bins: int | None,
+    keys: tuple[str, ...],
+    threshold: int,
+    delegator: str,
+    terminating: bool,
+) -> None:
+    """Stage a delegation (by --name and --path, or to --hashed-bins) and the new roles."""
+    from otaguard.errors import UsageError
+    from otaguard.repo.repository import ImageRepository, locked
+
+    public = _public_keys(keys)
+    with locked(directory):
+        repository = ImageRepository(directory)
+        if hashed_bins is not None:
+            if name or paths:
+                raise UsageError("--hashed-bins takes no --name or --path")
+            bins = repository.delegate_bins(hashed_bins, public, threshold, delegator=delegator)
+            click.echo(f"staged {delegator} delegating to {len(bins)} hashed bins {bins[0]}..")
+        else:
+            if not name or not paths:
+                raise UsageError("give --name and --path (or --hashed-bins)")
+            repository.delegate(
+                name, public, threshold, paths, delegator=delegator, terminating=terminating
+            )
+            click.echo(f"staged {delegator} delegating {', '.join(paths)} to {name}")
+        click.echo("sign the staged roles ('otaguard repo sign'), then publish")
+
+
+@repo.command("rotate")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("role")
+@click.option("--add-key", "add", multiple=True, help="Public key to add to ROLE.")
+@click.option("--remove-key", "remove", multiple=True, help="Key id (or 8+ digit prefix).")
+@click.option("--threshold", type=click.IntRange(1, 64), help="New threshold of ROLE.")
+@click.option("--key", "keys", multiple=True, help="Sign the new delegator version with this key.")
+@_PASSPHRASE
+def rotate(
+    directory: str,
+    role: str,
+    add: tuple[str, ...],
+    remove: tuple[str, ...],
+    threshold: int | None,
+    keys: tuple[str, ...],
+    passphrase_env: str | None,
+) -> None:
+    """Change ROLE's keys or threshold: stages a new root (or delegator) version.
+
+    For root, the new version needs the threshold of the current root AND of
+    the new one: pass old and new root keys with --key (or 'repo sign' later).
+    """
+    from otaguard.errors import UsageError
+    from otaguard.repo.repository import ImageRepository, locked
+
+    if not (add or remove or threshold):
+        raise UsageError("nothing to change: give --add-key, --remove-key or --threshold")
+    public = _public_keys(add)
+    signers = _signers(keys, passphrase_from_env(passphrase_env))
+    with _closing(signers), locked(directory):
+        repository = ImageRepository(directory)
+        delegator = repository.rotate(role, add=public, remove=remove, threshold=threshold)
+        click.echo(f"staged {delegator} with new keys for {role}")
+        if signers:
+            result = repository.sign(delegator, signers)
+            click.echo(f"signed {result.describe()}")
+        click.echo("publish with 'otaguard repo publish' once the thresholds are met")

@@ -1,0 +1,139 @@
+"""What ``repo add-target`` records about an image: verified first, then described.
+
+An image is only recorded if it verifies (the otaguard envelope with
+:func:`otaguard.image.verify_stream`, or an MCUboot image with
+:func:`otaguard.image.mcuboot_verify.verify_mcuboot`) against the release keys
+given; the custom fields of its :class:`TargetFile` come from the *verified*
+metadata, never from the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from tuf.api.metadata import TargetFile
+
+from otaguard.crypto.keys import PublicKey
+from otaguard.errors import MalformedError, StorageError, TruncatedError, UsageError
+
+NATIVE_MAGIC = b"OTAGUARD"
+MCUBOOT_MAGICS = (bytes.fromhex("3db8f396"), bytes.fromhex("96f3b83d"))
+#: Largest image add-target accepts (a target must also fit a device slot).
+MAX_IMAGE_SIZE = 4 * 1024**3
+CHUNK = 1 << 20
+
+
+def detect_format(head: bytes) -> str:
+    if head[: len(NATIVE_MAGIC)] == NATIVE_MAGIC:
+        return "otaguard"
+    if head[:4] in MCUBOOT_MAGICS:
+        return "mcuboot"
+    if len(head) < len(NATIVE_MAGIC):
+        raise TruncatedError("truncated: too short to be an image")
+    raise MalformedError("neither an otaguard nor an MCUboot image (unknown magic)")
+
+
+def verified_custom(
+    stream: BinaryIO, keys: Sequence[PublicKey], threshold: int = 1
+) -> dict[str, Any]:
+    """Verify the image in ``stream`` (seekable, at 0); return its custom fields."""
+    from otaguard.image import ImagePolicy, TrustedKeys
+
+    if not keys:
+        raise UsageError("give at least one --trusted-key: verifying against no key proves nothing")
+    trusted = TrustedKeys.of(keys)
+    head = stream.read(len(NATIVE_MAGIC))
+    stream.seek(0)
+    fmt = detect_format(head)
+    if fmt == "otaguard":
+        from otaguard.image import verify_stream
+
+        meta = verify_stream(stream, trusted, threshold=threshold, policy=ImagePolicy()).metadata
+        return {
+            "format": "otaguard",
+            "version": meta.version,
+            "security_counter": meta.security_counter,
+            "hardware_ids": list(meta.hardware_ids),
+            "payload_kind": meta.payload_kind.name.lower(),
+            "delta_base": str(meta.delta_base) if meta.delta_base else None,
+        }
+    from otaguard.image.mcuboot_verify import verify_mcuboot
+
+    image = verify_mcuboot(stream, trusted, threshold=threshold, policy=ImagePolicy()).image
+    return {
+        "format": "mcuboot",
+        "version": str(image.header.version),
+        "security_counter": image.security_counter,
+        "hardware_ids": list(image.hardware_ids),
+        "payload_kind": "full",
+        "delta_base": None,
+    }
+
+
+def copy_capped(
+    source: str | os.PathLike[str], directory: Path, limit: int
+) -> tuple[Path, int, str]:
+    """Copy ``source`` into a temporary file in ``directory``; return it, its length, sha256.
+
+    Everything after this works on the private copy, so the image cannot change
+    between verification and publication.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".add-target.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    length = 0
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(CHUNK):
+                length += len(chunk)
+                if length > limit:
+                    raise UsageError(f"{source}: image is larger than {limit} bytes")
+                digest.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot copy {source}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if length == 0:
+        tmp.unlink(missing_ok=True)
+        raise TruncatedError(f"{source}: empty file")
+    return tmp, length, digest.hexdigest()
+
+
+def store_target(
+    image: str | os.PathLike[str],
+    name: str,
+    targets_dir: Path,
+    keys: Sequence[PublicKey],
+    *,
+    threshold: int = 1,
+    max_size: int = MAX_IMAGE_SIZE,
+) -> TargetFile:
+    """Verify ``image``, store it as ``targets/<dir>/<sha256>.<base>`` and describe it."""
+    tmp, length, sha256 = copy_capped(image, targets_dir, max_size)
+    try:
+        with open(tmp, "rb") as handle:
+            custom = verified_custom(handle, keys, threshold)
+        directory, sep, base = name.rpartition("/")
+        final = targets_dir / f"{directory}{sep}{sha256}.{base}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            tmp.unlink()
+        else:
+            os.chmod(tmp, 0o644)
+            shutil.move(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return TargetFile(length, {"sha256": sha256}, name, unrecognized_fields={"custom": custom})
