@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
-from otaguard.errors import UsageError
+from otaguard.errors import RejectedError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
@@ -215,7 +215,11 @@ def _image_args(device: Any, args: tuple[str, ...]) -> dict[str, str]:
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @_fault_options
 def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
-    """Install IMAGE (or NAME=IMAGE for each component of a set) into the inactive slot."""
+    """Install IMAGE (or NAME=IMAGE for each component of a set) into the inactive slot.
+
+    IMAGE may be a signed delta (``otaguard delta create``): its base is read
+    from the active slot and the rebuilt image is verified like any other.
+    """
     from otaguard.device.install import install
     from otaguard.device.store import load_running
 
@@ -225,7 +229,15 @@ def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
             name: stack.enter_context(_open_image(path))
             for name, path in _image_args(dev, images).items()
         }
-        result = install(dev, files, running=running)
+        deltas = [name for name, stream in files.items() if _is_delta(stream)]
+        if deltas and len(files) > 1:
+            raise UsageError("a delta is installed on its own, not as part of an update set")
+        if deltas:
+            from otaguard.device.install import install_delta
+
+            result = install_delta(dev, files[deltas[0]], component=deltas[0], running=running)
+        else:
+            result = install(dev, files, running=running)
         main = result.images[0]
         _emit(
             opts,
@@ -242,6 +254,20 @@ def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
             f"a trial with {result.tries} tries from the next boot "
             f"({result.flash_ops} flash operations)",
         )
+
+
+def _is_delta(stream: Any) -> bool:
+    """Whether the file claims to be a delta (unverified: only picks the install path)."""
+    from otaguard.image import PayloadKind
+    from otaguard.image.envelope_verify import read_protected
+
+    try:
+        _signed, meta = read_protected(stream)
+    except RejectedError:
+        return False  # the full-image path reports it
+    finally:
+        stream.seek(0)
+    return bool(meta.payload_kind is PayloadKind.DELTA)
 
 
 def _open_image(path: str) -> Any:

@@ -38,6 +38,7 @@ LAZY_COMMANDS = {
     "extract": "otaguard.cli.images:extract",
     "tuf-client": "otaguard.cli.tuf_client:tuf_client",
     "repo": "otaguard.cli.repo_cmd:repo",
+    "delta": "otaguard.cli.delta_cmd:delta",
 }
 
 

@@ -32,15 +32,19 @@ from typing import BinaryIO
 from otaguard.device.bootctl import UNBOOTABLE, BootRecord, SlotState
 from otaguard.device.bootloader import SECOND, TOP, BootResult, verify_set
 from otaguard.device.flash import FlashReader
-from otaguard.device.model import Device
+from otaguard.device.model import MAIN, Device
 from otaguard.device.slots import (
     SlotImage,
+    Source,
+    check_budget,
+    device_policy,
     extent_in,
     verify_slot,
     verify_stream_for,
     write_image,
 )
-from otaguard.errors import MalformedError, SlotSizeError, UsageError
+from otaguard.errors import DigestMismatchError, MalformedError, SlotSizeError, UsageError
+from otaguard.image import PayloadKind
 
 OTHER = {"a": "b", "b": "a"}
 
@@ -112,7 +116,6 @@ def install(
     """Install an update set (component name -> seekable image file). See the module doc."""
     if not images:
         raise UsageError("an update set needs at least one image")
-    layout = device.config.layout
     start = device.clock.count
     for name, stream in images.items():  # 1: everything refused up front
         device.config.component(name)
@@ -125,14 +128,27 @@ def install(
         verify_stream_for(device, name, stream, for_install=True)
     record = _load(device)
     target = target_slot(record, running)
+    sources = {name: (stream, _size(stream)) for name, stream in images.items()}
+    return _program_and_commit(device, record, target, sources, start)
+
+
+def _program_and_commit(
+    device: Device,
+    record: BootRecord,
+    target: str,
+    images: Mapping[str, tuple[Source, int]],
+    start: int,
+) -> InstallResult:
+    """Steps 2-5 of ``install``: every check that could refuse the update has passed."""
+    layout = device.config.layout
     source = OTHER[target]
     if record.slot(target).bootable:  # 2
         record = device.bootctl.write(record.with_slot(target, UNBOOTABLE))
     for name in device.config.names:  # 3
         region = layout.slot(target, name)
         if name in images:
-            stream = images[name]
-            write_image(device.flash, region, stream, _size(stream))
+            stream, size = images[name]
+            write_image(device.flash, region, stream, size)
             continue
         src = layout.slot(source, name)
         try:
@@ -153,6 +169,58 @@ def install(
         record = record.with_slot(source, replace(record.slot(source), priority=SECOND))
     device.bootctl.write(record)
     return InstallResult(target, verified, tries, device.clock.count - start)
+
+
+def install_delta(
+    device: Device, delta: BinaryIO, *, component: str = MAIN, running: Running | None = None
+) -> InstallResult:
+    """Install the image a signed delta rebuilds from the active slot's image (docs/delta.md).
+
+    Everything that can refuse without writing runs first: the delta's envelope
+    (signature, hardware id, counter, kind DELTA), the rebuilt image's own
+    signatures and policy, its size, and the base -- the active slot's image,
+    hashed whole (reads only). Then the new image streams from the delta into
+    the target slot, each chunk checked; the usual verification from flash
+    and the single boot-control write follow, exactly as for a full image.
+    The active slot is only ever read, so a power cut anywhere is as safe as
+    during any install.
+    """
+    from otaguard.delta import open_delta, reconstruct
+
+    start = device.clock.count
+    device.config.component(component)
+    opened = open_delta(
+        delta,
+        device.trust.resolver(),
+        policy=replace(
+            device_policy(device, component, for_install=True),
+            allowed_kinds=frozenset({PayloadKind.DELTA}),
+        ),
+        inner_policy=device_policy(device, component, for_install=True),
+    )
+    check_budget(device, component, opened.inner)
+    length = opened.header.target_length
+    if length > device.config.geometry.slot_size:
+        raise SlotSizeError(
+            f"{component}: the image ({length} bytes) does not fit a "
+            f"{device.config.geometry.slot_size}-byte slot"
+        )
+    record = _load(device)
+    target = target_slot(record, running)
+    base_region = device.config.layout.slot(OTHER[target], component)
+    try:
+        base_length = extent_in(device.flash, base_region)
+    except MalformedError:
+        raise DigestMismatchError(
+            f"delta base mismatch: slot {OTHER[target]} holds no image to apply the delta to"
+        ) from None
+
+    def read_at(offset: int, n: int) -> bytes:
+        n = max(0, min(n, base_length - offset))
+        return device.flash.read(base_region.offset + offset, n)
+
+    image = reconstruct(opened, delta, base_length, read_at)  # refuses a wrong base: no write yet
+    return _program_and_commit(device, record, target, {component: (image, length)}, start)
 
 
 def _running_set(

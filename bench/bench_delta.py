@@ -1,0 +1,320 @@
+"""Differential updates: otaguard's delta against bsdiff4, HDiffPatch, zstd, xdelta3 and xz.
+
+Why (issue 6): vehicles and IoT devices pay for every byte over cellular links, so patch size
+is the product; apply memory decides whether a device can apply it at all; create time is the
+release pipeline's cost. Pairs come from ``bench/delta_corpus.py`` (real cross-compiled
+firmware, a PyPI wheel's extension module, a rootfs as tar and as ext4). Every tool runs as its
+own process on the same two files -- the signed images, so otaguard's numbers include its
+envelope, the embedded new header and signatures -- and its peak RSS is read with ``wait4``.
+``xz -9`` of the new image is the no-delta baseline. Quick mode (``OTAGUARD_BENCH_QUICK=1``):
+small pairs; ``OTAGUARD_BENCH_LARGE=1`` adds a large ext4 pair.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TITLE = "Delta updates: patch size, create and apply cost"
+
+MIB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+_RUNNER = (
+    "import sys; sys.path.insert(0, {src!r}); from otaguard.cli import main as m; "
+    "m.LAZY_COMMANDS.setdefault('delta', 'otaguard.cli.delta_cmd:delta'); "
+    "sys.exit(m.run(sys.argv[1:]))"
+)
+_BASELINE = (
+    "import sys; sys.path.insert(0, {src!r}); import otaguard.cli.main, otaguard.cli.delta_cmd, "
+    "otaguard.delta, otaguard.image, lzma, cryptography.hazmat.primitives.asymmetric.ed25519"
+)
+
+
+def _bsdiff4_limit() -> int:
+    return (8 if _quick() else 64) * MIB
+
+
+def _quick() -> bool:
+    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
+
+
+@dataclass
+class Measure:
+    seconds: float
+    rss_mib: float
+
+
+def _run(argv: list[str], stdout: Path | None = None) -> Measure:
+    """Run ``argv``; peak RSS from GNU time (a forked child's own pages otherwise count)."""
+    timer = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+    report = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-delta-rss-{os.getpid()}"
+    if timer:
+        argv = [timer, "-f", "%M", "-o", str(report), *argv]
+    start = time.perf_counter()
+    out = open(stdout, "wb") if stdout else subprocess.DEVNULL  # noqa: SIM115
+    try:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        if stdout:
+            out.close()  # type: ignore[union-attr]
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv[0]} {' '.join(argv[1:3])} failed: {err.strip()[:300]}")
+    rss_kib = usage.ru_maxrss
+    if timer:
+        rss_kib = int(report.read_text().split()[-1])
+        report.unlink()
+    return Measure(seconds, rss_kib / 1024)
+
+
+def _otaguard(*args: object) -> list[str]:
+    return [sys.executable, "-c", _RUNNER.format(src=str(ROOT / "src")), *map(str, args)]
+
+
+def _py(code: str, *args: object) -> list[str]:
+    return [sys.executable, "-c", code, *map(str, args)]
+
+
+_BSDIFF_CREATE = "import sys, bsdiff4; bsdiff4.file_diff(*sys.argv[1:4])"
+_BSDIFF_APPLY = "import sys, bsdiff4; bsdiff4.file_patch(*sys.argv[1:4])"
+_HDIFF_CREATE = (
+    "import sys, hdiffpatch as h; o = open(sys.argv[1], 'rb').read(); "
+    "n = open(sys.argv[2], 'rb').read(); "
+    "open(sys.argv[3], 'wb').write(h.diff(o, n, h.LzmaConfig(level=9, window=26), validate=False))"
+)
+_HDIFF_APPLY = (
+    "import sys, hdiffpatch as h; o = open(sys.argv[1], 'rb').read(); "
+    "p = open(sys.argv[2], 'rb').read(); open(sys.argv[3], 'wb').write(h.apply(o, p))"
+)
+
+
+def _window_log(*paths: Path) -> int:
+    return max(27, max(p.stat().st_size for p in paths).bit_length() + 1)
+
+
+def _tools(old: Path, new: Path, key: Path, work: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """name -> (create argv, apply argv); patch at work/NAME.patch, output at work/NAME.out."""
+    tools = {}
+    p = {n: work / f"{n}.patch" for n in ("otaguard", "bsdiff4", "hdiffpatch", "zstd", "xdelta3")}
+    o = {n: work / f"{n}.out" for n in p}
+    tools["otaguard"] = (
+        _otaguard("delta", "create", "--key", key, old, new, p["otaguard"]),
+        _otaguard("delta", "apply", old, p["otaguard"], o["otaguard"]),
+    )
+    if old.stat().st_size <= _bsdiff4_limit():
+        tools["bsdiff4"] = (
+            _py(_BSDIFF_CREATE, old, new, p["bsdiff4"]),
+            _py(_BSDIFF_APPLY, old, o["bsdiff4"], p["bsdiff4"]),
+        )
+    tools["hdiffpatch"] = (
+        _py(_HDIFF_CREATE, old, new, p["hdiffpatch"]),
+        _py(_HDIFF_APPLY, old, p["hdiffpatch"], o["hdiffpatch"]),
+    )
+    if shutil.which("zstd"):
+        wl = _window_log(old, new)
+        tools["zstd"] = (
+            [
+                "zstd",
+                "-q",
+                "-f",
+                "-19",
+                f"--long={wl}",
+                f"--patch-from={old}",
+                str(new),
+                "-o",
+                str(p["zstd"]),
+            ],
+            [
+                "zstd",
+                "-q",
+                "-f",
+                "-d",
+                f"--long={wl}",
+                "--memory=2047MB",
+                f"--patch-from={old}",
+                str(p["zstd"]),
+                "-o",
+                str(o["zstd"]),
+            ],
+        )
+    if shutil.which("xdelta3"):
+        window = str(max(1 << 20, min(old.stat().st_size, 1 << 31 - 1)))
+        tools["xdelta3"] = (
+            [
+                "xdelta3",
+                "-f",
+                "-9",
+                "-B",
+                window,
+                "-e",
+                "-s",
+                str(old),
+                str(new),
+                str(p["xdelta3"]),
+            ],
+            [
+                "xdelta3",
+                "-f",
+                "-B",
+                window,
+                "-d",
+                "-s",
+                str(old),
+                str(p["xdelta3"]),
+                str(o["xdelta3"]),
+            ],
+        )
+    return tools
+
+
+def _sign(raw: Path, out: Path, key: Path, version: str, counter: int) -> None:
+    _run(
+        _otaguard(
+            "sign",
+            "--key",
+            key,
+            "--version",
+            version,
+            "--security-counter",
+            counter,
+            "--hardware-id",
+            "bench",
+            raw,
+            out,
+        )
+    )
+
+
+def _fmt_size(n: int, of: int) -> str:
+    return f"{n:,} ({100 * n / of:.2f}%)"
+
+
+def _overhead(delta: Path) -> int:
+    """Bytes of otaguard's delta that are signed metadata, not diff streams."""
+    import io
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from otaguard.delta.format import CHUNK_HEAD, read_header
+    from otaguard.image.envelope_verify import read_protected
+
+    data = delta.read_bytes()
+    stream = io.BytesIO(data)
+    signed, meta = read_protected(stream)
+    head = read_header(stream)
+    container_head = stream.tell() - len(signed)
+    signatures = len(data) - len(signed) - meta.payload_length
+    return len(signed) + signatures + container_head + head.chunk_count * CHUNK_HEAD.size
+
+
+def _pair_rows(pair, key: Path, work: Path) -> tuple[list[str], dict[str, int]]:  # type: ignore[no-untyped-def]
+    old, new = work / "old.img", work / "new.img"
+    os.environ["SOURCE_DATE_EPOCH"] = "1790000000"
+    _sign(pair.old, old, key, "1.0.0", 1)
+    _sign(pair.new, new, key, "1.1.0", 2)
+    size = new.stat().st_size
+    rows, sizes = [], {}
+    for name, (create, apply) in _tools(old, new, key, work).items():
+        patch, out = work / f"{name}.patch", work / f"{name}.out"
+        try:
+            made = _run(create)
+            applied = _run(apply)
+        except (RuntimeError, OSError) as exc:
+            rows.append(f"| {pair.name} | {name} | failed: {str(exc)[:80]} | | | | |")
+            continue
+        if out.read_bytes() != new.read_bytes():
+            rows.append(f"| {pair.name} | {name} | WRONG OUTPUT | | | | |")
+            continue
+        sizes[name] = patch.stat().st_size
+        if name == "otaguard":
+            sizes["otaguard-metadata"] = _overhead(patch)
+        rows.append(
+            f"| {pair.name} | {name} | {_fmt_size(sizes[name], size)} | {made.seconds:.2f} | "
+            f"{made.rss_mib:.0f} | {applied.seconds:.2f} | {applied.rss_mib:.0f} |"
+        )
+        patch.unlink()
+        out.unlink()
+    xz = work / "new.xz"
+    made = _run(["xz", "-9", "-k", "-c", str(new)], stdout=xz)
+    sizes["xz -9"] = xz.stat().st_size
+    unxz = _run(["xz", "-d", "-c", str(xz)], stdout=work / "unxz.out")
+    rows.append(
+        f"| {pair.name} | xz -9 (full) | {_fmt_size(sizes['xz -9'], size)} | {made.seconds:.2f} | "
+        f"{made.rss_mib:.0f} | {unxz.seconds:.2f} | {unxz.rss_mib:.0f} |"
+    )
+    for f in (old, new, xz, work / "unxz.out"):
+        f.unlink()
+    return rows, sizes
+
+
+def run(workdir: Path) -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import delta_corpus
+
+    quick = _quick()
+    large = os.environ.get("OTAGUARD_BENCH_LARGE") == "1"
+    for package, command in (("zstd", "zstd"), ("xdelta3", "xdelta3"), ("time", "time")):
+        delta_corpus._apt(package, command)  # peers and GNU time; skipped if not installable
+    corpus = workdir / "corpus"
+    pairs, notes = delta_corpus.build(corpus, quick=quick, large=large)
+    key = workdir / "bench.pem"
+    _run(_otaguard("key", "generate", "--algorithm", "ed25519", "--out", key))
+    baseline = _run(_py(_BASELINE.format(src=str(ROOT / "src"))))
+    lines = [
+        f"Mode: {'quick' if quick else 'full'}{' + large' if large else ''}. Sizes in bytes and "
+        "as % of the new signed image; times in seconds; RSS = peak resident set of the tool's "
+        f"process in MiB (GNU time; a Python process that only imports otaguard's delta CLI: "
+        f"{baseline.rss_mib:.0f} MiB). bsdiff4 is skipped on old images over "
+        f"{_bsdiff4_limit() // MIB} MiB (its suffix sort takes minutes there).",
+        "",
+        "| pair | tool | patch bytes (% of new) | create s | create RSS | apply s | apply RSS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    summary = [
+        "",
+        "| pair | what | new image | otaguard vs best peer | otaguard's signed metadata |",
+        "|---|---|---|---|---|",
+    ]
+    try:
+        for pair in pairs:
+            rows, sizes = _pair_rows(pair, key, workdir)
+            lines += rows
+            peers = {
+                k: v
+                for k, v in sizes.items()
+                if k not in {"otaguard", "otaguard-metadata", "xz -9"}
+            }
+            if "otaguard" in sizes and peers:
+                best = min(peers, key=peers.__getitem__)
+                gain = 100 * (1 - sizes["otaguard"] / peers[best])
+                verdict = (
+                    f"{gain:+.1f}% smaller than {best}"
+                    if gain >= 0
+                    else f"{-gain:.1f}% larger than {best}"
+                )
+            else:
+                verdict = "n/a"
+            meta = sizes.get("otaguard-metadata", 0)
+            new_size = pair.new.stat().st_size
+            summary.append(f"| {pair.name} | {pair.what} | {new_size:,} | {verdict} | {meta:,} |")
+    finally:
+        shutil.rmtree(corpus, ignore_errors=True)
+    lines += summary
+    lines += [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="bench-delta-"))
+    try:
+        print(run(target))
+    finally:
+        shutil.rmtree(target, ignore_errors=True)

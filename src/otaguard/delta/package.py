@@ -1,0 +1,185 @@
+"""The signed delta: a native envelope of kind DELTA whose payload is the container.
+
+``create`` signs the container with the release (or delivery) key. The outer
+header copies the new image's version, security counter and hardware ids, so
+a device's policy (anti-rollback, hardware id) refuses a delta before reading
+its payload, and names the base in DELTA_BASE (SHA-256 of the whole old image
+file). The container carries the new image's own signed header and signature
+block, so the device ends up with exactly the image the release managers
+signed, and verifies *that* as usual.
+
+``open_delta`` runs every check that needs no old image and writes nothing:
+outer envelope (when trust is given: signatures, policy, payload digest),
+container header, consistency of outer and inner metadata, and the inner
+image's signatures. The caller then runs :func:`check_base` and only then
+starts consuming :class:`Reconstruction`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import mmap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from otaguard.crypto.signer import Signer
+from otaguard.delta.apply import ReadAt, Reconstruction, check_base
+from otaguard.delta.engine import DeltaStats, create_container
+from otaguard.delta.format import DEFAULT_CHUNK_SIZE, DeltaHeader, read_header
+from otaguard.errors import MalformedError, PolicyError
+from otaguard.image import (
+    Digest,
+    HashAlgorithm,
+    ImageMetadata,
+    ImagePolicy,
+    PayloadKind,
+    TrustedKeys,
+    check_policy,
+    sign_stream,
+    verify_stream,
+)
+from otaguard.image.envelope_format import (
+    MAX_HEADER_SIZE,
+    MAX_SIG_BLOCK_SIZE,
+    parse_protected,
+    parse_signature_block,
+)
+from otaguard.image.envelope_verify import KeyResolver, read_protected, verify_signatures
+
+#: The container header: fixed fields, the new image's header and its signature block.
+MAX_CONTAINER_HEADER = 256 + 16 + MAX_HEADER_SIZE + MAX_SIG_BLOCK_SIZE
+
+
+@dataclass(frozen=True)
+class SplitImage:
+    """A native envelope cut into its three parts (parsed strictly, not verified)."""
+
+    signed: bytes
+    metadata: ImageMetadata
+    payload: memoryview
+    signatures: bytes
+
+
+def split_image(image: bytes | mmap.mmap) -> SplitImage:
+    stream = io.BytesIO(image[: 16 + (1 << 20) + 16])
+    signed, meta = read_protected(stream)
+    end = len(signed) + meta.payload_length
+    if end > len(image):
+        raise MalformedError("the new image is shorter than its payload length")
+    signatures = bytes(image[end:])
+    parse_signature_block(signatures)
+    if meta.payload_kind is not PayloadKind.FULL:
+        raise MalformedError("the new image must be a full image, not a delta")
+    return SplitImage(signed, meta, memoryview(image)[len(signed) : end], signatures)
+
+
+def create(
+    old: bytes | mmap.mmap,
+    new: bytes | mmap.mmap,
+    dest: BinaryIO,
+    signers: Sequence[Signer],
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    fallback_ratio: float | None = None,
+) -> tuple[ImageMetadata, DeltaStats]:
+    """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``."""
+    image = split_image(new)
+    kwargs = {} if fallback_ratio is None else {"fallback_ratio": fallback_ratio}
+    parts, stats = create_container(
+        old,
+        image.signed,
+        image.payload,
+        image.signatures,
+        chunk_size=chunk_size,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    meta = image.metadata
+    signed = sign_stream(
+        io.BytesIO(b"".join(parts)),
+        dest,
+        signers,
+        version=meta.version,
+        security_counter=meta.security_counter,
+        hardware_ids=meta.hardware_ids,
+        created=meta.created,
+        payload_kind=PayloadKind.DELTA,
+        delta_base=Digest(HashAlgorithm.SHA256, hashlib.sha256(old).digest()),
+    )
+    return signed, stats
+
+
+@dataclass(frozen=True)
+class OpenedDelta:
+    """A delta whose every old-image-independent check passed (see the module doc)."""
+
+    outer: ImageMetadata
+    inner: ImageMetadata
+    header: DeltaHeader
+    payload_offset: int
+    authenticated: bool
+
+
+def open_delta(
+    stream: BinaryIO,
+    trusted: TrustedKeys | KeyResolver | None,
+    *,
+    policy: ImagePolicy | None = None,
+    inner_policy: ImagePolicy | None = None,
+) -> OpenedDelta:
+    """Check the delta envelope at offset 0 of seekable ``stream``; writes nothing."""
+    stream.seek(0)
+    if trusted is not None:
+        result = verify_stream(
+            stream,
+            trusted,
+            threshold=1,
+            policy=policy or ImagePolicy(allowed_kinds=frozenset({PayloadKind.DELTA})),
+        )
+        outer, offset = result.metadata, result.payload_offset
+    else:  # structure only: the caller verifies the rebuilt image itself
+        signed, outer = read_protected(stream)
+        offset = len(signed)
+        stream.seek(offset + outer.payload_length)
+        parse_signature_block(stream.read(MAX_SIG_BLOCK_SIZE + 1))
+    if outer.payload_kind is not PayloadKind.DELTA or outer.delta_base is None:
+        raise PolicyError("this is a full image, not a delta")
+    header = _read_container_header(stream, offset, outer.payload_length)
+    base = outer.delta_base
+    if base.algorithm is not HashAlgorithm.SHA256 or base.value != header.base_sha256:
+        raise MalformedError("delta: the signed base digest and the container's differ")
+    inner = parse_protected(header.new_signed)
+    entries = parse_signature_block(header.new_signatures)
+    if inner.payload_kind is not PayloadKind.FULL:
+        raise MalformedError("delta: the image it rebuilds is not a full image")
+    if inner.payload_length != header.payload_length:
+        raise MalformedError("delta: the new image's payload length and the container's differ")
+    same = (outer.version, outer.security_counter, outer.hardware_ids)
+    if same != (inner.version, inner.security_counter, inner.hardware_ids):
+        raise MalformedError("delta: its version, counter or hardware ids differ from the image's")
+    if trusted is not None:
+        keys = trusted if isinstance(trusted, TrustedKeys) else trusted(inner)
+        verify_signatures(header.new_signed, entries, keys, threshold=1)
+        check_policy(inner, inner_policy or ImagePolicy())
+    return OpenedDelta(outer, inner, header, offset, trusted is not None)
+
+
+def _read_container_header(stream: BinaryIO, offset: int, length: int) -> DeltaHeader:
+    """Parse the container header from the payload only (never from the signature block)."""
+    stream.seek(offset)
+    window = io.BytesIO(stream.read(min(length, MAX_CONTAINER_HEADER)))
+    header = read_header(window)
+    stream.seek(offset + window.tell())
+    return header
+
+
+def reconstruct(
+    opened: OpenedDelta, stream: BinaryIO, old_length: int, read_at: ReadAt
+) -> Reconstruction:
+    """Check the base (reads the old image, writes nothing), then return the new image's reader."""
+    check_base(opened.header, old_length, read_at)
+    _read_container_header(stream, opened.payload_offset, opened.outer.payload_length)
+    return Reconstruction(
+        opened.header, stream, opened.payload_offset + opened.outer.payload_length, read_at
+    )

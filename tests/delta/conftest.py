@@ -1,0 +1,27 @@
+"""Delta fixtures: a release key and one image pair (helpers live in ``helpers_delta``)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from helpers import cached_key, make_image
+from helpers_delta import HW, Pair, edit
+from otaguard.crypto.keys import KeyType, PrivateKey
+
+
+@pytest.fixture(scope="session")
+def key() -> PrivateKey:
+    return cached_key(KeyType.ED25519)
+
+
+@pytest.fixture(scope="session")
+def pair(key: PrivateKey) -> Pair:
+    rnd = random.Random(6)
+    payload = rnd.randbytes(20_000)
+    old = make_image(payload, [key], version="1.4.0", security_counter=7, hardware_ids=(HW,))
+    new = make_image(
+        edit(payload, 1), [key], version="1.5.0", security_counter=8, hardware_ids=(HW,)
+    )
+    return Pair(key, old, new)
