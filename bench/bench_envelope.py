@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,22 +112,46 @@ class Usage:
     stderr: str
 
 
+#: A fresh, small interpreter that starts the measured command and reports its wait4 rusage.
+#: Why: Linux keeps ru_maxrss across exec, so a child forked straight from this (possibly
+#: large) bench process would report the bench's own RSS as its peak.
+_LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nOTAGUARD-BENCH-MAXRSS {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(argv: list[str]) -> Usage:
-    """Run a child and take its own rusage from os.wait4.
+    """Run a child and take exactly its own peak RSS (wait4 rusage, via a small launcher).
 
     Why not getrusage(RUSAGE_CHILDREN): that is a maximum over *all* reaped children, so an
-    earlier, bigger child would mask the one measured. wait4 returns exactly this child's figure.
+    earlier, bigger child would mask the one measured.
     """
     start = time.perf_counter()
     with open(os.devnull, "wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.PIPE)
-        assert proc.stderr is not None
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, *argv],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
     elapsed = time.perf_counter() - start
-    return Usage(elapsed, usage.ru_maxrss / 1024, proc.returncode, err)  # ru_maxrss is KiB
+    err = proc.stderr.decode(errors="replace")
+    marker = "OTAGUARD-BENCH-MAXRSS "
+    line = next((ln for ln in err.splitlines() if ln.startswith(marker)), None)
+    if line is None:
+        raise CommandFailed(f"no rusage from the launcher: {last_line(err)}")
+    kib = int(line[len(marker) :])
+    err = "\n".join(ln for ln in err.splitlines() if not ln.startswith(marker))
+    return Usage(elapsed, kib / 1024, proc.returncode, err)  # ru_maxrss is KiB
 
 
 def write_random(path: Path, size: int) -> None:
