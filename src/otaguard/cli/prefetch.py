@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing costs ~8 ms to import: keep it out of the path to the fork
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 #: verify's options that take a value (a stale list only loses the speed-up).
 _VALUE_OPTIONS = frozenset(
