@@ -68,7 +68,19 @@ class RepoSigner(Signer):
         public_key: Key,
         secrets_handler: SecretsHandler | None = None,
     ) -> Signer:
-        raise NotImplementedError("load keys with otaguard.repo.signing.load_repo_signer")
+        """securesystemslib's loader hook: ``priv_key_uri`` is an otaguard key argument.
+
+        A key file path or a ``pkcs11:`` URI; the secrets handler, if any, supplies the
+        passphrase of an encrypted key file. The key must be ``public_key``: a URI that
+        names another key is an error, never a silent substitution.
+        """
+        passphrase = None
+        if secrets_handler is not None and not is_pkcs11_uri(priv_key_uri):
+            passphrase = secrets_handler("passphrase").encode() or None
+        signer = load_repo_signer(priv_key_uri, passphrase)
+        if signer.public_key.keyid != public_key.keyid:
+            raise KeyLoadError(f"{priv_key_uri} is not the key {public_key.keyid}")
+        return signer
 
 
 def load_repo_signer(spec: str, passphrase: bytes | None = None) -> RepoSigner:
