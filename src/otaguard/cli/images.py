@@ -382,16 +382,22 @@ def _trust(opts: dict[str, Any]) -> Any:
 
 
 def _root_resolver(opts: dict[str, Any]) -> Any:
+    """One resolver for both formats: it is handed the parsed envelope metadata or MCUboot image."""
     from otaguard.crypto.keys import check_supported
     from otaguard.image import TrustedKeys
-    from otaguard.pki.image_trust import validate_image_chain
     from otaguard.pki.store import read_certs, read_crl
 
     roots = [c for path in opts["trusted_roots"] for c in read_certs(path, "trusted root")]
     crls = [read_crl(path) for path in opts["crls"]]
 
-    def resolve(meta: Any) -> Any:
-        chain = validate_image_chain(meta, roots, crls=crls, region=opts["region"])
+    def resolve(parsed: Any) -> Any:
+        from otaguard.image.mcuboot_verify import McubootImage
+        from otaguard.pki.image_trust import validate_image_chain, validate_mcuboot_chain
+
+        validate = (
+            validate_mcuboot_chain if isinstance(parsed, McubootImage) else validate_image_chain
+        )
+        chain = validate(parsed, roots, crls=crls, region=opts["region"])
         opts["_chain"] = chain
         return TrustedKeys.of([check_supported(chain.leaf.public_key())])
 

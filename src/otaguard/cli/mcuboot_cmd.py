@@ -88,30 +88,10 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
     )
 
 
-def _resolver(opts: dict[str, Any]) -> Any:
-    """For --trusted-root: trust the key the image's (validated) chain certifies."""
-    from otaguard.crypto.keys import check_supported
-    from otaguard.image import TrustedKeys
-    from otaguard.pki.image_trust import validate_mcuboot_chain
-    from otaguard.pki.store import read_certs, read_crl
-
-    roots = [c for path in opts["trusted_roots"] for c in read_certs(path, "trusted root")]
-    crls = [read_crl(path) for path in opts["crls"]]
-
-    def resolve(image: Any) -> Any:
-        chain = validate_mcuboot_chain(image, roots, crls=crls, region=opts["region"])
-        opts["_chain"] = chain
-        return TrustedKeys.of([check_supported(chain.leaf.public_key())])
-
-    return resolve
-
-
 def _verify(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[str, Any]:
     from otaguard.cli import prefetch
     from otaguard.image import mcuboot_verify as mcuboot
 
-    if opts["trusted_roots"]:
-        trusted = _resolver(opts)
     job = prefetch.active()
     with images._open_input(opts["image"]) as stream:
         result = mcuboot.verify_mcuboot(
