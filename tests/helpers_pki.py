@@ -98,3 +98,23 @@ def sign_image(
         cert_chain=chain,
     )
     return out.getvalue()
+
+
+def cli_hierarchy(base: object, name: str, *, region: str = "eu") -> dict[str, object]:
+    """root -> regional intermediate -> signer through the real CLI; their directories."""
+    from pathlib import Path
+
+    from otaguard.cli.main import run
+
+    base = Path(str(base))
+    dirs = {"root": base / name, "ca": base / f"{name}-{region}", "signer": base / f"{name}-signer"}
+    steps = [
+        ["pki", "init-root", "--out-dir", dirs["root"], "--subject", f"CN=Acme {name}"],
+        ["pki", "issue-intermediate", "--ca", dirs["root"], "--out-dir", dirs["ca"],
+         "--region", region, "--hardware-id", HW],
+        ["pki", "issue-signer", "--ca", dirs["ca"], "--out-dir", dirs["signer"],
+         "--name", "release"],
+    ]  # fmt: skip
+    for step in steps:
+        assert run([str(a) for a in step]) == 0, step
+    return dirs  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers_pki import cli_hierarchy
 from otaguard.cli.main import run
 
 
@@ -93,52 +94,14 @@ def test_rejections_and_usage_errors(
     assert "rejected (version)" in capsys.readouterr().err
     assert _cli("verify", "--trusted-key", pub, "--min-version", "1.x", img) == 2
     assert _cli("verify", "--format", "native", "--trusted-key", pub, img) == 1
+    sign = ["sign", "--format", "mcuboot", "--key", setup["key"]]
+    out = setup["dir"] / "x"
+    assert _cli(*sign, "--version", "256.0.0", "--pad-header", setup["fw"], out) == 2
     assert (
-        _cli(
-            "sign",
-            "--format",
-            "mcuboot",
-            "--key",
-            setup["key"],
-            "--version",
-            "256.0.0",
-            "--pad-header",
-            setup["fw"],
-            setup["dir"] / "x",
-        )
+        _cli(*sign, "--version", "1.0.0", "--annotate", "a=b", "--pad-header", setup["fw"], out)
         == 2
     )
-    assert (
-        _cli(
-            "sign",
-            "--format",
-            "mcuboot",
-            "--key",
-            setup["key"],
-            "--version",
-            "1.0.0",
-            "--annotate",
-            "a=b",
-            "--pad-header",
-            setup["fw"],
-            setup["dir"] / "x",
-        )
-        == 2
-    )
-    assert (
-        _cli(
-            "sign",
-            "--format",
-            "mcuboot",
-            "--key",
-            setup["key"],
-            "--version",
-            "1.0.0",
-            setup["fw"],
-            setup["dir"] / "x",
-        )
-        == 2
-    )  # no zero header room
+    assert _cli(*sign, "--version", "1.0.0", setup["fw"], out) == 2  # no zero header room
     assert not (setup["dir"] / "x").exists()
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--pad-header" in err
@@ -148,38 +111,7 @@ def test_certificate_chain_in_protected_tlvs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Issue 4: an MCUboot image signed under the PKI carries its chain and signing time."""
-    assert (
-        _cli("pki", "init-root", "--out-dir", tmp_path / "root", "--subject", "CN=Acme Root CA")
-        == 0
-    )
-    assert (
-        _cli(
-            "pki",
-            "issue-intermediate",
-            "--ca",
-            tmp_path / "root",
-            "--out-dir",
-            tmp_path / "eu",
-            "--region",
-            "eu",
-            "--hardware-id",
-            "acme-ecu-v2",
-        )
-        == 0
-    )
-    assert (
-        _cli(
-            "pki",
-            "issue-signer",
-            "--ca",
-            tmp_path / "eu",
-            "--out-dir",
-            tmp_path / "s1",
-            "--name",
-            "release-1",
-        )
-        == 0
-    )
+    pki = cli_hierarchy(tmp_path, "root")
     fw = tmp_path / "fw.bin"
     fw.write_bytes(os.urandom(8000))
     img = tmp_path / "fw.mcuboot"
@@ -188,9 +120,9 @@ def test_certificate_chain_in_protected_tlvs(
         "--format",
         "mcuboot",
         "--key",
-        tmp_path / "s1" / "key.pem",
+        pki["signer"] / "key.pem",
         "--cert-chain",
-        tmp_path / "s1" / "chain.pem",
+        pki["signer"] / "chain.pem",
         "--version",
         "1.0.0",
         "--security-counter",
@@ -198,10 +130,10 @@ def test_certificate_chain_in_protected_tlvs(
         "--pad-header",
     ]
     assert _cli(*sign, "--hardware-id", "acme-ecu-v2", fw, img) == 0
-    root = tmp_path / "root" / "cert.pem"
+    root = pki["root"] / "cert.pem"
     capsys.readouterr()
     assert _cli("verify", "--trusted-root", root, "--region", "eu", "--json", img) == 0
-    assert json.loads(capsys.readouterr().out)["certificate_chain"][-1] == "CN=Acme Root CA"
+    assert json.loads(capsys.readouterr().out)["certificate_chain"][-1] == "CN=Acme root"
     assert _cli("verify", "--trusted-root", root, "--region", "us", img) == 1
     # A chain limited to a hardware id does not cover an image that names none.
     bare = tmp_path / "bare.mcuboot"
@@ -211,13 +143,13 @@ def test_certificate_chain_in_protected_tlvs(
     assert "rejected (constraint)" in capsys.readouterr().err
     # Revocation applies to MCUboot images too.
     serial = subprocess.run(
-        ["openssl", "x509", "-in", tmp_path / "s1" / "cert.pem", "-noout", "-serial"],
+        ["openssl", "x509", "-in", pki["signer"] / "cert.pem", "-noout", "-serial"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    assert _cli("pki", "revoke", "--ca", tmp_path / "eu", serial, "--reason", "key-compromise") == 0
-    assert _cli("pki", "crl", "--ca", tmp_path / "eu", "--out", tmp_path / "eu.crl") == 0
+    assert _cli("pki", "revoke", "--ca", pki["ca"], serial, "--reason", "key-compromise") == 0
+    assert _cli("pki", "crl", "--ca", pki["ca"], "--out", tmp_path / "eu.crl") == 0
     capsys.readouterr()
     assert (
         _cli("verify", "--trusted-root", root, "--region", "eu", "--crl", tmp_path / "eu.crl", img)
@@ -227,4 +159,4 @@ def test_certificate_chain_in_protected_tlvs(
     # imgtool still accepts the image: the chain lives in ordinary protected TLVs.
     from helpers_mcuboot import run_imgtool
 
-    assert run_imgtool("verify", "-k", tmp_path / "s1" / "key.pem", img).returncode == 0
+    assert run_imgtool("verify", "-k", pki["signer"] / "key.pem", img).returncode == 0

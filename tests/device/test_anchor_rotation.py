@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers_pki import cli_hierarchy
 from otaguard.cli.main import run
 
 
@@ -17,37 +18,7 @@ def _cli(*args: object) -> int:
 
 
 def _hierarchy(tmp: Path, name: str) -> Path:
-    root = tmp / name
-    assert _cli("pki", "init-root", "--out-dir", root, "--subject", f"CN=Acme {name}") == 0
-    assert (
-        _cli(
-            "pki",
-            "issue-intermediate",
-            "--ca",
-            root,
-            "--out-dir",
-            tmp / f"{name}-eu",
-            "--region",
-            "eu",
-            "--hardware-id",
-            "acme-ecu-v2",
-        )
-        == 0
-    )
-    assert (
-        _cli(
-            "pki",
-            "issue-signer",
-            "--ca",
-            tmp / f"{name}-eu",
-            "--out-dir",
-            tmp / f"{name}-signer",
-            "--name",
-            "release",
-        )
-        == 0
-    )
-    return root
+    return cli_hierarchy(tmp, name)["root"]  # type: ignore[return-value]
 
 
 def _image(tmp: Path, name: str, counter: int, extra_chain: Path | None = None) -> Path:

@@ -64,6 +64,12 @@ def _ours(*args: str | Path) -> int:
     return run([str(a) for a in args])
 
 
+def _sign(pem: Path, version: str = "1.2.3+4", counter: str = "7") -> list[str | Path]:
+    """otaguard's MCUboot signing arguments, as _imgtool_sign's for imgtool."""
+    return ["sign", "--format", "mcuboot", "--key", pem, "--version", version,
+            "--security-counter", counter]  # fmt: skip
+
+
 @pytest.mark.parametrize("name", sorted(ALGORITHMS))
 def test_imgtool_signs_otaguard_verifies(name: str, tmp_path: Path, fw: Path) -> None:
     _, pem, pub = _key(name, tmp_path)
@@ -86,15 +92,7 @@ def test_otaguard_signs_imgtool_verifies(name: str, tmp_path: Path, fw: Path) ->
     img = tmp_path / "ours.bin"
     assert (
         _ours(
-            "sign",
-            "--format",
-            "mcuboot",
-            "--key",
-            pem,
-            "--version",
-            "1.2.3+4",
-            "--security-counter",
-            "7",
+            *_sign(pem),
             *COMMON,
             fw,
             img,
@@ -130,15 +128,7 @@ def test_ed25519_output_is_byte_identical_to_imgtool(
     ours_args = ["--slot-size", "0x40000", *extra]
     assert (
         _ours(
-            "sign",
-            "--format",
-            "mcuboot",
-            "--key",
-            pem,
-            "--version",
-            "1.2.3+4",
-            "--security-counter",
-            "7",
+            *_sign(pem),
             *COMMON,
             *ours_args,
             fw,
@@ -188,15 +178,7 @@ def test_hardware_id_tlv_is_accepted_by_imgtool(tmp_path: Path, fw: Path) -> Non
     img = tmp_path / "hw.bin"
     assert (
         _ours(
-            "sign",
-            "--format",
-            "mcuboot",
-            "--key",
-            pem,
-            "--version",
-            "2.0.0",
-            "--security-counter",
-            "auto",
+            *_sign(pem, "2.0.0", "auto"),
             "--hardware-id",
             "acme-ecu-v2",
             *COMMON,
