@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import quick
+
 TITLE = "Delta updates: patch size, create and apply cost"
 
 MIB = 1 << 20
@@ -36,11 +38,7 @@ _BASELINE = (
 
 
 def _bsdiff4_limit() -> int:
-    return (8 if _quick() else 64) * MIB
-
-
-def _quick() -> bool:
-    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
+    return (8 if quick() else 64) * MIB
 
 
 @dataclass
@@ -257,17 +255,17 @@ def run(workdir: Path) -> str:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import delta_corpus
 
-    quick = _quick()
+    is_quick = quick()
     large = os.environ.get("OTAGUARD_BENCH_LARGE") == "1"
     for package, command in (("zstd", "zstd"), ("xdelta3", "xdelta3"), ("time", "time")):
         delta_corpus._apt(package, command)  # peers and GNU time; skipped if not installable
     corpus = workdir / "corpus"
-    pairs, notes = delta_corpus.build(corpus, quick=quick, large=large)
+    pairs, notes = delta_corpus.build(corpus, quick=is_quick, large=large)
     key = workdir / "bench.pem"
     _run(_otaguard("key", "generate", "--algorithm", "ed25519", "--out", key))
     baseline = _run(_py(_BASELINE.format(src=str(ROOT / "src"))))
     lines = [
-        f"Mode: {'quick' if quick else 'full'}{' + large' if large else ''}. Sizes in bytes and "
+        f"Mode: {'quick' if is_quick else 'full'}{' + large' if large else ''}. Sizes in bytes and "
         "as % of the new signed image; times in seconds; RSS = peak resident set of the tool's "
         f"process in MiB (GNU time; a Python process that only imports otaguard's delta CLI: "
         f"{baseline.rss_mib:.0f} MiB). bsdiff4 is skipped on old images over "

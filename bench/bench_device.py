@@ -16,14 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from _common import quick
+
 TITLE = "Device: boot verification and the fault campaign"
 
 MIB = 2**20
 RUNS = 5
-
-
-def _quick() -> bool:
-    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
 
 
 def _setup() -> None:
@@ -48,7 +46,7 @@ def _boot_times() -> list[str]:
         "| slot | image | boot (verify from flash), median of 5 | install (flash operations) |",
         "|---|---|---|---|",
     ]
-    sizes = (1, 8) if _quick() else (1, 64)
+    sizes = (1, 8) if quick() else (1, 64)
     for mib in sizes:
         payload = os.urandom(mib * MIB - 4096)
         out = io.BytesIO()
@@ -111,7 +109,7 @@ def _campaign() -> list[str]:
         return out.getvalue()
 
     v1, v2, v3 = image(1), image(2), image(3)
-    names = sorted(PRESETS)[:2] if _quick() else sorted(PRESETS)
+    names = sorted(PRESETS)[:2] if quick() else sorted(PRESETS)
     total_points = total_bricks = total_ops = 0
     start = time.perf_counter()
     for name in names:

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import BenchFailed, CommandFailed, check, last_line, quick
+
 TITLE = "Native envelope: verify throughput and peak RSS"
 
 MIB = 2**20
@@ -27,40 +29,6 @@ RATIO_GOAL = 1.2
 RSS_GOAL_MIB = 64
 MIN_FREE_DISK = 10 * GIB
 TIMEOUT = 1800
-
-
-def quick() -> bool:
-    """Quick mode (set by run.py): smaller files, same code paths."""
-    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
-
-
-class CommandFailed(Exception):
-    """A measured command exited non-zero; the message is its last stderr line."""
-
-
-class BenchFailed(Exception):
-    """Raised at the end when a part failed; `section` keeps what the other parts measured."""
-
-    def __init__(self, message: str, section: str) -> None:
-        super().__init__(message)
-        self.section = section
-
-
-def last_line(text: str) -> str:
-    """Last non-empty line: otaguard prints one error line, tools with tracebacks end in one."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def check(argv: list[str], *, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    """Run a set-up command; raise with its one-line error unless it exits `expect`."""
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=TIMEOUT)
-    if proc.returncode != expect:
-        raise CommandFailed(
-            f"`{' '.join(argv[:3])} ...` exited {proc.returncode}, expected {expect}: "
-            f"{last_line(proc.stderr or proc.stdout)}"
-        )
-    return proc
 
 
 def wall(argv: list[str]) -> float:

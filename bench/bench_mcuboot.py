@@ -12,10 +12,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _common import BenchFailed, CommandFailed, check, quick
 
 TITLE = "MCUboot: verify against imgtool"
 
@@ -25,40 +26,6 @@ SPEEDUP_GOAL = 1.5
 HEADER_SIZE = 0x200
 ALGORITHMS = ("ecdsa-p256", "ed25519", "rsa-3072")
 TIMEOUT = 600
-
-
-def quick() -> bool:
-    """Quick mode (set by run.py): a smaller image, same code paths."""
-    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
-
-
-class CommandFailed(Exception):
-    """A command exited other than expected; the message is its last stderr line."""
-
-
-class BenchFailed(Exception):
-    """Raised at the end when a measurement failed; `section` keeps everything else measured."""
-
-    def __init__(self, message: str, section: str) -> None:
-        super().__init__(message)
-        self.section = section
-
-
-def last_line(text: str) -> str:
-    """Last non-empty line: otaguard prints one error line, imgtool tracebacks end in one."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
-def check(argv: list[str], *, expect: int = 0) -> subprocess.CompletedProcess[str]:
-    """Run a command; raise with its one-line error unless it exits `expect`."""
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=TIMEOUT)
-    if proc.returncode != expect:
-        raise CommandFailed(
-            f"`{' '.join(argv[:2])}` exited {proc.returncode}, expected {expect}: "
-            f"{last_line(proc.stderr or proc.stdout)}"
-        )
-    return proc
 
 
 def wall(argv: list[str]) -> float:

@@ -15,16 +15,13 @@ requests). Ed25519 keys throughout.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
 
+from _common import quick
+
 TITLE = "Repository: polling and signing at 100k targets"
-
-
-def _quick() -> bool:
-    return os.environ.get("OTAGUARD_BENCH_QUICK") == "1"
 
 
 def _setup() -> None:
@@ -108,7 +105,7 @@ def run(workdir: Path) -> str:
     from otaguard.repo.repository import ImageRepository
     from otaguard.repo.signing import RepoSigner
 
-    n_targets = 5_000 if _quick() else 100_000
+    n_targets = 5_000 if quick() else 100_000
     bins = 1024
     signers = {
         r: RepoSigner(KeySigner(generate_private_key(KeyType.ED25519)))
