@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import http.server
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +34,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from helpers_http import send, start_server
 from otaguard.cli.main import run
 
 Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
@@ -161,37 +161,23 @@ class RepoSim:
     # -- serving ----------------------------------------------------------------------------
 
     def _serve(self) -> http.server.ThreadingHTTPServer:
-        sim = self
-        root_dir = str(self.base / "served")
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = parse.urlsplit(self.path).path
-                sim.requests.append(path)
-                override = sim.overrides.get(path)
-                if override is not None:
-                    override(self)
-                    return
-                # Files are stored under their quoted names ("1.%2Fabs.json"), so the
-                # request path is mapped segment by segment without unquoting.
-                segments = path.split("/")[1:]
-                file = Path(root_dir).joinpath(*segments)
-                if ".." in segments or not file.is_file():
-                    self.send_error(404)
-                    return
-                data = file.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server, _ = start_server(self._get)
         return server
+
+    def _get(self, request: http.server.BaseHTTPRequestHandler, path: str) -> None:
+        self.requests.append(path)
+        override = self.overrides.get(path)
+        if override is not None:
+            override(request)
+            return
+        # Files are stored under their quoted names ("1.%2Fabs.json"), so the
+        # request path is mapped segment by segment without unquoting.
+        segments = path.split("/")[1:]
+        file = (self.base / "served").joinpath(*segments)
+        if ".." in segments or not file.is_file():
+            request.send_error(404)
+            return
+        send(request, file.read_bytes())
 
     def close(self) -> None:
         self._server.shutdown()

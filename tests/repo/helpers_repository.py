@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime
 import http.server
 import shutil
-import threading
 from pathlib import Path
 from typing import Any
 from urllib import parse
 
 from helpers import make_image
+from helpers_http import send, start_server
 from otaguard.cli.main import run
 from otaguard.crypto.keys import (
     KeyType,
@@ -69,35 +69,22 @@ class Served:
         self.repo_dir = repo_dir
         self.overrides: dict[str, bytes] = {}
         self.requests: list[str] = []
-        served = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                path = parse.urlsplit(self.path).path
-                served.requests.append(path)
-                data = served.overrides.get(path)
-                if data is None:
-                    segments = [parse.unquote(s) for s in path.split("/")[1:]]
-                    ok = segments and segments[0] in {"metadata", "targets"}
-                    file = served.repo_dir.joinpath(*segments)
-                    if not ok or ".." in segments or not file.is_file():
-                        self.send_error(404)
-                        return
-                    data = file.read_bytes()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server, self.url = start_server(self._get)
         self.metadata_url = f"{self.url}/metadata/"
         self.targets_url = f"{self.url}/targets/"
+
+    def _get(self, request: http.server.BaseHTTPRequestHandler, path: str) -> None:
+        self.requests.append(path)
+        data = self.overrides.get(path)
+        if data is None:
+            segments = [parse.unquote(s) for s in path.split("/")[1:]]
+            ok = segments and segments[0] in {"metadata", "targets"}
+            file = self.repo_dir.joinpath(*segments)
+            if not ok or ".." in segments or not file.is_file():
+                request.send_error(404)
+                return
+            data = file.read_bytes()
+        send(request, data)
 
     def close(self) -> None:
         self.server.shutdown()
