@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from otaguard.crypto.keys import PublicKey
 from otaguard.errors import MalformedError, TruncatedError, UsageError
@@ -360,6 +360,24 @@ def key_material(key: PublicKey) -> bytes:
         else serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return key.public_bytes(serialization.Encoding.DER, fmt)
+
+
+def signature_tlv(key: PublicKey) -> int | None:
+    """The signature TLV type MCUboot uses for ``key``; None if MCUboot has none (RSA-4096)."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return {2048: TlvType.RSA2048_PSS, 3072: TlvType.RSA3072_PSS}.get(key.key_size)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return TlvType.ECDSA_SIG
+    return TlvType.ED25519
+
+
+def signature_hash(key: PublicKey) -> str | None:
+    """The digest RSA-PSS and ECDSA sign (of the region); None for Ed25519 (signs a message)."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "sha384" if key.curve.name == "secp384r1" else "sha256"
+    if isinstance(key, rsa.RSAPublicKey):
+        return "sha256"
+    return None
 
 
 @dataclass(frozen=True)

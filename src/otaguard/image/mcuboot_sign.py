@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from otaguard.crypto.signer import Signer
 from otaguard.errors import UsageError
@@ -37,6 +37,8 @@ from otaguard.image.mcuboot_format import (
     encode_area,
     encode_hardware_ids,
     key_material,
+    signature_hash,
+    signature_tlv,
     trailer_size,
 )
 
@@ -80,28 +82,16 @@ def _hash_for(signers: Sequence[Signer], pure: bool) -> tuple[str, TlvType]:
     kinds = set()
     for signer in signers:
         key = signer.public_key
-        if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size not in (2048, 3072):
-                raise UsageError(f"MCUboot supports RSA-2048 and RSA-3072, not RSA-{key.key_size}")
-            kinds.add("sha256")
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            kinds.add("sha384" if key.curve.name == "secp384r1" else "sha256")
-        elif isinstance(key, ed25519.Ed25519PublicKey):
-            kinds.add("sha512" if pure else "sha256")
+        if signature_tlv(key) is None:
+            raise UsageError("MCUboot supports RSA-2048 and RSA-3072 only (no TLV for this size)")
+        # Ed25519 signs the hash TLV's digest (imgtool's default) or, pure, the region.
+        kinds.add(signature_hash(key) or ("sha512" if pure else "sha256"))
     if pure and not all(isinstance(s.public_key, ed25519.Ed25519PublicKey) for s in signers):
         raise UsageError("--pure is for Ed25519 keys only")
     if len(kinds) != 1:
         raise UsageError("these keys need different MCUboot image hashes; sign with one kind")
     name = kinds.pop()
     return name, {"sha256": TlvType.SHA256, "sha384": TlvType.SHA384}.get(name, TlvType.SHA512)
-
-
-def _signature_tlv(key: object) -> TlvType:
-    if isinstance(key, rsa.RSAPublicKey):
-        return TlvType.RSA2048_PSS if key.key_size == 2048 else TlvType.RSA3072_PSS
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return TlvType.ECDSA_SIG
-    return TlvType.ED25519
 
 
 def _check_options(opts: McubootSignOptions, input_size: int) -> int:
@@ -206,7 +196,9 @@ def sign_mcuboot(
         else:
             # RSA-PSS and ECDSA sign the region's digest (SHA-256, or SHA-384 for P-384).
             signature = signer.sign_prehashed(digest)
-        unprotected.append((_signature_tlv(key), signature))
+        tlv_type = signature_tlv(key)
+        assert tlv_type is not None  # checked by _hash_for
+        unprotected.append((tlv_type, signature))
     tail = encode_area(opts.endian, TLV_INFO_MAGIC, unprotected)
     dest.write(tail)
     size = header.protected_end + len(tail)

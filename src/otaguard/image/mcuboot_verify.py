@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from otaguard.crypto.keys import PublicKey, key_id
 from otaguard.crypto.schemes import scheme_for_key, verify_prehashed, verify_signature
@@ -69,6 +69,8 @@ from otaguard.image.mcuboot_format import (
     parse_unprotected_area,
     parse_version,
     read_trailer,
+    signature_hash,
+    signature_tlv,
     unprotected_area_size,
 )
 from otaguard.image.policy import ImagePolicy
@@ -300,27 +302,11 @@ def _hash_region(
     return {n: h.digest() for n, h in hashers.items()}, bytes(region) if region else None
 
 
-def _sig_hash(key: PublicKey) -> str | None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "sha384" if key.curve.name == "secp384r1" else "sha256"
-    if isinstance(key, rsa.RSAPublicKey):
-        return "sha256"
-    return None
-
-
-def _expected_tlv(key: PublicKey) -> int:
-    if isinstance(key, rsa.RSAPublicKey):
-        return {2048: TlvType.RSA2048_PSS, 3072: TlvType.RSA3072_PSS}.get(key.key_size, -1)
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return TlvType.ECDSA_SIG
-    return TlvType.ED25519
-
-
 def _check_signature(
     claim: _Claim, image: McubootImage, digests: dict[str, bytes], region: bytes | None
 ) -> None:
     key = claim.key
-    if claim.tlv_type != _expected_tlv(key):
+    if claim.tlv_type != signature_tlv(key):
         raise SignatureError(
             f"MCUboot signature TLV 0x{claim.tlv_type:02x} does not match the trusted key's type"
         )
@@ -339,7 +325,7 @@ def _check_signature(
         if any(signature[der_len:]):
             raise SignatureError("ECDSA signature has non-zero padding")
         signature = signature[:der_len]
-    name = _sig_hash(key)
+    name = signature_hash(key)
     assert name is not None
     verify_prehashed(key, scheme, digests[name], signature)
 
@@ -397,7 +383,7 @@ def verify_mcuboot(
     if not isinstance(trusted, TrustedKeys):
         trusted = trusted(image)
     claims = _pair_signatures(image, trusted)
-    names = {image.hash_name} | {n for c in claims if (n := _sig_hash(c.key)) is not None}
+    names = {image.hash_name} | {n for c in claims if (n := signature_hash(c.key)) is not None}
     precomputed = None
     if digest_source is not None and sink is None and not image.pure and names == {"sha256"}:
         precomputed = digest_source(stream, 0, image.header.protected_end, "sha256")
