@@ -492,6 +492,3 @@ def inspect(**opts: Any) -> None:
             click.echo(f"  {label:17} {tlv['type']} ({tlv['length']} bytes)")
     for sig in report.get("signatures", []):
         click.echo(f"  signature         {sig['scheme']} key {sig['key_id']}")
-
-
-COMMANDS = [sign, verify, inspect, extract]

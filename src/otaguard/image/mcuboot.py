@@ -13,7 +13,6 @@ from otaguard.image.mcuboot_format import (
     Header,
     McubootVersion,
     TlvType,
-    detect_endian,
     parse_dependency,
     parse_version,
 )
@@ -41,15 +40,9 @@ __all__ = [
     "VerifiedMcuboot",
     "check_mcuboot_policy",
     "describe_tlvs",
-    "looks_like_mcuboot",
     "parse_dependency",
     "parse_version",
     "read_image",
     "sign_mcuboot",
     "verify_mcuboot",
 ]
-
-
-def looks_like_mcuboot(head: bytes) -> bool:
-    """True if ``head`` starts with MCUboot's header magic (either byte order)."""
-    return detect_endian(head) is not None
