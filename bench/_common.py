@@ -7,7 +7,10 @@ runs with this directory first on sys.path.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
+import time
+from dataclasses import dataclass
 
 
 def quick() -> bool:
@@ -44,3 +47,55 @@ def check(
             f"{last_line(proc.stderr or proc.stdout)}"
         )
     return proc
+
+
+#: Whole-process timings: rounds per measurement, after one warm-up run of each command.
+RUNS = 15
+
+
+@dataclass
+class Timing:
+    """Median and spread of repeated whole-process runs."""
+
+    median: float
+    low: float
+    high: float
+
+    def cell(self) -> str:
+        """Markdown cell: median with min-max, so noisy runs are visible."""
+        return f"{self.median:.3f} ({self.low:.3f}-{self.high:.3f})"
+
+
+def wall(argv: list[str], timeout: float = 1800) -> float:
+    """Wall time of one whole process; raise if it fails (a failing run is no measurement)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        argv,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+    )
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise CommandFailed(
+            f"`{' '.join(argv[:2])}` exited {proc.returncode}: {last_line(proc.stderr)}"
+        )
+    return elapsed
+
+
+def interleaved(*argvs: list[str], runs: int = RUNS) -> list[Timing]:
+    """Time commands in alternation: round r runs each once, in turn.
+
+    Why: this is a shared 2-core VM whose speed drifts by tens of percent over seconds.
+    Timing one command's runs and then the other's lets a slow spell land on one side
+    of a ratio; alternating spreads it over both, and the median drops the outliers.
+    """
+    for argv in argvs:
+        wall(argv)  # warm-up: page cache, .pyc files, CPU frequency
+    samples: list[list[float]] = [[] for _ in argvs]
+    for _ in range(runs):
+        for argv, mine in zip(argvs, samples, strict=True):
+            mine.append(wall(argv))
+    return [Timing(statistics.median(s), min(s), max(s)) for s in samples]

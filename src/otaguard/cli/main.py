@@ -1,14 +1,10 @@
-"""The ``otaguard`` command: the one place where errors become messages and exit codes.
+"""The ``otaguard`` command: click's group, and the one place where its errors become exit codes.
 
-Exit codes (the same for every sub-command):
-
-* 0 -- success.
-* 1 -- refused by a security check (:class:`otaguard.errors.RejectedError`).
-* 2 -- usage error, bad configuration, unreadable key, I/O error.
-* 3 -- a bug in otaguard (an unexpected exception); reported in one line too.
-
-Every error is one line on stderr, never a traceback. Sub-commands import
-the library lazily so that ``otaguard verify`` starts fast.
+Exit codes and messages are defined in :mod:`otaguard.cli.reporting` (0 ok, 1 refused by a
+security check, 2 usage or I/O error, 3 a bug); every error is one line on stderr, never a
+traceback. Sub-commands import the library lazily, and a plain ``otaguard verify`` does not
+even import click (:mod:`otaguard.cli.fastpath`): start-up is most of what a verification
+of a small image costs.
 """
 
 from __future__ import annotations
@@ -18,12 +14,10 @@ import sys
 import click
 
 from otaguard import __version__
-from otaguard.errors import OtaguardError, RejectedError
+from otaguard.cli import fastpath
+from otaguard.cli.reporting import EXIT_BUG, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, one_line, report
 
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_BUG = 3
+__all__ = ["EXIT_BUG", "EXIT_OK", "EXIT_REJECTED", "EXIT_USAGE", "cli", "main", "run"]
 
 
 #: Sub-command -> "module:attribute". Imported only when that command runs, so
@@ -66,10 +60,6 @@ def cli() -> None:
     """otaguard: sign, verify and safely deliver firmware updates."""
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return (and exit with) its exit code."""
     code = run(argv)
@@ -77,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = fastpath.run(args)
+    if code is not None:
+        return code
     try:
-        result = cli.main(args=argv, prog_name="otaguard", standalone_mode=False)
+        result = cli.main(args=args, prog_name="otaguard", standalone_mode=False)
         return int(result) if isinstance(result, int) else EXIT_OK
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
@@ -86,28 +80,10 @@ def run(argv: list[str] | None = None) -> int:
         click.echo("otaguard: aborted", err=True)
         return EXIT_USAGE
     except click.ClickException as exc:
-        click.echo(f"otaguard: error: {_one_line(exc.format_message())} (see --help)", err=True)
+        click.echo(f"otaguard: error: {one_line(exc.format_message())} (see --help)", err=True)
         return EXIT_USAGE
-    except RejectedError as exc:
-        click.echo(f"otaguard: rejected ({exc.check}): {_one_line(str(exc))}", err=True)
-        return EXIT_REJECTED
-    except OtaguardError as exc:
-        click.echo(f"otaguard: error: {_one_line(str(exc))}", err=True)
-        return exc.exit_code
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        click.echo(f"otaguard: error: {where}{exc.strerror or exc}", err=True)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        click.echo("otaguard: interrupted", err=True)
-        return 130
-    except Exception as exc:  # the last line of defence: never a traceback
-        click.echo(
-            f"otaguard: internal error (a bug, please report): "
-            f"{type(exc).__name__}: {_one_line(str(exc))}",
-            err=True,
-        )
-        return EXIT_BUG
+    except (Exception, KeyboardInterrupt) as exc:
+        return report(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,13 +1,17 @@
-"""MCUboot branch of ``otaguard sign|verify|inspect|extract``: options in, library out."""
+"""MCUboot branch of ``otaguard sign``: options in, library out.
+
+Verifying, extracting and inspecting both formats live in ``otaguard.cli.verifying``.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO
+from typing import Any
 
 import click
 
 from otaguard.cli import images
+from otaguard.cli.verifying import open_input
 from otaguard.errors import UsageError
 
 _NATIVE_ONLY = (("annotations", "--annotate"), ("sha512", "--sha512"))
@@ -75,7 +79,7 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
     if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
         raise UsageError("INPUT and OUTPUT must be different files")
     with (
-        images._open_input(opts["input_path"]) as source,
+        open_input(opts["input_path"]) as source,
         atomic_output(opts["output_path"]) as dest,
     ):
         result = mcuboot.sign_mcuboot(source, dest, signers, options)
@@ -86,67 +90,3 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
         f"{result.header.img_size} payload bytes, {result.hash_name}, "
         f"{len(signers)} signature(s)"
     )
-
-
-def _verify(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[str, Any]:
-    from otaguard.cli import prefetch
-    from otaguard.image import mcuboot_verify as mcuboot
-
-    job = prefetch.active()
-    with images._open_input(opts["image"]) as stream:
-        result = mcuboot.verify_mcuboot(
-            stream,
-            trusted,
-            threshold=opts["threshold"],
-            policy=images._policy(opts, "mcuboot"),
-            sink=sink,
-            digest_source=job.digest_for if job is not None else None,
-        )
-    report = {"verified": True, "format": "mcuboot", "signed_by": list(result.signed_by)}
-    chain = opts.get("_chain")
-    if chain is not None:
-        report["certificate_chain"] = [c.subject.rfc4514_string() for c in chain.path]
-    report.update(_describe(result.image))
-    return report
-
-
-def verify(trusted: Any, opts: dict[str, Any]) -> dict[str, Any]:
-    return _verify(trusted, opts, None)
-
-
-def extract(trusted: Any, opts: dict[str, Any], sink: BinaryIO) -> dict[str, Any]:
-    return _verify(trusted, opts, sink)
-
-
-def inspect(opts: dict[str, Any]) -> dict[str, Any]:
-    from otaguard.image import mcuboot_verify as mcuboot
-
-    with images._open_input(opts["image"]) as stream:
-        image = mcuboot.read_image(stream)
-    report: dict[str, Any] = {"verified": False, "format": "mcuboot"}
-    report.update(_describe(image))
-    report["protected_tlvs"] = mcuboot.describe_tlvs(image.protected)
-    report["tlvs"] = mcuboot.describe_tlvs(image.unprotected)
-    return report
-
-
-def _describe(image: Any) -> dict[str, Any]:
-    header = image.header
-    trailer = image.trailer
-    return {
-        "version": str(header.version),
-        "security_counter": image.security_counter,
-        "hardware_ids": list(image.hardware_ids),
-        "header_size": header.hdr_size,
-        "image_size": header.img_size,
-        "load_addr": header.load_addr,
-        "flags": header.flags,
-        "endian": "little" if header.endian == "<" else "big",
-        "hash": f"{image.hash_name}:{image.hash_value.hex()}",
-        "pure_signature": image.pure,
-        "dependencies": [f"image {d.image_id} >= {d.min_version}" for d in image.dependencies],
-        "certificates": len(image.cert_chain),
-        "trailer": None
-        if trailer is None
-        else {"magic": trailer.magic_ok, "image_ok": trailer.image_ok},
-    }

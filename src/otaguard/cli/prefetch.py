@@ -25,20 +25,6 @@ TYPE_CHECKING = False  # typing costs ~8 ms to import: keep it out of the path t
 if TYPE_CHECKING:
     from typing import BinaryIO
 
-#: verify's options that take a value (a stale list only loses the speed-up).
-_VALUE_OPTIONS = frozenset(
-    {
-        "--trusted-key",
-        "--trusted-root",
-        "--crl",
-        "--region",
-        "--threshold",
-        "--hardware-id",
-        "--min-security-counter",
-        "--min-version",
-        "--format",
-    }
-)
 #: Below this the fork is not worth it.
 MIN_PAYLOAD = 8 << 20
 _CHUNK = 1 << 17
@@ -101,20 +87,12 @@ class Job:
 
 
 def _guess_range(argv: list[str]) -> _Range | None:
-    if not argv or argv[0] != "verify":
+    from otaguard.cli import verify_args
+
+    opts = verify_args.parse(argv)  # None: click will parse it; no prefetch then
+    if opts is None:
         return None
-    positional: list[str] = []
-    args = iter(argv[1:])
-    for arg in args:
-        if arg in _VALUE_OPTIONS:
-            next(args, None)
-        elif arg == "--":
-            positional.extend(args)
-        elif not arg.startswith("-"):
-            positional.append(arg)
-    if len(positional) != 1:
-        return None
-    path = positional[0]
+    path = opts["image"]
     try:
         with open(path, "rb") as handle:
             head = handle.read(64)
@@ -139,6 +117,8 @@ def _guess_range(argv: list[str]) -> _Range | None:
 def _child(job: _Range, write_fd: int) -> None:
     import hashlib  # after the fork: its import cost is paid on the other core
 
+    # read, not mapped: mapped file pages count as this process's resident memory and
+    # a 4 GiB image would show 4 GiB of it; a read buffer keeps the child at ~20 MiB.
     hasher = hashlib.new(job.algorithm)
     buffer = bytearray(_CHUNK)
     view = memoryview(buffer)

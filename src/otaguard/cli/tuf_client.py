@@ -22,6 +22,8 @@ import os
 
 import click
 
+from otaguard.cli.reporting import one_line
+
 EXIT_OK = 0
 EXIT_FAIL = 1
 
@@ -30,10 +32,6 @@ _PROG = "otaguard tuf-client"
 
 class _Failure(Exception):
     """A step failed; the message is the one line printed on stderr."""
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 @click.group(name="tuf-client", context_settings={"help_option_names": ["-h", "--help"]})
@@ -139,13 +137,13 @@ def run_tuf_client(args: list[str]) -> int:
     except click.exceptions.Exit as exc:  # --help
         return EXIT_OK if exc.exit_code == 0 else EXIT_FAIL
     except click.ClickException as exc:
-        click.echo(f"{_PROG}: error: {_one_line(exc.format_message())}", err=True)
+        click.echo(f"{_PROG}: error: {one_line(exc.format_message())}", err=True)
         return EXIT_FAIL
     except click.exceptions.Abort:
         click.echo(f"{_PROG}: aborted", err=True)
         return EXIT_FAIL
     except Exception as exc:  # every failure is exit 1, reported in one line
-        click.echo(f"{_PROG}: failed: {type(exc).__name__}: {_one_line(str(exc))}", err=True)
+        click.echo(f"{_PROG}: failed: {type(exc).__name__}: {one_line(str(exc))}", err=True)
         return EXIT_FAIL
     return EXIT_OK
 
