@@ -195,20 +195,22 @@ def _fmt_size(n: int, of: int) -> str:
 
 
 def _overhead(delta: Path) -> int:
-    """Bytes of otaguard's delta that are signed metadata, not diff streams."""
+    """Bytes of otaguard's delta that are signed metadata (headers, signatures, chunk table)."""
     import io
 
     sys.path.insert(0, str(ROOT / "src"))
-    from otaguard.delta.format import CHUNK_HEAD, read_header
+    from otaguard.delta.format import header_dictionary, read_header
+    from otaguard.image.envelope_format import parse_signature_block
     from otaguard.image.envelope_verify import read_protected
 
     data = delta.read_bytes()
     stream = io.BytesIO(data)
     signed, meta = read_protected(stream)
-    head = read_header(stream)
+    entries = parse_signature_block(data[len(signed) + meta.payload_length :])
+    head = read_header(stream, zdict=header_dictionary(meta, [e.key_id for e in entries]))
     container_head = stream.tell() - len(signed)
     signatures = len(data) - len(signed) - meta.payload_length
-    return len(signed) + signatures + container_head + head.chunk_count * CHUNK_HEAD.size
+    return len(signed) + signatures + container_head + head.table_length
 
 
 def _pair_rows(pair, key: Path, work: Path) -> tuple[list[str], dict[str, int]]:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from pathlib import Path
 from helpers import make_image
 from helpers_delta import HW, make_delta
 from otaguard.crypto.keys import PrivateKey
-from otaguard.delta.format import CHUNK_HEAD, HEAD
+from otaguard.delta.format import CHUNK_HASH, HEAD
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "delta.md"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -64,7 +64,7 @@ def test_apply_memory_is_independent_of_image_size(tmp_path: Path, key: PrivateK
 
 def test_documented_layout_matches_the_code() -> None:
     text = DOC.read_text()
-    assert HEAD.size == 96 and "| 96 | 4 | H:" in text
-    assert CHUNK_HEAD.size == 84 and "| 84 | ... |" in text
+    assert HEAD.size == 59 and "| 59 | 1-10 | M:" in text
+    assert CHUNK_HASH == 32 and "(N - 1) x 32" in text
     assert re.search(r"\| 0 \| 8 \| magic `OTADELTA`", text)
     assert os.path.exists(DOC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hypothesis import HealthCheck, given, settings
@@ -121,3 +122,37 @@ def test_long_periodic_runs_are_fast_and_exact(key) -> None:  # type: ignore[no-
     assert time.perf_counter() - start < 20  # bsdiff alone: minutes on runs like these
     assert apply_bytes(old, delta, None) == new
     assert len(delta) < 4000
+
+
+_RUN_UNITS = st.binary(min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=3000),
+            st.tuples(_RUN_UNITS, st.integers(1, 1500)).map(lambda t: t[0] * t[1]),
+        ),
+        max_size=8,
+    )
+)
+def test_periodic_runs_are_found_exactly(parts: list[bytes]) -> None:
+    """The linear-time run finder agrees with the definition (a backreferencing regex)."""
+    import re
+
+    from otaguard.delta.engine import _runs
+
+    data = b"".join(parts)
+    spans = _runs(data)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))  # disjoint, sorted
+    for start, end in spans:
+        assert end - start >= 1024
+        assert any(  # each span is covered by periodic stretches of period 1 to 4
+            all(data[i] == data[i + p] for i in range(start, min(end, start + 64) - p))
+            for p in range(1, 5)
+        )
+    reference = re.compile(rb"(.{1,4}?)\1{255,}", re.S)
+    for match in reference.finditer(data):
+        if match.end() - match.start() >= 1024:  # every run the old finder saw is covered
+            assert any(s <= match.start() and match.end() <= e for s, e in spans)

@@ -15,20 +15,19 @@ from hypothesis import strategies as st
 
 from helpers import make_image
 from helpers_delta import HW, Pair, apply_bytes, container_of, resign, sha_digest
+from otaguard.delta import open_delta, reconstruct
 from otaguard.delta.format import (
     FLAG_FULL,
-    ChunkHead,
+    HEAD,
     DeltaHeader,
+    DiffCoding,
     Filter,
-    Method,
     decode_triples,
-    dict_size_for,
-    encode_chunk_head,
     encode_header,
     encode_triple,
     encode_zero_runs,
+    header_dictionary,
     lzma_filters,
-    read_chunk_head,
     read_header,
 )
 from otaguard.errors import (
@@ -40,137 +39,158 @@ from otaguard.errors import (
     TruncatedError,
     UnknownKeyError,
 )
-from otaguard.image import PayloadKind
+from otaguard.image import Digest, HashAlgorithm, PayloadKind
+from otaguard.image.envelope_format import parse_signature_block
+from otaguard.image.envelope_verify import read_protected
 
-Parts = tuple[DeltaHeader, list[tuple[ChunkHead, bytes]]]
+#: (header, chunk table entries, [control, diff, extra] streams)
+Parts = tuple[DeltaHeader, list[bytes], list[bytes]]
 
 
-def parse(container: bytes) -> Parts:
+def zdict_of(delta: bytes) -> bytes:
+    """The deflate dictionary of the new image's header, as the applier derives it."""
+    signed, meta = read_protected(io.BytesIO(delta))
+    entries = parse_signature_block(delta[len(signed) + meta.payload_length :])
+    return header_dictionary(meta, [e.key_id for e in entries])
+
+
+def parse(container: bytes, zdict: bytes) -> Parts:
     stream = io.BytesIO(container)
-    head = read_header(stream)
-    chunks = []
-    for index in range(head.chunk_count):
-        chunk = read_chunk_head(stream, head, index)
-        chunks.append((chunk, stream.read(chunk.body_length)))
+    head = read_header(stream, zdict=zdict)
+    table = [stream.read(32) for _ in range(head.table_length // 32)]
+    lengths = (head.control_length, head.diff_length, head.extra_length)
+    streams = [stream.read(n) for n in lengths]
     assert not stream.read()
-    return head, chunks
+    return head, table, streams
 
 
-def build(head: DeltaHeader, chunks: list[tuple[ChunkHead, bytes]], tail: bytes = b"") -> bytes:
-    out = [encode_header(head)]
-    for chunk, body in chunks:
-        out += [encode_chunk_head(chunk), body]
-    return b"".join(out) + tail
+def build(head: DeltaHeader, table: list[bytes], streams: list[bytes], tail: bytes = b"") -> bytes:
+    lengths = dict(
+        zip(("control_length", "diff_length", "extra_length"), map(len, streams), strict=True)
+    )
+    return encode_header(replace(head, **lengths), ZDICT[0], table) + b"".join(streams) + tail
+
+
+#: The dictionary of the pair's delta (every rebuilt delta keeps its outer metadata).
+ZDICT = [b""]
 
 
 def xz(data: bytes, head: DeltaHeader) -> bytes:
-    filters = lzma_filters(Filter.NONE, dict_size_for(head.chunk_size))
+    filters = lzma_filters(Filter.NONE, head.dict_size)
     return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
 
 
-def streams(chunk: ChunkHead, body: bytes) -> list[bytes]:
-    c, d = chunk.control_length, chunk.diff_length
-    return [body[:c], body[c : c + d], body[c + d :]]
+def unxz(data: bytes, head: DeltaHeader, flt: Filter = Filter.NONE) -> bytes:
+    filters = lzma_filters(flt, head.dict_size)
+    return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=filters)
 
 
-def rebuild(
-    pair: Pair, mutate: Callable[[DeltaHeader, list[tuple[ChunkHead, bytes]]], bytes]
-) -> bytes:
+def rebuild(pair: Pair, mutate: Callable[[DeltaHeader, list[bytes], list[bytes]], bytes]) -> bytes:
     delta = pair.delta()
-    head, chunks = parse(container_of(delta))
-    return resign(pair.key, delta, mutate(head, chunks))
+    ZDICT[0] = zdict_of(delta)
+    head, table, streams = parse(container_of(delta), ZDICT[0])
+    return resign(pair.key, delta, mutate(head, table, streams))
 
 
-def bsdiff_chunk(chunks: list[tuple[ChunkHead, bytes]]) -> int:
-    return next(i for i, (c, _b) in enumerate(chunks) if c.method is not Method.LITERAL)
-
-
-def new_control(head: DeltaHeader, chunks: list, triples: list[tuple[int, int, int]]) -> bytes:  # type: ignore[type-arg]
-    """Replace the first bsdiff chunk's control stream (its other streams kept)."""
-    i = bsdiff_chunk(chunks)
-    chunk, body = chunks[i]
-    _c, d, e = streams(chunk, body)
+def new_control(head: DeltaHeader, table: list, streams: list, triples: list) -> bytes:  # type: ignore[type-arg]
+    """Replace the control stream (the first chunk runs these triples)."""
     control = xz(b"".join(encode_triple(*t) for t in triples), head)
-    chunks[i] = (replace(chunk, control_length=len(control)), control + d + e)
-    return build(head, chunks)
+    return build(head, table, [control, *streams[1:]])
 
 
 def header_field(**changes: object) -> Callable[..., bytes]:
-    return lambda head, chunks: build(replace(head, **changes), chunks)
+    return lambda head, table, streams: build(replace(head, **changes), table, streams)
 
 
-def chunk_field(index: int = 0, **changes: object) -> Callable[..., bytes]:
-    def mutate(head, chunks):  # type: ignore[no-untyped-def]
-        chunk, body = chunks[index]
-        chunks[index] = (replace(chunk, **changes), body)
-        return build(head, chunks)
-
-    return mutate
-
-
-def raw_chunk_byte(offset: int, value: int) -> Callable[..., bytes]:
-    def mutate(head, chunks):  # type: ignore[no-untyped-def]
-        raw = bytearray(build(head, chunks))
-        raw[len(encode_header(head)) + offset] = value
+def raw_byte(offset: int, value: int) -> Callable[..., bytes]:
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        raw = bytearray(build(head, table, streams))
+        raw[offset] = value
         return bytes(raw)
 
     return mutate
 
 
+def table_entry(index: int, value: bytes) -> Callable[..., bytes]:
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        table[index] = value
+        return build(head, table, streams)
+
+    return mutate
+
+
 def stream_edit(which: int, fn: Callable[[bytes], bytes]) -> Callable[..., bytes]:
-    def mutate(head, chunks):  # type: ignore[no-untyped-def]
-        i = bsdiff_chunk(chunks)
-        chunk, body = chunks[i]
-        parts = streams(chunk, body)
-        parts[which] = fn(parts[which])
-        lengths = dict(
-            zip(("control_length", "diff_length", "extra_length"), map(len, parts), strict=True)
-        )
-        chunks[i] = (replace(chunk, **lengths), b"".join(parts))
-        return build(head, chunks)
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        streams[which] = fn(streams[which])
+        return build(head, table, streams)
+
+    return mutate
+
+
+def length_field(**changes: int) -> Callable[..., bytes]:
+    """Stream lengths that disagree with the streams that follow."""
+
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        return encode_header(replace(head, **changes), ZDICT[0], table) + b"".join(streams)
+
+    return mutate
+
+
+def blob_edit(fn: Callable[[bytes], bytes]) -> Callable[..., bytes]:
+    """Edit the deflated new image header (the bytes after the fixed fields and its length)."""
+
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        raw = build(head, table, streams)
+        length, at = raw[HEAD.size], HEAD.size + 1
+        assert length < 0x80
+        blob = fn(raw[at : at + length])
+        assert len(blob) < 0x80
+        return raw[: HEAD.size] + bytes([len(blob)]) + blob + raw[at + length :]
 
     return mutate
 
 
 def _control_of(pair: Pair) -> list[tuple[int, int, int]]:
-    head, chunks = parse(container_of(pair.delta()))
-    chunk, body = chunks[bsdiff_chunk(chunks)]
-    raw = lzma.decompress(
-        streams(chunk, body)[0],
-        format=lzma.FORMAT_RAW,
-        filters=lzma_filters(Filter.NONE, dict_size_for(head.chunk_size)),
-    )
-    return decode_triples(raw)
+    delta = pair.delta()
+    head, _table, streams = parse(container_of(delta), zdict_of(delta))
+    return decode_triples(unxz(streams[0], head))
+
+
+def _full_reading_old(head, table, streams):  # type: ignore[no-untyped-def]
+    return build(replace(head, flags=FLAG_FULL), table, [streams[0], b"", streams[2]])
 
 
 CASES: dict[str, tuple[Callable[..., bytes], type[RejectedError]]] = {
-    "bad magic": (lambda h, c: b"X" + build(h, c)[1:], MalformedError),
-    "version": (lambda h, c: build(h, c)[:8] + b"\x00\x02" + build(h, c)[10:], MalformedError),
+    "bad magic": (lambda h, t, c: b"X" + build(h, t, c)[1:], MalformedError),
+    "version": (
+        lambda h, t, c: build(h, t, c)[:8] + b"\x00\x01" + build(h, t, c)[10:],
+        MalformedError,
+    ),
     "unknown flag": (header_field(flags=0x8000), MalformedError),
     "chunk size not a power of two": (header_field(chunk_size=5000), MalformedError),
     "chunk size too large": (header_field(chunk_size=1 << 24), MalformedError),
-    "target length too small": (header_field(target_length=10), MalformedError),
-    "chunk count": (header_field(chunk_count=1), MalformedError),
-    "huge chunk count": (header_field(chunk_count=1 << 30), MalformedError),
+    "base length too large": (header_field(base_length=1 << 60), MalformedError),
+    "unknown filter": (raw_byte(56, 9), MalformedError),
+    "unknown diff coding": (raw_byte(57, 2), MalformedError),
+    "dictionary larger than a chunk": (raw_byte(58, 23), MalformedError),
+    "dictionary too small": (raw_byte(58, 15), MalformedError),
     "new header cut": (header_field(new_signed=b"OTAGUARD"), MalformedError),
     "new signature block empty": (header_field(new_signatures=b""), MalformedError),
+    "new header blob corrupt": (blob_edit(lambda b: bytes([b[0] ^ 0xFF]) + b[1:]), RejectedError),
+    "new header blob cut": (blob_edit(lambda b: b[:-2]), MalformedError),
+    "new header blob with trailing bytes": (blob_edit(lambda b: b + b"\x00"), MalformedError),
+    "new header blob huge": (raw_byte(59, 0xFF), MalformedError),
     "target digest": (header_field(target_sha256=bytes(32)), DigestMismatchError),
-    "full flag over bsdiff chunks": (header_field(flags=FLAG_FULL), MalformedError),
-    "unknown method": (raw_chunk_byte(0, 7), MalformedError),
-    "unknown filter": (raw_chunk_byte(1, 9), MalformedError),
-    "reserved": (raw_chunk_byte(2, 1), MalformedError),
-    "output length": (chunk_field(out_length=17), MalformedError),
-    "output hash": (chunk_field(out_sha256=bytes(32)), DigestMismatchError),
-    "source hash": (chunk_field(src_sha256=bytes(32)), DigestMismatchError),
-    "stream length cap": (chunk_field(extra_length=1 << 30), MalformedError),
-    "chunk runs past the payload": (chunk_field(-1, extra_length=4000), TruncatedError),
-    "trailing bytes after the last chunk": (lambda h, c: build(h, c, b"\x00"), MalformedError),
-    "container cut inside a chunk": (lambda h, c: build(h, c)[:-3], TruncatedError),
-    "container cut inside its header": (lambda h, c: build(h, c)[:60], TruncatedError),
-    "literal with control data": (
-        lambda h, c: build(h, [(replace(c[0][0], method=Method.LITERAL), c[0][1]), *c[1:]]),
-        MalformedError,
-    ),
+    "full flag over a diff stream": (header_field(flags=FLAG_FULL), MalformedError),
+    "full flag over triples reading the old image": (_full_reading_old, MalformedError),
+    "output hash of the first chunk": (table_entry(0, bytes(32)), DigestMismatchError),
+    "output hash of a middle chunk": (table_entry(2, bytes(32)), DigestMismatchError),
+    "chunk table cut": (lambda h, t, c: build(h, t[:-1], c), MalformedError),
+    "stream lengths past the container": (length_field(extra_length=1 << 30), TruncatedError),
+    "stream lengths short of the container": (length_field(control_length=1), MalformedError),
+    "trailing bytes after the streams": (lambda h, t, c: build(h, t, c, b"\x00"), MalformedError),
+    "container cut inside a stream": (lambda h, t, c: build(h, t, c)[:-3], TruncatedError),
+    "container cut inside its header": (lambda h, t, c: build(h, t, c)[:70], TruncatedError),
     "corrupt diff stream": (
         stream_edit(1, lambda s: s[:2] + bytes([s[2] ^ 0xFF]) + s[3:]),
         MalformedError,
@@ -178,6 +198,7 @@ CASES: dict[str, tuple[Callable[..., bytes], type[RejectedError]]] = {
     "short diff stream": (stream_edit(1, lambda s: b""), MalformedError),
     "diff stream with trailing bytes": (stream_edit(1, lambda s: s + b"\x00"), MalformedError),
     "control stream cut": (stream_edit(0, lambda s: s[: len(s) // 2]), MalformedError),
+    "extra stream with trailing bytes": (stream_edit(2, lambda s: s + b"\x00"), MalformedError),
 }
 
 
@@ -189,11 +210,46 @@ def test_tampered_container_is_refused(pair: Pair, name: str) -> None:
         apply_bytes(pair.old, delta, pair.trusted)
 
 
+def test_the_pair_has_several_chunks_and_both_kinds_of_step(pair: Pair) -> None:
+    """The cases above rely on it: a chunk table, and triples that read and copy."""
+    delta = pair.delta()
+    head, table, _streams = parse(container_of(delta), zdict_of(delta))
+    assert head.chunk_count >= 4 and len(table) == head.chunk_count - 1
+    triples = _control_of(pair)
+    assert any(a for a, _c, _s in triples) and any(c for _a, c, _s in triples)
+
+
+def test_old_image_changing_after_the_base_check_is_caught_at_its_chunk(pair: Pair) -> None:
+    """The base is hashed whole first; a later read that differs fails its chunk's output hash.
+
+    (An output byte is the old byte plus a signed diff byte, so a chunk's output hash
+    also proves the old bytes it read: no separate source hash is needed.)
+    """
+    delta = pair.delta()
+    stream = io.BytesIO(delta)
+    opened = open_delta(stream, pair.trusted)
+    reads = []
+    changed = bytearray(pair.old)
+    for i in range(200, len(changed), 50):
+        changed[i] ^= 1
+
+    def read_at(offset: int, n: int) -> bytes:
+        reads.append(offset)
+        data = pair.old if len(reads) <= len(pair.old) // (1 << 20) + 1 else changed
+        return bytes(data[offset : offset + n])
+
+    image = reconstruct(opened, stream, len(pair.old), read_at)
+    out = io.BytesIO()
+    with pytest.raises(DigestMismatchError, match="chunk 0"):
+        image.readall_into(out)
+    assert len(out.getvalue()) < len(pair.new) - len(opened.header.new_signatures)
+
+
 @pytest.mark.parametrize(
     "triples",
     [
         pytest.param([(10**9, 0, 0)], id="runs past the chunk"),
-        pytest.param([(10, 0, 0)] * 5000, id="too many triples"),
+        pytest.param([(0, 0, 1)] * 5000, id="too many triples"),
         pytest.param([(0, 0, 0)] * 5000, id="empty triples forever"),
         pytest.param([(0, 0, -100), (100, 0, 0)], id="reads before the old image"),
         pytest.param([(0, 0, 10**7), (100, 0, 0)], id="reads past the old image"),
@@ -203,36 +259,84 @@ def test_tampered_container_is_refused(pair: Pair, name: str) -> None:
 def test_hostile_control_triples_are_refused(
     pair: Pair, triples: list[tuple[int, int, int]]
 ) -> None:
-    delta = rebuild(pair, lambda h, c: new_control(h, c, triples))
+    delta = rebuild(pair, lambda h, t, c: new_control(h, t, c, triples))
     with pytest.raises(MalformedError):
         apply_bytes(pair.old, delta, pair.trusted)
 
 
-def _zrle_diff(records: bytes) -> Callable[..., bytes]:
-    """The first bsdiff chunk as BSDIFF_ZRLE with ``records`` as its (decompressed) diff."""
+def _chunk_adds(pair: Pair) -> list[int]:
+    """Old bytes each chunk reads (so, its diff length)."""
+    delta = pair.delta()
+    head, _table, _streams = parse(container_of(delta), zdict_of(delta))
+    adds = [0] * head.chunk_count
+    index = produced = 0
+    for add, copy, _seek in _control_of(pair):
+        adds[index] += add
+        produced += add + copy
+        if produced == head.chunk_length(index):
+            index, produced = index + 1, 0
+    return adds
 
-    def mutate(head, chunks):  # type: ignore[no-untyped-def]
-        i = bsdiff_chunk(chunks)
-        chunk, body = chunks[i]
-        c, _d, e = streams(chunk, body)
-        diff = xz(records, head)
-        chunks[i] = (
-            replace(chunk, method=Method.BSDIFF_ZRLE, diff_length=len(diff)),
-            c + diff + e,
-        )
-        return build(head, chunks)
+
+def _zrle_diff(records: bytes) -> Callable[..., bytes]:
+    """The delta with ZERO_RUNS coding and ``records`` as its (decompressed) diff stream."""
+
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        head = replace(head, diff_coding=DiffCoding.ZERO_RUNS)
+        return build(head, table, [streams[0], xz(records, head), streams[2]])
 
     return mutate
 
 
-def _adds(pair: Pair) -> int:
-    return sum(a for a, _c, _s in _control_of(pair))
+def _uvarint_at(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
 
 
-def test_zero_run_records_decode_as_zeros(pair: Pair) -> None:
-    # the pair's matches are exact (its edits land in extra), so an all-zero diff rebuilds it
-    delta = rebuild(pair, _zrle_diff(encode_zero_runs(bytes(_adds(pair)))))
+def _chunk_diffs(pair: Pair) -> list[bytes]:
+    """Each chunk's diff bytes, decoded from the pair's delta (plain or zero-run coded)."""
+    delta = pair.delta()
+    head, _table, streams = parse(container_of(delta), zdict_of(delta))
+    raw = unxz(streams[1], head) if streams[1] else b""
+    out, pos = [], 0
+    for n in _chunk_adds(pair):
+        if head.diff_coding is DiffCoding.PLAIN:
+            out.append(raw[pos : pos + n])
+            pos += n
+            continue
+        chunk = bytearray()
+        while len(chunk) < n:
+            literal, pos = _uvarint_at(raw, pos)
+            chunk += raw[pos : pos + literal]
+            zeros, pos = _uvarint_at(raw, pos + literal)
+            chunk += bytes(zeros)
+        out.append(bytes(chunk))
+    assert pos == len(raw)
+    return out
+
+
+def _records(pair: Pair) -> bytes:
+    return b"".join(encode_zero_runs(d) for d in _chunk_diffs(pair))
+
+
+def test_zero_run_records_decode_as_the_diff(pair: Pair) -> None:
+    delta = rebuild(pair, _zrle_diff(_records(pair)))
     assert apply_bytes(pair.old, delta, pair.trusted) == pair.new
+
+
+def test_plain_diff_decodes_as_the_diff(pair: Pair) -> None:
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        head = replace(head, diff_coding=DiffCoding.PLAIN)
+        diff = b"".join(_chunk_diffs(pair))
+        return build(head, table, [streams[0], xz(diff, head) if diff else b"", streams[2]])
+
+    assert apply_bytes(pair.old, rebuild(pair, mutate), pair.trusted) == pair.new
 
 
 @pytest.mark.parametrize(
@@ -250,19 +354,20 @@ def test_hostile_zero_run_records_are_refused(pair: Pair, records: bytes) -> Non
 
 
 def test_zero_run_records_with_trailing_bytes_are_refused(pair: Pair) -> None:
-    records = encode_zero_runs(bytes(_adds(pair))) + b"\x00\x00"
+    records = _records(pair) + b"\x00\x00"
     with pytest.raises(MalformedError):
         apply_bytes(pair.old, rebuild(pair, _zrle_diff(records)), pair.trusted)
 
 
+def test_zero_run_records_may_not_cross_a_chunk(pair: Pair) -> None:
+    records = encode_zero_runs(b"".join(_chunk_diffs(pair)))  # records across chunks
+    with pytest.raises(MalformedError, match="longer than its chunk"):
+        apply_bytes(pair.old, rebuild(pair, _zrle_diff(records)), pair.trusted)
+
+
 def test_overlong_control_varint_is_refused(pair: Pair) -> None:
-    def mutate(head, chunks):  # type: ignore[no-untyped-def]
-        i = bsdiff_chunk(chunks)
-        chunk, body = chunks[i]
-        _c, d, e = streams(chunk, body)
-        control = xz(b"\xff" * 11 + b"\x01", head)
-        chunks[i] = (replace(chunk, control_length=len(control)), control + d + e)
-        return build(head, chunks)
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        return build(head, table, [xz(b"\xff" * 11 + b"\x01", head), *streams[1:]])
 
     with pytest.raises(MalformedError, match="varint"):
         apply_bytes(pair.old, rebuild(pair, mutate), pair.trusted)
@@ -275,7 +380,10 @@ def test_triples_round_trip(add: int, copy: int, seek: int) -> None:
 
 def test_control_triples_are_what_the_encoder_wrote(pair: Pair) -> None:
     triples = _control_of(pair)
-    assert triples and all(a + c > 0 for a, c, _s in triples[1:])  # the first may only seek
+    _signed, meta = read_protected(io.BytesIO(pair.new))
+    assert sum(a + c for a, c, _s in triples) == meta.payload_length
+    seeks_only = [t for t in triples if not t[0] + t[1]]
+    assert len(seeks_only) <= len(_chunk_adds(pair))  # only a chunk's first triple may only seek
 
 
 def test_wrong_base_is_refused_before_any_output(pair: Pair) -> None:
@@ -290,19 +398,40 @@ def test_wrong_base_is_refused_before_any_output(pair: Pair) -> None:
         apply_bytes(bytes(same_length), pair.delta(), pair.trusted)
 
 
-def test_signed_base_and_container_base_must_agree(pair: Pair) -> None:
+def test_the_signed_base_is_the_one_checked(pair: Pair) -> None:
     delta = pair.delta()
     forged = resign(pair.key, delta, container_of(delta), delta_base=sha_digest(bytes(32)))
+    with pytest.raises(DigestMismatchError, match="base"):
+        apply_bytes(pair.old, forged, pair.trusted)
+    forged = resign(
+        pair.key,
+        delta,
+        container_of(delta),
+        delta_base=Digest(HashAlgorithm.SHA512, hashlib.sha512(pair.old).digest()),
+    )
     with pytest.raises(MalformedError, match="base"):
         apply_bytes(pair.old, forged, pair.trusted)
 
 
 def test_outer_metadata_must_match_the_image(pair: Pair) -> None:
+    """Re-signed with other metadata: the header predicted from it (the deflate dictionary)
+    changes too, so the rebuilt header either differs from the envelope or is not the one
+    the release keys signed -- refused either way, and unsigned, by the target digest."""
     delta = pair.delta()
     for override in ({"version": "9.9.9"}, {"security_counter": 99}, {"hardware_ids": ("other",)}):
         forged = resign(pair.key, delta, container_of(delta), **override)
-        with pytest.raises(MalformedError, match="differ"):
+        with pytest.raises((MalformedError, SignatureError)):
             apply_bytes(pair.old, forged, pair.trusted)
+        with pytest.raises((MalformedError, DigestMismatchError)):
+            apply_bytes(pair.old, forged, None)
+
+
+def test_unauthenticated_apply_still_checks_the_payload_digest(pair: Pair) -> None:
+    delta = bytearray(pair.delta())
+    signed, meta = read_protected(io.BytesIO(bytes(delta)))
+    delta[len(signed) + meta.payload_length - 1] ^= 1  # the container's last byte
+    with pytest.raises(DigestMismatchError, match="payload"):
+        apply_bytes(pair.old, bytes(delta), None)
 
 
 def test_a_full_image_is_not_a_delta(pair: Pair) -> None:
@@ -330,10 +459,10 @@ def test_untrusted_signer_is_refused(pair: Pair) -> None:
 
 
 def test_inner_signature_is_checked_before_anything(pair: Pair) -> None:
-    def mutate(head, chunks):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
         sigs = bytearray(head.new_signatures)
         sigs[-1] ^= 1
-        return build(replace(head, new_signatures=bytes(sigs)), chunks)
+        return build(replace(head, new_signatures=bytes(sigs)), table, streams)
 
     delta = rebuild(pair, mutate)
     with pytest.raises(SignatureError):
@@ -344,7 +473,7 @@ def test_inner_signature_is_checked_before_anything(pair: Pair) -> None:
 
 def test_inner_image_must_be_full_and_of_the_right_length(pair: Pair) -> None:
     def swap_header(new_header: bytes) -> Callable[..., bytes]:
-        return lambda h, c: build(replace(h, new_signed=new_header), c)
+        return lambda h, t, c: build(replace(h, new_signed=new_header), t, c)
 
     inner_delta = make_image(
         b"x" * 64,
@@ -373,6 +502,20 @@ def test_every_prefix_of_a_delta_is_refused(pair: Pair) -> None:
 
 
 def test_base_digest_is_the_sha256_of_the_old_file(pair: Pair) -> None:
-    head, _chunks = parse(container_of(pair.delta()))
-    assert head.base_sha256 == hashlib.sha256(pair.old).digest()
-    assert head.target_sha256 == hashlib.sha256(pair.new).digest()
+    delta = pair.delta()
+    opened = open_delta(io.BytesIO(delta), pair.trusted)
+    assert opened.header.base_sha256 == hashlib.sha256(pair.old).digest()
+    assert opened.outer.delta_base == sha_digest(hashlib.sha256(pair.old).digest())
+    assert opened.header.target_sha256 == hashlib.sha256(pair.new).digest()
+    head, _table, _streams = parse(container_of(delta), zdict_of(delta))
+    assert head.target_length == len(pair.new)
+
+
+def test_new_header_is_carried_compactly(pair: Pair) -> None:
+    """The new image's header and signature block cost little more than their digest and
+    signature: the rest is predicted from the delta's own envelope."""
+    delta = pair.delta()
+    head, _table, _streams = parse(container_of(delta), zdict_of(delta))
+    raw = len(head.new_signed) + len(head.new_signatures)
+    packed = container_of(delta)[HEAD.size]
+    assert packed < 32 + 64 + 40 < raw, (packed, raw)

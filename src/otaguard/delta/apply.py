@@ -5,19 +5,21 @@ in pieces of at most 64 KiB), reads the container strictly forward per stream,
 and hands the new image out through :class:`Reconstruction`, a file-like
 object whose ``read`` produces it in order. Nothing is ever held whole:
 
-* three LZMA2 decoders, one per stream, each with a dictionary of one chunk
-  (<= 8 MiB, 4 MiB by default): at most 24 MiB, 12 MiB by default;
+* three LZMA2 decoders, one per stream (the streams are shared by all chunks),
+  each with the container's dictionary: at most one chunk (<= 8 MiB, 4 MiB by
+  default), and no larger than the biggest stream needs;
 * one 64 KiB piece of old data, diff data, output and compressed input each.
 
 So the bound is ``3 * chunk_size + ~1 MiB``: under 32 MiB for any image size.
 
 Checks, each with its own error: the base (length and SHA-256 of the whole old
 image, :func:`check_base`, run before anything is written), every control
-triple's range inside the old image, every stream consumed exactly, each
-chunk's source hash (the old bytes it read) and output hash, and the SHA-256
-of the whole reconstructed image -- checked *before* its last bytes (the
-signature block) are handed out, so a consumer never sees a complete image
-that does not match.
+triple's range inside its chunk and the old image, every stream consumed
+exactly, each chunk's output hash (which also proves the old bytes it read
+were the base's: an output byte is the old byte plus a signed diff byte), and
+the SHA-256 of the whole reconstructed image -- checked *before* its last
+bytes (the signature block) are handed out, so a consumer never sees a
+complete image that does not match. The last chunk's check is that one.
 """
 
 from __future__ import annotations
@@ -30,16 +32,13 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from otaguard.delta.format import (
-    CHUNK_HEAD,
-    ChunkHead,
+    CHUNK_HASH,
     DeltaHeader,
+    DiffCoding,
     Filter,
-    Method,
     decode_varint,
-    dict_size_for,
     lzma_filters,
     max_triples,
-    read_chunk_head,
     unzigzag,
 )
 from otaguard.errors import DigestMismatchError, MalformedError, TruncatedError
@@ -188,28 +187,123 @@ class _ZeroRuns:
             n -= len(parts[-1])
         return b"".join(parts)
 
-    def finish(self) -> None:
+    def end_chunk(self) -> None:
+        """The chunk's records must end exactly here (the shared stream goes on)."""
         if self._want_zeros and not self._literal and not self._zeros:
             self._zeros = self._varint()
             self._want_zeros = False
         if self._literal or self._zeros or self._want_zeros:
             raise MalformedError("the diff stream is longer than its chunk")
-        self._stream.finish()
+
+
+def _old_image(head: DeltaHeader, read_at: ReadAt) -> bytes:
+    """The whole (small) old image, read again and checked against the base digest."""
+    data = b"".join(
+        read_at(pos, min(PIECE, head.base_length - pos))
+        for pos in range(0, head.base_length, PIECE)
+    )
+    if len(data) != head.base_length or not hmac.compare_digest(
+        hashlib.sha256(data).digest(), head.base_sha256
+    ):
+        raise DigestMismatchError("the old image changed after the base check")
+    return data
+
+
+class _ZstdFrame:
+    """A FLAG_ZSTD container's frame, decoded with the old image as its dictionary.
+
+    Input is fed in small pieces so that one call's output stays bounded (a zstd
+    block is at most 128 KiB of output, a few bytes of input at the least).
+    """
+
+    FEED = 64
+
+    def __init__(
+        self, src: BinaryIO, offset: int, length: int, old: bytes, window_log: int, total: int
+    ) -> None:
+        import zstandard
+
+        self._src = src
+        self._pos = offset
+        self._left = length
+        self._total = total  # the output the frame must produce, exactly
+        self._made = 0
+        self._buffer = b""
+        dictionary = zstandard.ZstdCompressionDict(old, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        self._dec = zstandard.ZstdDecompressor(
+            dict_data=dictionary, max_window_size=1 << window_log
+        ).decompressobj()
+        self._error = zstandard.ZstdError
+
+    def _more(self) -> None:
+        if self._dec.eof:
+            raise MalformedError("the zstd frame is shorter than the new payload")
+        if not self._left:
+            raise TruncatedError("truncated: the zstd frame ends early")
+        self._src.seek(self._pos)
+        data = self._src.read(min(self.FEED, self._left))
+        if not data:
+            raise TruncatedError("truncated: delta ends inside its zstd frame")
+        self._pos += len(data)
+        self._left -= len(data)
+        try:
+            out = self._dec.decompress(data)
+        except self._error as exc:
+            raise MalformedError(f"the zstd frame is corrupt: {exc}") from None
+        self._made += len(out)
+        if self._made > self._total:
+            raise MalformedError("the zstd frame is longer than the new payload")
+        self._buffer += out
+
+    def read(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._more()
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        return out
+
+    def finish(self) -> None:
+        """The frame must end exactly with the payload and the container's streams."""
+        if self._buffer or not self._dec.eof or self._left or self._dec.unused_data:
+            raise MalformedError("the zstd frame does not end with the new payload")
 
 
 class Reconstruction:
     """The new image, produced in order by ``read`` (see the module doc for the checks).
 
-    ``src`` is the container, positioned at its first chunk record; ``end`` is
-    the offset where the container (the delta's payload) ends.
+    ``src`` is the container, positioned at its chunk table; ``end`` is the
+    offset where the container (the delta's payload) ends.
     """
 
     def __init__(self, head: DeltaHeader, src: BinaryIO, end: int, read_at: ReadAt) -> None:
         self.head = head
         self._src = src
-        self._pos = src.tell()
-        self._end = end
+        self._table = src.tell()
+        body = self._table + head.table_length
+        if body + head.streams_length != end:
+            if body + head.streams_length > end:
+                raise TruncatedError("truncated: delta ends inside its streams")
+            raise MalformedError(
+                f"delta: {end - body - head.streams_length} bytes after its streams"
+            )
         self._read_at = read_at
+        dict_size = head.dict_size
+        self._control = _Stream(src, body, head.control_length, Filter.NONE, dict_size, "control")
+        body += head.control_length
+        self._diff = _Stream(src, body, head.diff_length, Filter.NONE, dict_size, "diff")
+        body += head.diff_length
+        self._extra: _Stream | _ZstdFrame = _Stream(
+            src, body, head.extra_length, head.extra_filter, dict_size, "extra"
+        )
+        if head.zstd:
+            self._extra = _ZstdFrame(
+                src,
+                body,
+                head.extra_length,
+                _old_image(head, read_at),
+                head.dict_log,
+                head.payload_length,
+            )
+        self._old_pos = 0  # carried from chunk to chunk
         self._pieces = self._produce()
         self._buffer = b""
         self._done = False
@@ -239,13 +333,24 @@ class Reconstruction:
             target.update(piece)
             self.produced += len(piece)
             yield piece
-        for index in range(head.chunk_count):
+        count = head.chunk_count
+        for index in range(count):
+            out_hash = hashlib.sha256()
             for piece in self._chunk(index):
+                out_hash.update(piece)
                 target.update(piece)
                 self.produced += len(piece)
                 yield piece
-        if self._pos != self._end:
-            raise MalformedError(f"delta: {self._end - self._pos} bytes after the last chunk")
+            if index + 1 < count:  # the last chunk's check is the whole image's, just below
+                self._src.seek(self._table + CHUNK_HASH * index)
+                expected = self._src.read(CHUNK_HASH)
+                if not hmac.compare_digest(out_hash.digest(), expected):
+                    raise DigestMismatchError(
+                        f"delta chunk {index}: output hash mismatch (the old image read differs "
+                        "from the delta's base, or the delta is corrupt)"
+                    )
+        for stream in (self._control, self._diff, self._extra):
+            stream.finish()
         target.update(head.new_signatures)
         if self.produced + len(head.new_signatures) != head.target_length or not (
             hmac.compare_digest(target.digest(), head.target_sha256)
@@ -255,85 +360,36 @@ class Reconstruction:
         yield head.new_signatures
 
     def _chunk(self, index: int) -> Iterator[bytes]:
+        """Run the chunk's control triples; they may not read or write past the chunk."""
         head = self.head
-        if self._pos + CHUNK_HEAD.size > self._end:
-            raise TruncatedError(f"truncated: delta ends inside chunk {index}")
-        self._src.seek(self._pos)
-        chunk = read_chunk_head(self._src, head, index)
-        body = self._src.tell()
-        if body + chunk.body_length > self._end:
-            raise TruncatedError(f"truncated: delta ends inside chunk {index}")
-        self._pos = body + chunk.body_length
-        dict_size = dict_size_for(head.chunk_size)
-        control = _Stream(self._src, body, chunk.control_length, Filter.NONE, dict_size, "control")
-        diff = _Stream(
-            self._src,
-            body + chunk.control_length,
-            chunk.diff_length,
-            Filter.NONE,
-            dict_size,
-            "diff",
-        )
-        extra = _Stream(
-            self._src,
-            body + chunk.control_length + chunk.diff_length,
-            chunk.extra_length,
-            chunk.filter,
-            dict_size,
-            "extra",
-        )
-        out_hash = hashlib.sha256()
-        src_hash = hashlib.sha256()
-        diffs: _Stream | _ZeroRuns = diff
-        if chunk.method is Method.BSDIFF_ZRLE:
-            diffs = _ZeroRuns(diff, max_triples(chunk.out_length))
-        if chunk.method is Method.LITERAL:
-            pieces = self._literal(chunk, extra)
-        else:
-            pieces = self._bsdiff(chunk, control, diffs, extra, src_hash)
-        for piece in pieces:
-            out_hash.update(piece)
-            yield piece
-        for stream in (control, diffs, extra):
-            stream.finish()
-        if not hmac.compare_digest(src_hash.digest(), chunk.src_sha256):
-            raise DigestMismatchError(f"delta chunk {index}: the old data it read does not match")
-        if not hmac.compare_digest(out_hash.digest(), chunk.out_sha256):
-            raise DigestMismatchError(f"delta chunk {index}: output hash mismatch")
-
-    @staticmethod
-    def _literal(chunk: ChunkHead, extra: _Stream) -> Iterator[bytes]:
-        left = chunk.out_length
-        while left:
-            n = min(PIECE, left)
-            yield extra.read(n)
-            left -= n
-
-    def _bsdiff(
-        self,
-        chunk: ChunkHead,
-        control: _Stream,
-        diff: _Stream | _ZeroRuns,
-        extra: _Stream,
-        src_hash: hashlib._Hash,
-    ) -> Iterator[bytes]:
-        base_length = self.head.base_length
+        out_length = head.chunk_length(index)
+        if head.zstd:
+            for start in range(0, out_length, PIECE):
+                yield self._extra.read(min(PIECE, out_length - start))
+            return
+        diff: _Stream | _ZeroRuns = self._diff
+        if head.diff_coding is DiffCoding.ZERO_RUNS:
+            diff = _ZeroRuns(self._diff, max_triples(out_length))
+        base_length = head.base_length
+        control, extra = self._control, self._extra
         produced = 0
-        old_pos = 0
+        old_pos = self._old_pos
         triples = 0
-        limit = max_triples(chunk.out_length)
+        limit = max_triples(out_length)
 
         def next_byte() -> int:
             return control.read(1)[0]
 
-        while produced < chunk.out_length:
+        while produced < out_length:
             triples += 1
             if triples > limit:
                 raise MalformedError("delta: too many control triples for the chunk")
             add, copy = decode_varint(next_byte), decode_varint(next_byte)
             seek = unzigzag(decode_varint(next_byte))
-            if add + copy > chunk.out_length - produced:
+            if add + copy > out_length - produced:
                 raise MalformedError("delta: a control triple runs past the end of its chunk")
+            if add and head.full:
+                raise MalformedError("delta: a full-image delta reads the old image")
             if add and not 0 <= old_pos <= base_length - add:
                 raise MalformedError("delta: a control triple reads outside the old image")
             done = 0
@@ -342,7 +398,6 @@ class Reconstruction:
                 old = self._read_at(old_pos + done, n)
                 if len(old) != n:
                     raise TruncatedError("the old image ended early")
-                src_hash.update(old)
                 yield add_bytes(old, diff.read(n))
                 done += n
             done = 0
@@ -352,3 +407,6 @@ class Reconstruction:
                 done += n
             produced += add + copy
             old_pos += add + seek
+        self._old_pos = old_pos
+        if isinstance(diff, _ZeroRuns):
+            diff.end_chunk()

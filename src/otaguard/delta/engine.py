@@ -3,16 +3,18 @@
 One suffix array of the whole old image is built once (libdivsufsort, through
 ``detools``); every chunk of the new payload is then matched against the whole
 old image with bsdiff's approximate-match heuristic (``detools.bsdiff``),
-which yields bsdiff control triples. Each chunk's three streams (control,
-diff, extra) are compressed separately with raw LZMA2 at preset 9e: the diff
-stream is mostly zeros, the extra stream is new code, and mixing them hurts
-both. The extra stream may get a branch filter (BCJ for x86, ARM, ARM Thumb),
-chosen per chunk by trying them on a sample. A chunk whose literal
-(compressed as is) is smaller than its delta is stored literally.
+which yields bsdiff control triples; tiny far-away matches and adds that run
+on are merged away. The three streams (control, diff, extra) are shared by
+all chunks, each compressed once with raw LZMA2 at preset 9e: the diff stream
+is mostly zeros, the extra stream is new code, and mixing them hurts both. The
+extra stream may get a branch filter (BCJ for x86, ARM, ARM Thumb), chosen by
+trying them on a sample. A chunk that is cheaper as is becomes one copy step.
+Small images (old image and new payload within one chunk) also try one zstd
+frame with the old image as its dictionary; the smaller container wins.
 
 Memory on this side: the old image and its suffix array (5 bytes per old
 byte) are file-backed mappings for large images, so the page cache, not the
-heap, holds them; the heap holds one chunk and its streams.
+heap, holds them; the heap holds one chunk and the raw streams.
 """
 
 from __future__ import annotations
@@ -21,41 +23,43 @@ import contextlib
 import hashlib
 import lzma
 import mmap
+import os
 import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from otaguard.delta.format import (
-    CHUNK_HEAD,
     DEFAULT_CHUNK_SIZE,
     FLAG_FULL,
-    ChunkHead,
+    FLAG_ZSTD,
+    MIN_DICT_LOG,
     DeltaHeader,
+    DiffCoding,
     Filter,
-    Method,
     chunk_count_for,
-    dict_size_for,
-    encode_chunk_head,
     encode_header,
     encode_triple,
     encode_zero_runs,
     lzma_filters,
+    max_dict_log,
 )
 
 #: ``delta create`` falls back to a compressed full image above this ratio (issue 6).
 FULL_FALLBACK_RATIO = 0.70
-#: A chunk whose delta exceeds this share of its raw size is also encoded literally (the
-#: smaller wins); below it the literal cannot plausibly win and only its size is estimated
-#: (zlib level 1: fast, and never smaller than LZMA2, so the estimate errs towards deltas).
+#: A chunk whose unmatched bytes exceed this share of it is also judged as is (zlib level
+#: 1 sizes of both: fast); below it sending it as is cannot plausibly win.
 LITERAL_PROBE = 0.20
 #: Old images larger than this get their suffix array in a temporary file, not the heap.
 HEAP_LIMIT = 64 << 20
 #: divsufsort's 32-bit suffix array.
 MAX_OLD_LENGTH = (1 << 31) - 2
 _SAMPLE = 256 << 10
+#: Threads for independent LZMA2 compressions (liblzma runs without the GIL).
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _PRESET = 9 | lzma.PRESET_EXTREME
 
 
@@ -103,13 +107,52 @@ def _compress_best(
 
 
 #: Periodic runs (period 1 to 4) at least this long are not matched but sent as extra bytes.
-_RUN = re.compile(rb"(.{1,4}?)\1{255,}", re.S)
 _MIN_RUN = 1024
+_MAX_PERIOD = 4
 _MAX_RUN_SEARCHES = 64
+_NONZERO = re.compile(rb"[^\x00]")
+_ZERO_BLOCK = bytes(1 << 16)
+
+
+def _zeros_end(data: bytes, pos: int) -> int:
+    """Where the zeros starting at ``pos`` end (galloping memcmp, then a short regex scan)."""
+    step = 1 << 10
+    while data[pos : pos + step] == _ZERO_BLOCK[:step] and pos + step <= len(data):
+        pos += step
+        step = min(step * 2, len(_ZERO_BLOCK))
+    nonzero = _NONZERO.search(data, pos, pos + step)
+    return nonzero.start() if nonzero else min(pos + step, len(data))
 
 
 def _runs(data: bytes) -> list[tuple[int, int]]:
-    return [m.span() for m in _RUN.finditer(data) if m.end() - m.start() >= _MIN_RUN]
+    """Disjoint, sorted spans of ``data`` that repeat with a period of 1 to 4 bytes.
+
+    ``data[i] == data[i + p]`` along a stretch is a stretch of zeros in
+    ``data[p:] XOR data[:-p]``: one big-integer XOR and a few ``find`` calls per
+    period, linear time (a backreferencing regex took 11 s per 44 MiB).
+    """
+    n = len(data)
+    spans: list[tuple[int, int]] = []
+    if n < _MIN_RUN:
+        return spans
+    whole = int.from_bytes(data, "little")
+    for period in range(1, _MAX_PERIOD + 1):
+        rest = n - period
+        x = (whole >> (8 * period)) ^ (whole & ((1 << (8 * rest)) - 1))
+        xored = x.to_bytes(rest, "little")
+        probe = _ZERO_BLOCK[: _MIN_RUN - period]
+        pos = 0
+        while (at := xored.find(probe, pos)) >= 0:
+            end = _zeros_end(xored, at + len(probe))
+            spans.append((at, end + period))
+            pos = end
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _varint(data: bytes) -> int:
@@ -135,7 +178,8 @@ class _Matcher:
 
         self._bsdiff = bsdiff
         self.old = old
-        self._run_cache: dict[tuple[bytes, int], int | None] = {}
+        self._run_cache: dict[bytes, tuple[int | None, int]] = {}  # unit -> (at, length)
+        self._searches = 0
         self._stack = contextlib.ExitStack()
         size = 4 * (len(old) + 1)
         if len(old) > HEAP_LIMIT:
@@ -168,15 +212,21 @@ class _Matcher:
         old = self.old
         if old[near : near + len(run)] == run:
             return near
-        key = (run[:8], len(run).bit_length())
-        if key not in self._run_cache:
-            if len(self._run_cache) >= _MAX_RUN_SEARCHES:  # each miss scans the old image
-                return None
-            at = old.find(run)
-            self._run_cache[key] = None if at < 0 else at
-        found = self._run_cache[key]
-        if found is not None and old[found : found + len(run)] == run:
-            return found
+        key = run[:8]  # a periodic run: its first bytes name its unit (and phase)
+        found, length = self._run_cache.get(key, (None, 0))
+        if found is not None and len(run) <= length:
+            return found if old[found : found + len(run)] == run else None
+        if found is None and length and len(run) >= length:
+            return None  # a shorter run like it was not in the old image
+        if self._searches >= _MAX_RUN_SEARCHES:  # each search scans the old image
+            return None
+        self._searches += 1
+        at = old.find(run)
+        if at >= 0:
+            self._run_cache[key] = (at, len(run))
+            return at
+        if found is None:
+            self._run_cache[key] = (None, len(run))
         return None
 
     def triples(self, new: bytes) -> list[tuple[bytes, bytes, int]]:
@@ -212,65 +262,190 @@ class _Matcher:
         return out
 
 
-def _encode_bsdiff(
-    matcher: _Matcher, new: bytes, dict_size: int, filters: Sequence[Filter]
-) -> tuple[ChunkHead, bytes]:
-    old = matcher.old
-    control: list[tuple[int, int, int]] = []
-    diffs: list[bytes] = []
-    extras: list[bytes] = []
-    src_hash = hashlib.sha256()
-    pos = 0
-    for diff, extra, seek in matcher.triples(new):
-        if not diff and not extra and control:
-            add, copy, prev = control[-1]
-            control[-1] = (add, copy, prev + seek)
-            pos += seek
-            continue
-        control.append((len(diff), len(extra), seek))
-        src_hash.update(old[pos : pos + len(diff)])
-        diffs.append(diff)
-        extras.append(extra)
-        pos += len(diff) + seek
-    flt, extra_stream = _compress_best(b"".join(extras), dict_size, filters)
-    diff_data = b"".join(diffs)
-    method, diff_stream = min(
-        (
-            (Method.BSDIFF, _compress_best(diff_data, dict_size)[1]),
-            (Method.BSDIFF_ZRLE, _compress_best(encode_zero_runs(diff_data), dict_size)[1]),
-        ),
-        key=lambda m: (len(m[1]), m[0]),
-    )
-    streams = (
-        _compress_best(b"".join(encode_triple(*t) for t in control), dict_size)[1],
-        diff_stream,
-        extra_stream,
-    )
-    head = ChunkHead(
-        method,
-        flt,
-        len(new),
-        hashlib.sha256(new).digest(),
-        src_hash.digest(),
-        *map(len, streams),
-    )
-    return head, b"".join(streams)
-
-
-def _encode_literal(
-    new: bytes, dict_size: int, filters: Sequence[Filter]
-) -> tuple[ChunkHead, bytes]:
-    flt, data = _compress_best(new, dict_size, filters)
-    empty = hashlib.sha256(b"").digest()
-    head = ChunkHead(
-        Method.LITERAL, flt, len(new), hashlib.sha256(new).digest(), empty, 0, 0, len(data)
-    )
-    return head, data
-
-
 def _chunks(payload: bytes | memoryview | mmap.mmap, size: int) -> Iterator[bytes]:
     for start in range(0, len(payload), size):
         yield bytes(payload[start : start + size])
+
+
+@dataclass
+class _Streams:
+    """The three raw streams of the whole container, built chunk by chunk."""
+
+    control: list[tuple[int, int, int]]
+    diff_plain: list[bytes] | None  # dropped (None) when it grows past _PLAIN_DIFF_LIMIT
+    diff_runs: dict[int, list[bytes]]  # zero-run coded, per shortest run coded as a run
+    extra: list[bytes]
+    plain_size: int = 0
+    old_pos: int = 0  # where the old position stands after the last triple
+
+
+#: Zero runs at least this long are coded as runs in the candidate zero-run diff streams.
+ZERO_RUN_MINIMA = (2, 8)
+
+
+def _zero_run_lists() -> dict[int, list[bytes]]:
+    return {k: [] for k in ZERO_RUN_MINIMA}
+
+
+#: The plain diff stream is kept (to compare with zero-run coding) while it is this small.
+_PLAIN_DIFF_LIMIT = 64 << 20
+
+
+#: A match shorter than this that the old position jumps to (and back from) costs more in
+#: control bytes than its bytes cost as extra: it is folded into the previous step's extra.
+SHORT_MATCH = 12
+
+
+def _chunk_steps(
+    matcher: _Matcher, new: bytes
+) -> tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]:
+    """The chunk as bsdiff steps: control triples, diff pieces and extra pieces.
+
+    bsdiff leaves many tiny matches far away in the old image (1 to 8 bytes,
+    jumping megabytes there and back) and consecutive adds that run on (where
+    a periodic run was cut out): both are merged into their previous step.
+    """
+    steps: list[list[Any]] = []  # [add, copy, seek, diff pieces, extra pieces]
+    pos = 0  # in the new chunk
+    for diff, extra, seek in matcher.triples(new):
+        add, copy = len(diff), len(extra)
+        if steps:
+            prev = steps[-1]
+            if not add and not copy:
+                prev[2] += seek
+                continue
+            if prev[1] == 0 and prev[2] == 0:  # the add runs on
+                prev[0] += add
+                prev[1], prev[2] = copy, seek
+                prev[3].append(diff)
+                prev[4] = [extra]
+                pos += add + copy
+                continue
+            if add < SHORT_MATCH and prev[2]:  # a short match far away: send it as extra
+                prev[1] += add + copy
+                prev[2] += add + seek
+                prev[4] += [new[pos : pos + add], extra]
+                pos += add + copy
+                continue
+        steps.append([add, copy, seek, [diff], [extra]])
+        pos += add + copy
+    control = [(a, c, s) for a, c, s, _d, _e in steps]
+    return control, [b"".join(d) for *_s, d, _e in steps], [b"".join(e) for *_s, e in steps]
+
+
+def _literal_is_smaller(new: bytes, diff: bytes, extra: bytes) -> bool:
+    """Whether the chunk as one copy beats its delta (zlib level 1 as the judge: fast)."""
+    unmatched = len(extra) + len(diff) - diff.count(0)
+    if unmatched <= LITERAL_PROBE * len(new):
+        return False
+    delta = len(zlib.compress(encode_zero_runs(diff), 1)) + len(zlib.compress(extra, 1))
+    return len(zlib.compress(new, 1)) < delta
+
+
+def _add_chunk(streams: _Streams, new: bytes, matcher: _Matcher | None) -> bool:
+    """Append the chunk's steps to the streams; returns whether it went in as a literal."""
+    literal = matcher is None
+    if matcher is not None:
+        control, diffs, extras = _chunk_steps(matcher, new)
+        diff, extra = b"".join(diffs), b"".join(extras)
+        literal = _literal_is_smaller(new, diff, extra)
+    if literal:
+        control, diff, extra = [(0, len(new), 0)], b"", new
+    # the chunk's steps start at old position 0; the old position carries over from the
+    # previous chunk, so its last seek takes us there (and to a first pure seek's target)
+    if streams.control:
+        first_seek = 0
+        if control and not control[0][0] and not control[0][1]:
+            first_seek = control.pop(0)[2]
+        add, copy, seek = streams.control[-1]
+        streams.control[-1] = (add, copy, seek - streams.old_pos + first_seek)
+        streams.old_pos = first_seek
+    streams.control += control
+    streams.old_pos += sum(add + seek for add, _copy, seek in control)
+    for min_run, coded in streams.diff_runs.items():
+        coded.append(encode_zero_runs(diff, min_run))
+    streams.extra.append(extra)
+    if streams.diff_plain is not None:
+        streams.diff_plain.append(diff)
+        streams.plain_size += len(diff)
+        if streams.plain_size > _PLAIN_DIFF_LIMIT:
+            streams.diff_plain = None
+    return literal
+
+
+def _dict_log(chunk_size: int, *raw_sizes: int) -> int:
+    """The smallest dictionary that holds the largest stream, at most one chunk."""
+    need = max((*raw_sizes, 1)) - 1
+    return min(max(need.bit_length(), MIN_DICT_LOG), max_dict_log(chunk_size))
+
+
+def _encode_streams(
+    streams: _Streams, chunk_size: int, filters: Sequence[Filter], full: bool
+) -> tuple[int, Filter, DiffCoding, list[bytes]]:
+    """Compress the three streams; returns (dict log2, extra filter, diff coding, streams)."""
+    extra = b"".join(streams.extra)
+    runs = {k: b"".join(v) for k, v in streams.diff_runs.items()} if not full else {}
+    plain = b"".join(streams.diff_plain) if streams.diff_plain is not None and not full else None
+    triples = b"".join(encode_triple(*t) for t in streams.control)
+    dict_log = _dict_log(
+        chunk_size, len(triples), *map(len, runs.values()), len(extra), len(plain or b"")
+    )
+    dict_size = 1 << dict_log
+    # candidates: zero runs (each shortest run), plain unless the diff is mostly zeros
+    candidates: dict[tuple[DiffCoding, int], bytes] = {
+        (DiffCoding.ZERO_RUNS, k): v for k, v in runs.items()
+    }
+    if plain is not None and len(plain) - plain.count(0) > len(plain) // 16:
+        candidates[DiffCoding.PLAIN, 0] = plain
+    # liblzma releases the GIL: the independent compressions run on all cores
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+        control_job = pool.submit(_compress_best, triples, dict_size)
+        extra_job = pool.submit(_compress_best, extra, dict_size, filters)
+        if len(candidates) > 1 and plain is not None and len(plain) > 2 * _SAMPLE:
+            sample = plain[: 2 * _SAMPLE]  # decide on a sample of the diff
+
+            def sample_size(key: tuple[DiffCoding, int]) -> int:
+                data = sample if key[0] is DiffCoding.PLAIN else encode_zero_runs(sample, key[1])
+                return len(_compress(data, Filter.NONE, dict_size))
+
+            keys = list(candidates)
+            sizes = dict(zip(keys, pool.map(sample_size, keys), strict=True))
+            best = min(keys, key=lambda k: (sizes[k], k))
+            candidates = {best: candidates[best]}
+        coding, diff_stream = DiffCoding.PLAIN, b""  # nothing reads the old image
+        if any(runs.values()):
+            jobs = {k: pool.submit(_compress_best, v, dict_size) for k, v in candidates.items()}
+            options = [(k[0], job.result()[1]) for k, job in jobs.items()]
+            coding, diff_stream = min(options, key=lambda o: (len(o[1]), o[0]))
+        control = control_job.result()[1]
+        flt, extra_stream = extra_job.result()
+    return dict_log, flt, coding, [control, diff_stream, extra_stream]
+
+
+#: zstd's strongest level (the frame's window is set to cover old image and new payload).
+ZSTD_LEVEL = 22
+
+
+def _zstd_frame(
+    old: bytes | mmap.mmap, payload: bytes | memoryview | mmap.mmap, chunk_size: int, level: int
+) -> tuple[int, bytes]:
+    """The payload as one zstd frame, the old image its dictionary: (window log2, frame)."""
+    import zstandard
+
+    need = (len(old) + len(payload) - 1).bit_length()
+    window_log = min(max(need, MIN_DICT_LOG), max_dict_log(chunk_size))
+    dictionary = zstandard.ZstdCompressionDict(bytes(old), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        source_size=len(payload),
+        dict_size=len(old),
+        window_log=window_log,
+        write_checksum=False,
+        write_content_size=False,
+        write_dict_id=False,
+    )
+    compressor = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
+    return window_log, compressor.compress(bytes(payload))
 
 
 def create_container(
@@ -279,83 +454,103 @@ def create_container(
     new_payload: bytes | memoryview | mmap.mmap,
     new_signatures: bytes,
     *,
+    zdict: bytes = b"",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     filters: Sequence[Filter] = tuple(Filter),
     fallback_ratio: float = FULL_FALLBACK_RATIO,
     progress: Callable[[int, int], None] | None = None,
+    zstd: bool | None = None,
 ) -> tuple[list[bytes], DeltaStats]:
     """Encode the container; returns its parts (to write in order) and what was decided.
 
     ``old`` is the whole old image file; the new image is given as its three
-    parts (signed header, payload, signature block) so they are carried verbatim.
+    parts (signed header, payload, signature block) so they are carried verbatim;
+    ``zdict`` is :func:`~otaguard.delta.format.header_dictionary` of the envelope.
+    ``zstd``: None lets the smaller of bsdiff and zstd win (zstd only for images that fit
+    one chunk together), True forces zstd where it is allowed, False never uses it.
     """
     if len(old) > MAX_OLD_LENGTH:
         raise ValueError("the old image is larger than 2 GiB")
-    dict_size = dict_size_for(chunk_size)
     target = hashlib.sha256(new_signed)
     count = chunk_count_for(len(new_payload), chunk_size)
-    deltas: list[tuple[ChunkHead, bytes]] = []
-    literals: list[tuple[ChunkHead, bytes] | None] = []
-    estimates: list[int] = []
+    table: list[bytes] = []
+    streams = _Streams([], [], _zero_run_lists(), [])
+    literal_chunks = 0
     matcher = _Matcher(old)
     try:
         for index, chunk in enumerate(_chunks(new_payload, chunk_size)):
             target.update(chunk)
-            delta = _encode_bsdiff(matcher, chunk, dict_size, filters)
-            deltas.append(delta)
-            literal = None
-            if len(delta[1]) > LITERAL_PROBE * len(chunk):
-                literal = _encode_literal(chunk, dict_size, filters)
-                estimates.append(len(literal[1]))
-            else:  # clearly a delta: estimate its compressed size cheaply
-                estimates.append(len(zlib.compress(chunk, 1)))
-            literals.append(literal)
+            literal_chunks += _add_chunk(streams, chunk, matcher)
+            if index + 1 < count:
+                table.append(hashlib.sha256(chunk).digest())
             if progress is not None:
                 progress(index + 1, count)
     finally:
         matcher.close()
     target.update(new_signatures)
-    best = [
-        d if lit is None or len(d[1]) <= len(lit[1]) else lit
-        for d, lit in zip(deltas, literals, strict=True)
-    ]
-    base_sha256 = hashlib.sha256(old).digest()
 
-    def head(flags: int) -> bytes:
-        return encode_header(
-            DeltaHeader(
-                flags,
-                chunk_size,
-                len(old),
-                base_sha256,
-                len(new_signed) + len(new_payload) + len(new_signatures),
-                target.digest(),
-                new_signed,
-                new_signatures,
-                count,
+    def container(
+        streams: _Streams, flags: int, zstd: tuple[int, bytes] | None = None
+    ) -> list[bytes]:
+        if zstd is None:
+            dict_log, flt, coding, encoded = _encode_streams(
+                streams, chunk_size, filters, bool(flags & FLAG_FULL)
             )
+        else:
+            dict_log, flt, coding, encoded = (
+                zstd[0],
+                Filter.NONE,
+                DiffCoding.PLAIN,
+                [b"", b"", zstd[1]],
+            )
+        head = DeltaHeader(
+            flags,
+            chunk_size,
+            len(old),
+            bytes(32),
+            target.digest(),
+            flt,
+            coding,
+            dict_log,
+            new_signed,
+            new_signatures,
+            len(encoded[0]),
+            len(encoded[1]),
+            len(encoded[2]),
+            len(new_payload),
         )
+        return [encode_header(head, zdict, table), *encoded]
 
-    def size(chosen: list[tuple[ChunkHead, bytes]]) -> int:
-        return len(head(0)) + sum(CHUNK_HEAD.size + len(b) for _h, b in chosen)
-
-    delta_bytes = size(deltas)
-    full_bytes = len(head(0)) + sum(CHUNK_HEAD.size + e for e in estimates)
-    full = count > 0 and size(best) > fallback_ratio * full_bytes
-    chosen = best
-    if full:
-        chosen = [
-            lit or _encode_literal(chunk, dict_size, filters)
-            for lit, chunk in zip(literals, _chunks(new_payload, chunk_size), strict=True)
-        ]
-        full_bytes = size(chosen)
-    parts = [head(FLAG_FULL if full else 0)]
-    for chunk_head, body in chosen:
-        parts.append(encode_chunk_head(chunk_head))
-        parts.append(body)
+    parts = container(streams, 0)
+    if zstd is not False and old and len(old) + len(new_payload) <= chunk_size:
+        level = ZSTD_LEVEL
+        if zstd is None and len(_zstd_frame(old, new_payload, chunk_size, 3)[1]) > 1.5 * sum(
+            map(len, parts)
+        ):
+            level = 0  # a quick probe says it cannot win
+        candidate = (
+            container(streams, FLAG_ZSTD, _zstd_frame(old, new_payload, chunk_size, level))
+            if level
+            else parts
+        )
+        if zstd or sum(map(len, candidate)) < sum(map(len, parts)):
+            parts, literal_chunks = candidate, 0
+    delta_bytes = sum(map(len, parts))
+    # zlib level 1 compresses at most ~1032:1, so below this bound no estimate is needed
+    full_bytes = len(new_payload) // 1032
+    full = False
+    if count and delta_bytes > fallback_ratio * full_bytes:
+        full_bytes = sum(len(zlib.compress(c, 1)) for c in _chunks(new_payload, chunk_size))
+        if delta_bytes > fallback_ratio * full_bytes or literal_chunks == count:
+            literals = _Streams([], None, _zero_run_lists(), [])
+            for chunk in _chunks(new_payload, chunk_size):
+                _add_chunk(literals, chunk, None)
+            parts = container(literals, FLAG_FULL)
+            full, literal_chunks = True, count
+            full_bytes = sum(map(len, parts))
     stats = DeltaStats(
         chunks=count,
-        literal_chunks=sum(h.method is Method.LITERAL for h, _ in chosen),
+        literal_chunks=literal_chunks,
         full_fallback=full,
         delta_bytes=delta_bytes,
         full_bytes=full_bytes,

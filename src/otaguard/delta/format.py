@@ -1,19 +1,21 @@
 """The delta container: wire format, encoding and strict parsing.
 
 The container is the payload of a signed envelope of kind DELTA (layout byte by
-byte in ``docs/delta.md``). All integers are big-endian::
+byte in ``docs/delta.md``). Integers are big-endian unless noted::
 
-    magic "OTADELTA" | u16 version (1) | u16 flags | u32 chunk size
-    u64 base length  | 32 base SHA-256      -- the whole old image file
-    u64 target length| 32 target SHA-256    -- the whole new image file
-    u32 H | H bytes: the new image's preamble + protected header (as signed)
-    u32 S | S bytes: the new image's signature block
-    u32 chunk count
-    chunk records, in order, one per chunk of the new image's payload
+    magic "OTADELTA" | u16 version (2) | u16 flags | u32 chunk size | u64 base length
+    32 target SHA-256                    -- the whole new image file
+    u8 extra filter | u8 diff coding | u8 log2 of the LZMA2 dictionary
+    varint M | M bytes: the new image's header + signature block, raw deflate
+    varint control length | varint diff length | varint extra length
+    (N - 1) x 32: output SHA-256 of every chunk but the last
+    control stream | diff stream | extra stream   -- shared by all chunks, to the end
 
-A chunk record is ``u8 method | u8 filter | u16 reserved (0) | u32 output
-length | 32 output SHA-256 | 32 source SHA-256 | u32 control length | u32 diff
-length | u32 extra length`` followed by the three compressed streams.
+The new image's header and signature block are deflated with a preset
+dictionary predicted from the signed delta envelope (its version, counter,
+hardware ids and creation time, and its signers' key ids), so that only what
+differs -- payload length and digest, signatures -- costs bytes. The base
+digest is the envelope's signed ``DELTA_BASE``; it is not repeated here.
 
 Everything here is unverified; ``apply`` decides. Every length is capped before
 it is used, so a hostile container cannot make the applier allocate without
@@ -26,7 +28,8 @@ import enum
 import lzma
 import re
 import struct
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -35,16 +38,26 @@ from otaguard.image.envelope_format import (
     MAX_HEADER_SIZE,
     MAX_SIG_BLOCK_SIZE,
     PREAMBLE_SIZE,
+    Digest,
+    HashAlgorithm,
+    ImageMetadata,
+    encode_protected,
+    parse_protected,
 )
 
 MAGIC = b"OTADELTA"
-FORMAT_VERSION = 1
-#: flags bit 0: every chunk is a literal (the "compressed full image" fallback).
+FORMAT_VERSION = 2
+#: flags bit 0: no chunk reads the old image (the "compressed full image" fallback).
 FLAG_FULL = 0x0001
-_KNOWN_FLAGS = FLAG_FULL
+#: flags bit 1: the new payload is one zstd frame (in the extra stream's place) with the whole
+#: old image as its raw-content dictionary; no control or diff stream. Only for small images:
+#: old image and new payload together at most one chunk.
+FLAG_ZSTD = 0x0002
+_KNOWN_FLAGS = FLAG_FULL | FLAG_ZSTD
 
-HEAD = struct.Struct(">8sHHIQ32sQ32s")
-CHUNK_HEAD = struct.Struct(">BBHI32s32sIII")
+HEAD = struct.Struct(">8sHHIQ32sBBB")
+#: Size of one entry of the chunk table (an output SHA-256).
+CHUNK_HASH = 32
 #: A varint is at most 10 bytes (64 bits, 7 per byte).
 MAX_VARINT = 10
 
@@ -53,11 +66,9 @@ MAX_CHUNK_SIZE = 1 << 23  # 8 MiB: keeps the applier under its memory bound
 DEFAULT_CHUNK_SIZE = 1 << 22  # 4 MiB
 MAX_IMAGE_LENGTH = 1 << 48
 MAX_CHUNKS = 1 << 24
-
-
-def max_stream_length(chunk_size: int) -> int:
-    """Largest compressed stream a chunk of ``chunk_size`` may carry (lzma overhead included)."""
-    return chunk_size + chunk_size // 8 + 4096
+MIN_DICT_LOG = 16  # 64 KiB
+#: The new image's preamble + protected header + signature block, decompressed.
+MAX_NEW_HEADERS = PREAMBLE_SIZE + MAX_HEADER_SIZE + MAX_SIG_BLOCK_SIZE
 
 
 def max_triples(out_len: int) -> int:
@@ -67,13 +78,21 @@ def max_triples(out_len: int) -> int:
 
 def encode_triple(add: int, copy: int, seek: int) -> bytes:
     """One control triple: LEB128 ``add`` and ``copy``, zigzag LEB128 ``seek``."""
+    return b"".join(
+        (
+            uvarint(add & (1 << 64) - 1),
+            uvarint(copy),
+            uvarint(((seek << 1) ^ (seek >> 63)) & (1 << 64) - 1),
+        )
+    )
+
+
+def uvarint(value: int) -> bytes:
     out = bytearray()
-    for field in (add, copy, (seek << 1) ^ (seek >> 63)):
-        value = field & (1 << 64) - 1
-        while value >= 0x80:
-            out.append(value & 0x7F | 0x80)
-            value >>= 7
-        out.append(value)
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
     return bytes(out)
 
 
@@ -87,32 +106,27 @@ def decode_varint(next_byte: Callable[[], int]) -> int:
             if value >= 1 << 64:
                 break
             return value
-    raise MalformedError("delta: a control varint is longer than 64 bits")
+    raise MalformedError("delta: a varint is longer than 64 bits")
 
 
-def encode_zero_runs(diff: bytes) -> bytes:
-    """Records ``uvarint literal length | literal | uvarint zero run``; no empty last record."""
+def encode_zero_runs(diff: bytes, min_run: int = 8) -> bytes:
+    """Records ``uvarint literal length | literal | uvarint zero run``; no empty last record.
+
+    Zero runs shorter than ``min_run`` stay literal (the decoder takes any split).
+    """
     out = []
     pos = 0
-    for match in _ZEROS.finditer(diff):
+    zeros = _ZEROS.get(min_run) or _ZEROS.setdefault(min_run, re.compile(rb"\x00{%d,}" % min_run))
+    for match in zeros.finditer(diff):
         literal = diff[pos : match.start()]
-        out += [_uvarint(len(literal)), literal, _uvarint(match.end() - match.start())]
+        out += [uvarint(len(literal)), literal, uvarint(match.end() - match.start())]
         pos = match.end()
     if pos < len(diff):
-        out += [_uvarint(len(diff) - pos), diff[pos:], _uvarint(0)]
+        out += [uvarint(len(diff) - pos), diff[pos:], uvarint(0)]
     return b"".join(out)
 
 
-_ZEROS = re.compile(rb"\x00{8,}")
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+_ZEROS: dict[int, re.Pattern[bytes]] = {}
 
 
 def unzigzag(value: int) -> int:
@@ -136,12 +150,11 @@ def decode_triples(raw: bytes) -> list[tuple[int, int, int]]:
     return out
 
 
-class Method(enum.IntEnum):
-    """How a chunk is made; values are stable on disk."""
+class DiffCoding(enum.IntEnum):
+    """How the diff stream is coded; values are stable on disk."""
 
-    BSDIFF = 0  # control triples over the old image + diff + extra streams
-    LITERAL = 1  # the chunk itself, compressed, in the extra stream
-    BSDIFF_ZRLE = 2  # as BSDIFF, the diff stream's zero runs coded as lengths
+    PLAIN = 0  # the diff bytes themselves
+    ZERO_RUNS = 1  # per chunk: records of literal bytes and zero-run lengths
 
 
 class Filter(enum.IntEnum):
@@ -169,9 +182,48 @@ def lzma_filters(flt: Filter, dict_size: int, **lzma2: Any) -> list[dict[str, An
     return chain
 
 
-def dict_size_for(chunk_size: int) -> int:
-    """LZMA2 dictionary of every stream: a stream never holds more than one chunk."""
-    return max(chunk_size, 1 << 16)
+def max_dict_log(chunk_size: int) -> int:
+    """Largest LZMA2 dictionary (log2) of a container: one chunk, at least 64 KiB."""
+    return max(chunk_size.bit_length() - 1, MIN_DICT_LOG)
+
+
+def header_dictionary(meta: ImageMetadata, key_ids: Sequence[bytes]) -> bytes:
+    """The deflate dictionary of the new image's header, from the delta envelope's metadata.
+
+    ``meta`` is the delta envelope's (its version, counter, hardware ids and
+    creation time equal the new image's) and ``key_ids`` its signers'. Both ends
+    compute it from the same signed envelope, so it costs no bytes.
+    """
+    predicted = ImageMetadata(
+        version=meta.version,
+        security_counter=meta.security_counter,
+        hardware_ids=meta.hardware_ids,
+        payload_length=0,
+        payload_digest=Digest(HashAlgorithm.SHA256, bytes(32)),
+        created=meta.created,
+    )
+    return b"".join(sorted(key_ids)) + encode_protected(predicted)
+
+
+def deflate_headers(data: bytes, zdict: bytes) -> bytes:
+    comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
+    return comp.compress(data) + comp.flush()
+
+
+def inflate_headers(data: bytes, zdict: bytes) -> bytes:
+    """Inflate the new image's headers, at most MAX_NEW_HEADERS bytes; exactly one stream."""
+    try:
+        dec = zlib.decompressobj(-15, zdict=zdict)
+        out = dec.decompress(data, MAX_NEW_HEADERS + 1)
+    except zlib.error as exc:
+        raise MalformedError(f"delta: the new image's header is corrupt: {exc}") from None
+    if len(out) > MAX_NEW_HEADERS:
+        raise MalformedError("delta: the new image's header is too large")
+    if not dec.eof:
+        raise TruncatedError("truncated: the new image's header ends early")
+    if dec.unused_data or dec.unconsumed_tail:
+        raise MalformedError("delta: trailing bytes after the new image's header")
+    return out
 
 
 @dataclass(frozen=True)
@@ -179,47 +231,58 @@ class DeltaHeader:
     flags: int
     chunk_size: int
     base_length: int
-    base_sha256: bytes
-    target_length: int
+    base_sha256: bytes  # the envelope's signed DELTA_BASE (not carried in the container)
     target_sha256: bytes
+    extra_filter: Filter
+    diff_coding: DiffCoding
+    dict_log: int
     new_signed: bytes  # preamble + protected header of the new image
     new_signatures: bytes  # its signature block
-    chunk_count: int
+    control_length: int
+    diff_length: int
+    extra_length: int
+    payload_length: int  # the new image's, from its protected header
 
     @property
     def full(self) -> bool:
         return bool(self.flags & FLAG_FULL)
 
     @property
-    def payload_length(self) -> int:
-        return self.target_length - len(self.new_signed) - len(self.new_signatures)
+    def zstd(self) -> bool:
+        return bool(self.flags & FLAG_ZSTD)
+
+    @property
+    def target_length(self) -> int:
+        return len(self.new_signed) + self.payload_length + len(self.new_signatures)
+
+    @property
+    def chunk_count(self) -> int:
+        return chunk_count_for(self.payload_length, self.chunk_size)
+
+    @property
+    def table_length(self) -> int:
+        return CHUNK_HASH * max(0, self.chunk_count - 1)
+
+    @property
+    def streams_length(self) -> int:
+        return self.control_length + self.diff_length + self.extra_length
+
+    @property
+    def dict_size(self) -> int:
+        return 1 << self.dict_log
 
     def chunk_length(self, index: int) -> int:
         start = index * self.chunk_size
         return min(self.chunk_size, self.payload_length - start)
 
 
-@dataclass(frozen=True)
-class ChunkHead:
-    method: Method
-    filter: Filter
-    out_length: int
-    out_sha256: bytes
-    src_sha256: bytes
-    control_length: int
-    diff_length: int
-    extra_length: int
-
-    @property
-    def body_length(self) -> int:
-        return self.control_length + self.diff_length + self.extra_length
-
-
 def chunk_count_for(payload_length: int, chunk_size: int) -> int:
     return -(-payload_length // chunk_size)
 
 
-def encode_header(head: DeltaHeader) -> bytes:
+def encode_header(head: DeltaHeader, zdict: bytes, table: Sequence[bytes] = ()) -> bytes:
+    """The container up to its streams: fixed fields, new image headers, chunk table."""
+    blob = deflate_headers(head.new_signed + head.new_signatures, zdict)
     return b"".join(
         [
             HEAD.pack(
@@ -228,30 +291,18 @@ def encode_header(head: DeltaHeader) -> bytes:
                 head.flags,
                 head.chunk_size,
                 head.base_length,
-                head.base_sha256,
-                head.target_length,
                 head.target_sha256,
+                head.extra_filter,
+                head.diff_coding,
+                head.dict_log,
             ),
-            struct.pack(">I", len(head.new_signed)),
-            head.new_signed,
-            struct.pack(">I", len(head.new_signatures)),
-            head.new_signatures,
-            struct.pack(">I", head.chunk_count),
+            uvarint(len(blob)),
+            blob,
+            uvarint(head.control_length),
+            uvarint(head.diff_length),
+            uvarint(head.extra_length),
+            *table,
         ]
-    )
-
-
-def encode_chunk_head(chunk: ChunkHead) -> bytes:
-    return CHUNK_HEAD.pack(
-        chunk.method,
-        chunk.filter,
-        0,
-        chunk.out_length,
-        chunk.out_sha256,
-        chunk.src_sha256,
-        chunk.control_length,
-        chunk.diff_length,
-        chunk.extra_length,
     )
 
 
@@ -262,13 +313,19 @@ def _read(stream: BinaryIO, n: int, what: str) -> bytes:
     return data
 
 
-def _u32(stream: BinaryIO, what: str) -> int:
-    return int(struct.unpack(">I", _read(stream, 4, what))[0])
+def _varint(stream: BinaryIO, what: str) -> int:
+    return decode_varint(lambda: _read(stream, 1, what)[0])
 
 
-def read_header(stream: BinaryIO) -> DeltaHeader:
-    """Read and check the container header from the stream's current position."""
-    magic, version, flags, chunk_size, base_len, base_sha, target_len, target_sha = HEAD.unpack(
+def read_header(
+    stream: BinaryIO, *, zdict: bytes = b"", base_sha256: bytes = bytes(32)
+) -> DeltaHeader:
+    """Read and check the container header (up to its chunk table) at the stream's position.
+
+    ``zdict`` is :func:`header_dictionary` of the delta envelope, ``base_sha256``
+    its DELTA_BASE value.
+    """
+    magic, version, flags, chunk_size, base_len, target_sha, flt, coding, dict_log = HEAD.unpack(
         _read(stream, HEAD.size, "header")
     )
     if magic != MAGIC:
@@ -279,53 +336,57 @@ def read_header(stream: BinaryIO) -> DeltaHeader:
         raise MalformedError(f"unknown delta flags 0x{flags:04x}")
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
         raise MalformedError(f"delta chunk size {chunk_size} out of range")
-    if base_len > MAX_IMAGE_LENGTH or target_len > MAX_IMAGE_LENGTH:
-        raise MalformedError("delta image length out of range")
-    head_len = _u32(stream, "header")
+    if base_len > MAX_IMAGE_LENGTH:
+        raise MalformedError("delta base length out of range")
+    try:
+        extra_filter, diff_coding = Filter(flt), DiffCoding(coding)
+    except ValueError:
+        raise MalformedError("delta: unknown extra filter or diff coding") from None
+    if not MIN_DICT_LOG <= dict_log <= max_dict_log(chunk_size):
+        raise MalformedError(f"delta: dictionary of 2^{dict_log} bytes out of range")
+    blob_len = _varint(stream, "header")
+    if blob_len > 2 * MAX_NEW_HEADERS:
+        raise MalformedError("delta: the new image's header is too large")
+    headers = inflate_headers(_read(stream, blob_len, "new image header"), zdict)
+    if len(headers) < PREAMBLE_SIZE:
+        raise MalformedError("delta: the new image's header is cut")
+    head_len = PREAMBLE_SIZE + int(struct.unpack(">I", headers[12:16])[0])
     if not PREAMBLE_SIZE < head_len <= PREAMBLE_SIZE + MAX_HEADER_SIZE:
         raise MalformedError(f"delta: new image header length {head_len} out of range")
-    new_signed = _read(stream, head_len, "new image header")
-    sig_len = _u32(stream, "header")
-    if not 0 < sig_len <= MAX_SIG_BLOCK_SIZE:
-        raise MalformedError(f"delta: signature block length {sig_len} out of range")
-    new_signatures = _read(stream, sig_len, "new image signature block")
-    count = _u32(stream, "header")
-    if target_len < head_len + sig_len:
-        raise MalformedError("delta: target length smaller than its header and signatures")
+    new_signed, new_signatures = headers[:head_len], headers[head_len:]
+    if not 0 < len(new_signatures) <= MAX_SIG_BLOCK_SIZE:
+        raise MalformedError("delta: the new image's signature block is missing or too large")
+    payload_length = parse_protected(new_signed).payload_length
+    if payload_length > MAX_IMAGE_LENGTH:  # pragma: no cover - parse_protected caps it lower
+        raise MalformedError("delta: new payload length out of range")
+    control_length, diff_length, extra_length = (_varint(stream, "header") for _ in range(3))
     head = DeltaHeader(
         flags,
         chunk_size,
         base_len,
-        base_sha,
-        target_len,
+        base_sha256,
         target_sha,
+        extra_filter,
+        diff_coding,
+        dict_log,
         new_signed,
         new_signatures,
-        count,
+        control_length,
+        diff_length,
+        extra_length,
+        payload_length,
     )
-    if count > MAX_CHUNKS or count != chunk_count_for(head.payload_length, chunk_size):
-        raise MalformedError(f"delta: {count} chunks do not cover the new payload")
+    if head.chunk_count > MAX_CHUNKS:
+        raise MalformedError(f"delta: {head.chunk_count} chunks are too many")
+    if head.full and head.diff_length:
+        raise MalformedError("delta: a full-image delta has diff data")
+    if head.zstd and (
+        head.full
+        or head.control_length
+        or head.diff_length
+        or flt
+        or coding
+        or base_len + payload_length > chunk_size
+    ):
+        raise MalformedError("delta: a zstd delta has only its frame, for a small image")
     return head
-
-
-def read_chunk_head(stream: BinaryIO, head: DeltaHeader, index: int) -> ChunkHead:
-    """Read and check the fixed part of chunk ``index``."""
-    raw = _read(stream, CHUNK_HEAD.size, f"chunk {index}")
-    method, flt, reserved, out_len, out_sha, src_sha, c_len, d_len, e_len = CHUNK_HEAD.unpack(raw)
-    try:
-        method = Method(method)
-        flt = Filter(flt)
-    except ValueError:
-        raise MalformedError(f"delta chunk {index}: unknown method or filter") from None
-    if reserved:
-        raise MalformedError(f"delta chunk {index}: reserved field not zero")
-    if out_len != head.chunk_length(index):
-        raise MalformedError(f"delta chunk {index}: output length {out_len} is not its share")
-    cap = max_stream_length(head.chunk_size)
-    if max(c_len, d_len, e_len) > cap:
-        raise MalformedError(f"delta chunk {index}: a stream is longer than {cap} bytes")
-    if method is Method.LITERAL and (c_len or d_len):
-        raise MalformedError(f"delta chunk {index}: a literal chunk has control or diff data")
-    if head.full and method is not Method.LITERAL:
-        raise MalformedError(f"delta chunk {index}: a full-image delta reads the old image")
-    return ChunkHead(method, flt, out_len, out_sha, src_sha, c_len, d_len, e_len)

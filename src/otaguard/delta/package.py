@@ -18,17 +18,19 @@ starts consuming :class:`Reconstruction`.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import mmap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from otaguard.crypto.keys import key_id_bytes
 from otaguard.crypto.signer import Signer
 from otaguard.delta.apply import ReadAt, Reconstruction, check_base
 from otaguard.delta.engine import DeltaStats, create_container
-from otaguard.delta.format import DEFAULT_CHUNK_SIZE, DeltaHeader, read_header
-from otaguard.errors import MalformedError, PolicyError
+from otaguard.delta.format import DEFAULT_CHUNK_SIZE, DeltaHeader, header_dictionary, read_header
+from otaguard.errors import DigestMismatchError, MalformedError, PolicyError, TruncatedError
 from otaguard.image import (
     Digest,
     HashAlgorithm,
@@ -48,8 +50,9 @@ from otaguard.image.envelope_format import (
 )
 from otaguard.image.envelope_verify import KeyResolver, read_protected, verify_signatures
 
-#: The container header: fixed fields, the new image's header and its signature block.
-MAX_CONTAINER_HEADER = 256 + 16 + MAX_HEADER_SIZE + MAX_SIG_BLOCK_SIZE
+#: The container header: fixed fields, the new image's header and its signature block
+#: (deflated: at most about 1/1000 larger than raw) and the stream lengths.
+MAX_CONTAINER_HEADER = 256 + 2 * (16 + MAX_HEADER_SIZE + MAX_SIG_BLOCK_SIZE)
 
 
 @dataclass(frozen=True)
@@ -83,19 +86,22 @@ def create(
     *,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     fallback_ratio: float | None = None,
+    zstd: bool | None = None,
 ) -> tuple[ImageMetadata, DeltaStats]:
     """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``."""
     image = split_image(new)
+    meta = image.metadata
     kwargs = {} if fallback_ratio is None else {"fallback_ratio": fallback_ratio}
     parts, stats = create_container(
         old,
         image.signed,
         image.payload,
         image.signatures,
+        zdict=header_dictionary(meta, [key_id_bytes(s.public_key) for s in signers]),
         chunk_size=chunk_size,
+        zstd=zstd,
         **kwargs,  # type: ignore[arg-type]
     )
-    meta = image.metadata
     signed = sign_stream(
         io.BytesIO(b"".join(parts)),
         dest,
@@ -119,6 +125,7 @@ class OpenedDelta:
     header: DeltaHeader
     payload_offset: int
     authenticated: bool
+    zdict: bytes  # the deflate dictionary of the new image's header (from the envelope)
 
 
 def open_delta(
@@ -138,23 +145,32 @@ def open_delta(
             policy=policy or ImagePolicy(allowed_kinds=frozenset({PayloadKind.DELTA})),
         )
         outer, offset = result.metadata, result.payload_offset
-    else:  # structure only: the caller verifies the rebuilt image itself
+    else:  # structure only (and the payload digest): the caller verifies the rebuilt image
         signed, outer = read_protected(stream)
         offset = len(signed)
-        stream.seek(offset + outer.payload_length)
-        parse_signature_block(stream.read(MAX_SIG_BLOCK_SIZE + 1))
+    stream.seek(offset + outer.payload_length)
+    outer_entries = parse_signature_block(stream.read(MAX_SIG_BLOCK_SIZE + 1))
     if outer.payload_kind is not PayloadKind.DELTA or outer.delta_base is None:
         raise PolicyError("this is a full image, not a delta")
-    header = _read_container_header(stream, offset, outer.payload_length)
     base = outer.delta_base
-    if base.algorithm is not HashAlgorithm.SHA256 or base.value != header.base_sha256:
-        raise MalformedError("delta: the signed base digest and the container's differ")
+    if base.algorithm is not HashAlgorithm.SHA256:
+        raise MalformedError("delta: the base digest is not a SHA-256")
+    if trusted is None:
+        _check_payload_digest(stream, offset, outer)
+    zdict = header_dictionary(outer, [e.key_id for e in outer_entries])
+    header = _read_container_header(stream, offset, outer.payload_length, zdict, base.value)
     inner = parse_protected(header.new_signed)
     entries = parse_signature_block(header.new_signatures)
     if inner.payload_kind is not PayloadKind.FULL:
         raise MalformedError("delta: the image it rebuilds is not a full image")
-    if inner.payload_length != header.payload_length:
-        raise MalformedError("delta: the new image's payload length and the container's differ")
+    layout = stream.tell() - offset + header.table_length + header.streams_length
+    if layout > outer.payload_length:  # the chunk table follows from the payload length
+        raise TruncatedError("truncated: the delta ends inside its chunk table or streams")
+    if layout < outer.payload_length:
+        raise MalformedError(
+            "delta: the new image's payload length, the chunk table and the streams do not "
+            "add up to the container"
+        )
     same = (outer.version, outer.security_counter, outer.hardware_ids)
     if same != (inner.version, inner.security_counter, inner.hardware_ids):
         raise MalformedError("delta: its version, counter or hardware ids differ from the image's")
@@ -162,14 +178,31 @@ def open_delta(
         keys = trusted if isinstance(trusted, TrustedKeys) else trusted(inner)
         verify_signatures(header.new_signed, entries, keys, threshold=1)
         check_policy(inner, inner_policy or ImagePolicy())
-    return OpenedDelta(outer, inner, header, offset, trusted is not None)
+    return OpenedDelta(outer, inner, header, offset, trusted is not None, zdict)
 
 
-def _read_container_header(stream: BinaryIO, offset: int, length: int) -> DeltaHeader:
+def _check_payload_digest(stream: BinaryIO, offset: int, outer: ImageMetadata) -> None:
+    """Without trust, still check the container against the envelope's payload digest."""
+    hasher = hashlib.new(outer.payload_digest.algorithm.hashlib_name)
+    stream.seek(offset)
+    left = outer.payload_length
+    while left:
+        data = stream.read(min(1 << 20, left))
+        if not data:
+            raise TruncatedError("truncated: the delta ends inside its payload")
+        hasher.update(data)
+        left -= len(data)
+    if not hmac.compare_digest(hasher.digest(), outer.payload_digest.value):
+        raise DigestMismatchError("the delta's payload does not match its digest")
+
+
+def _read_container_header(
+    stream: BinaryIO, offset: int, length: int, zdict: bytes, base_sha256: bytes
+) -> DeltaHeader:
     """Parse the container header from the payload only (never from the signature block)."""
     stream.seek(offset)
     window = io.BytesIO(stream.read(min(length, MAX_CONTAINER_HEADER)))
-    header = read_header(window)
+    header = read_header(window, zdict=zdict, base_sha256=base_sha256)
     stream.seek(offset + window.tell())
     return header
 
@@ -179,7 +212,13 @@ def reconstruct(
 ) -> Reconstruction:
     """Check the base (reads the old image, writes nothing), then return the new image's reader."""
     check_base(opened.header, old_length, read_at)
-    _read_container_header(stream, opened.payload_offset, opened.outer.payload_length)
+    _read_container_header(
+        stream,
+        opened.payload_offset,
+        opened.outer.payload_length,
+        opened.zdict,
+        opened.header.base_sha256,
+    )
     return Reconstruction(
         opened.header, stream, opened.payload_offset + opened.outer.payload_length, read_at
     )
