@@ -168,24 +168,6 @@ def metadata_json(meta: Any) -> dict[str, Any]:
     }
 
 
-def _verify_native(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[str, Any]:
-    from otaguard.image.envelope_verify import verify_stream
-
-    with open_input(opts["image"]) as stream:
-        result = verify_stream(
-            stream,
-            trusted,
-            threshold=opts["threshold"],
-            policy=policy(opts),
-            sink=sink,
-            digest_source=_digest_source(),
-        )
-    report = {"verified": True, "format": "native", "signed_by": list(result.signed_by)}
-    report.update(_chain_report(opts))
-    report.update(metadata_json(result.metadata))
-    return report
-
-
 def _inspect_native(opts: dict[str, Any]) -> dict[str, Any]:
     from otaguard.crypto.schemes import SignatureScheme
     from otaguard.image.envelope_verify import inspect_stream
@@ -209,24 +191,6 @@ def _inspect_native(opts: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- MCUboot ------------------------------------------------------------------------------
-
-
-def _verify_mcuboot(trusted: Any, opts: dict[str, Any], sink: BinaryIO | None) -> dict[str, Any]:
-    from otaguard.image.mcuboot_verify import verify_mcuboot
-
-    with open_input(opts["image"]) as stream:
-        result = verify_mcuboot(
-            stream,
-            trusted,
-            threshold=opts["threshold"],
-            policy=policy(opts, "mcuboot"),
-            sink=sink,
-            digest_source=_digest_source(),
-        )
-    report = {"verified": True, "format": "mcuboot", "signed_by": list(result.signed_by)}
-    report.update(_chain_report(opts))
-    report.update(_describe_mcuboot(result.image))
-    return report
 
 
 def _inspect_mcuboot(opts: dict[str, Any]) -> dict[str, Any]:
@@ -269,9 +233,32 @@ def _describe_mcuboot(image: Any) -> dict[str, Any]:
 def verified_report(opts: dict[str, Any], sink: BinaryIO | None = None) -> dict[str, Any]:
     """Verify ``opts["image"]`` (its payload to ``sink`` if given); raises if refused."""
     trusted = trust(opts)
-    if resolve_format(opts, opts["image"]) == "mcuboot":
-        return _verify_mcuboot(trusted, opts, sink)
-    return _verify_native(trusted, opts, sink)
+    fmt = resolve_format(opts, opts["image"])
+    verify_image: Callable[..., Any]
+    if fmt == "mcuboot":
+        from otaguard.image.mcuboot_verify import verify_mcuboot as verify_image
+
+        def describe(result: Any) -> dict[str, Any]:
+            return _describe_mcuboot(result.image)
+    else:
+        from otaguard.image.envelope_verify import verify_stream as verify_image
+
+        def describe(result: Any) -> dict[str, Any]:
+            return metadata_json(result.metadata)
+
+    with open_input(opts["image"]) as stream:
+        result = verify_image(
+            stream,
+            trusted,
+            threshold=opts["threshold"],
+            policy=policy(opts, fmt),
+            sink=sink,
+            digest_source=_digest_source(),
+        )
+    report = {"verified": True, "format": fmt, "signed_by": list(result.signed_by)}
+    report.update(_chain_report(opts))
+    report.update(describe(result))
+    return report
 
 
 def verify(opts: dict[str, Any], echo: Echo) -> None:
