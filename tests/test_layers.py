@@ -11,6 +11,7 @@ SRC = Path(otaguard.__file__).parent
 RANK = {
     "errors": 0,
     "_atomic": 0,
+    "_files": 0,
     "crypto": 1,
     "image": 2,
     "pki": 2,

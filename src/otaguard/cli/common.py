@@ -5,21 +5,8 @@ from __future__ import annotations
 import os
 
 from otaguard.crypto.keys import PrivateKey, PublicKey, load_private_key, load_public_key
-from otaguard.errors import KeyLoadError, StorageError, UsageError
-
-MAX_KEY_FILE = 1 << 20
-
-
-def read_small_file(path: str, what: str, limit: int = MAX_KEY_FILE) -> bytes:
-    """Read a file that must be small (keys, certificates); refuse huge ones."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise StorageError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    if len(data) > limit:
-        raise UsageError(f"{what} {path} is larger than {limit} bytes")
-    return data
+from otaguard.crypto.loader import read_key_file
+from otaguard.errors import KeyLoadError, UsageError
 
 
 def passphrase_from_env(var: str | None) -> bytes | None:
@@ -35,7 +22,7 @@ def passphrase_from_env(var: str | None) -> bytes | None:
 
 
 def load_private_key_file(path: str, passphrase: bytes | None) -> PrivateKey:
-    data = read_small_file(path, "key file")
+    data = read_key_file(path)
     try:
         return load_private_key(data, passphrase)
     except KeyLoadError as exc:
@@ -43,7 +30,7 @@ def load_private_key_file(path: str, passphrase: bytes | None) -> PrivateKey:
 
 
 def load_public_key_file(path: str) -> PublicKey:
-    data = read_small_file(path, "key file")
+    data = read_key_file(path)
     try:
         return load_public_key(data)
     except KeyLoadError as exc:

@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import click
 
+from otaguard._files import read_bounded
+from otaguard.crypto.loader import MAX_KEY_FILE
 from otaguard.errors import RejectedError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -151,7 +153,6 @@ def device() -> None:
 @click.option("--region", default=None, help="The device's region (checked against chains).")
 def init(directory: Path, **opts: Any) -> None:
     """Manufacture a device in DIRECTORY: blank flash, anchors in OTP, counters at 0."""
-    from otaguard.cli.common import read_small_file
     from otaguard.device.geometry import preset
     from otaguard.device.model import MAIN, Component, DeviceConfig
     from otaguard.device.store import init_device, parse_anchor
@@ -171,7 +172,7 @@ def init(directory: Path, **opts: Any) -> None:
     anchors = []
     for path in opts["trusted_keys"]:
         try:
-            anchors.append(parse_anchor(read_small_file(path, "trusted key")))
+            anchors.append(parse_anchor(read_bounded(path, MAX_KEY_FILE, "trusted key")))
         except KeyLoadError as exc:
             raise KeyLoadError(f"{path}: {exc}") from exc
     config = DeviceConfig(
@@ -386,10 +387,11 @@ def reject_cmd(directory: Path) -> None:
 @click.argument("message", type=click.Path(dir_okay=False, exists=True))
 def rotate_anchor_cmd(directory: Path, message: str) -> None:
     """Accept a new root through a rotation message signed by a root the device trusts."""
-    from otaguard.cli.common import read_small_file
     from otaguard.device.store import rotate_anchor
 
-    subject, epoch = rotate_anchor(directory, read_small_file(message, "rotation message"))
+    subject, epoch = rotate_anchor(
+        directory, read_bounded(message, MAX_KEY_FILE, "rotation message")
+    )
     click.echo(f"anchored {subject}; key epoch now {epoch}: older roots are retired")
 
 
@@ -548,12 +550,11 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
 )
 def learn_crl_cmd(directory: Path, crl: str, issuer_chain: str | None) -> None:
     """Store a revocation list signed by a CA under the device's anchored roots."""
-    from otaguard.cli.common import read_small_file
     from otaguard.device.store import load_crls, open_device, save_crls
     from otaguard.pki.crl_store import learn_crl
     from otaguard.pki.store import read_certs
 
-    data = read_small_file(crl, "CRL")
+    data = read_bounded(crl, MAX_KEY_FILE, "CRL")
     chain = read_certs(issuer_chain, "issuer chain") if issuer_chain else []
     with open_device(directory) as dev:
         roots = dev.trust.anchored_roots()

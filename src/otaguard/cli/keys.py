@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from otaguard.cli.common import load_private_key_file, passphrase_from_env, read_small_file
+from otaguard.cli.common import load_private_key_file, passphrase_from_env
+from otaguard.crypto.loader import read_key_file
 
 if TYPE_CHECKING:
     from otaguard.crypto.keys import PublicKey
@@ -87,7 +88,7 @@ def _public_key_of(spec: str, passphrase_env: str | None) -> PublicKey:
     if is_pkcs11_uri(spec):
         with Pkcs11Signer(spec) as signer:
             return signer.public_key
-    data = read_small_file(spec, "key file")
+    data = read_key_file(spec)
     if b"PRIVATE KEY" in data or passphrase_env:
         return load_private_key_file(spec, passphrase_from_env(passphrase_env)).public_key()
     try:

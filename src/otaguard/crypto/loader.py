@@ -6,23 +6,17 @@ key can be used wherever a key file can, with nothing else to change.
 
 from __future__ import annotations
 
+from otaguard._files import read_bounded
 from otaguard.crypto.keys import load_private_key
 from otaguard.crypto.pkcs11 import Pkcs11Signer, is_pkcs11_uri
 from otaguard.crypto.signer import KeySigner, Signer
-from otaguard.errors import KeyLoadError, StorageError, UsageError
+from otaguard.errors import KeyLoadError
 
 MAX_KEY_FILE = 1 << 20
 
 
 def read_key_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise StorageError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_KEY_FILE:
-        raise UsageError(f"key file {path} is larger than {MAX_KEY_FILE} bytes")
-    return data
+    return read_bounded(path, MAX_KEY_FILE, "key file")
 
 
 def load_signer(spec: str, passphrase: bytes | None = None) -> Signer:

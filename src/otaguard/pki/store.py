@@ -27,11 +27,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otaguard._atomic import write_atomic
+from otaguard._files import read_bounded
 from otaguard.crypto.loader import load_signer
 from otaguard.errors import StorageError, UsageError
 from otaguard.pki.issue import Issuer, Revocation
 
 MAX_PEM = 1 << 20
+#: A CRL of a million revocations is ~40 MB; anything larger is not a CRL we issued.
+MAX_CRL = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,7 @@ def pem(certs: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
 def read_certs(
     path: str | os.PathLike[str], what: str = "certificate file"
 ) -> list[x509.Certificate]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_PEM + 1)
-    except OSError as exc:
-        raise StorageError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_PEM:
-        raise UsageError(f"{what} {path} is too large")
+    data = read_bounded(path, MAX_PEM, what)
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -70,10 +67,7 @@ def read_certs(
 
 
 def read_crl(path: str | os.PathLike[str]) -> x509.CertificateRevocationList:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot read CRL {path}: {exc.strerror or exc}") from exc
+    data = read_bounded(path, MAX_CRL, "CRL")
     try:
         return (
             x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)

@@ -32,6 +32,7 @@ from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
 
 from otaguard._atomic import write_atomic
+from otaguard._files import read_bounded
 from otaguard.errors import MalformedError, StorageError, UsageError
 from otaguard.repo.trust import ROOT_MAX_LENGTH, TARGETS_MAX_LENGTH
 
@@ -128,14 +129,7 @@ class Layout:
 
     @staticmethod
     def read_bytes(path: Path, limit: int = MAX_METADATA_FILE) -> bytes:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read(limit + 1)
-        except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if len(data) > limit:
-            raise MalformedError(f"{path} is larger than {limit} bytes")
-        return data
+        return read_bounded(path, limit, too_large=MalformedError)
 
     def load(self, path: Path, role: str) -> Metadata[Any]:
         """Parse ``path`` as metadata of ``role``'s type (targets for delegated roles)."""
