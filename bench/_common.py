@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def quick() -> bool:
@@ -99,3 +100,12 @@ def interleaved(*argvs: list[str], runs: int = RUNS) -> list[Timing]:
         for argv, mine in zip(argvs, samples, strict=True):
             mine.append(wall(argv))
     return [Timing(statistics.median(s), min(s), max(s)) for s in samples]
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """XOR one byte in place (calling it twice restores the file)."""
+    with path.open("r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x01]))

@@ -28,7 +28,6 @@ MIB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
 _RUNNER = (
     "import sys; sys.path.insert(0, {src!r}); from otaguard.cli import main as m; "
-    "m.LAZY_COMMANDS.setdefault('delta', 'otaguard.cli.delta_cmd:delta'); "
     "sys.exit(m.run(sys.argv[1:]))"
 )
 _BASELINE = (

@@ -17,7 +17,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import RUNS, BenchFailed, CommandFailed, check, interleaved, last_line, quick
+from _common import (
+    RUNS,
+    BenchFailed,
+    CommandFailed,
+    check,
+    flip_byte,
+    interleaved,
+    last_line,
+    quick,
+)
 
 TITLE = "Native envelope: verify throughput and peak RSS"
 
@@ -90,15 +99,6 @@ def write_random(path: Path, size: int) -> None:
             n = min(chunk, left)
             f.write(os.urandom(n))
             left -= n
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    """XOR one byte in place (calling it twice restores the file)."""
-    with path.open("r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x01]))
 
 
 def met(ok: bool) -> str:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import RUNS, BenchFailed, CommandFailed, Timing, check, interleaved, quick
+from _common import RUNS, BenchFailed, CommandFailed, Timing, check, flip_byte, interleaved, quick
 
 TITLE = "MCUboot: verify against imgtool"
 
@@ -25,15 +25,6 @@ SPEEDUP_GOAL = 1.5
 HEADER_SIZE = 0x200
 ALGORITHMS = ("ecdsa-p256", "ed25519", "rsa-3072")
 TIMEOUT = 600
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    """XOR one byte in place (calling it twice restores the file)."""
-    with path.open("r+b") as f:
-        f.seek(offset)
-        b = f.read(1)
-        f.seek(offset)
-        f.write(bytes([b[0] ^ 0x01]))
 
 
 def public_key(key: Path, pub: Path) -> str:

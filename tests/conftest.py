@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
-from helpers import ALL_KEY_TYPES, cached_key
+from helpers import ALL_KEY_TYPES, CliResult, cached_key
+from otaguard.cli.main import run
 from otaguard.crypto.keys import PrivateKey
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run ``otaguard ARGS...`` in process, through the real entry (fast path included)."""
+
+    def invoke(*args: str | Path) -> CliResult:
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
 
 
 @pytest.fixture(params=ALL_KEY_TYPES, ids=[k.value for k in ALL_KEY_TYPES])

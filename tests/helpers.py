@@ -7,6 +7,7 @@ distinct keys ask for ``fresh_key``.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
 
 from otaguard.crypto.keys import KeyType, PrivateKey, generate_private_key
@@ -59,3 +60,19 @@ def verify_bytes(
     return verify_stream(
         io.BytesIO(image), trusted, threshold=threshold, policy=policy or ImagePolicy()
     )
+
+
+class CliResult:
+    """What one in-process ``otaguard`` run gave: exit code, stdout, stderr."""
+
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.out)  # type: ignore[no-any-return]
+
+
+def assert_one_line(err: str) -> None:
+    """An otaguard error: exactly one line on stderr, never a traceback."""
+    assert err.count("\n") == 1 and err.startswith("otaguard: ") and "Traceback" not in err, err

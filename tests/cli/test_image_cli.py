@@ -11,24 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from otaguard.cli.main import run
+from helpers import assert_one_line
 
 OTAGUARD = [sys.executable, "-m", "otaguard.cli.main"]
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    def invoke(*args: str | Path) -> Result:
-        code = run([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
 
 
 @pytest.fixture
@@ -80,11 +65,6 @@ def signed(tmp_path: Path, cli, keys) -> Path:  # type: ignore[no-untyped-def]
     return image
 
 
-def _one_line(err: str) -> None:
-    assert err.count("\n") == 1 and err.startswith("otaguard: "), err
-    assert "Traceback" not in err
-
-
 def test_key_generate_is_private_and_encrypted(tmp_path: Path, cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("PW", "s3cret")
     key = tmp_path / "k.pem"
@@ -99,7 +79,7 @@ def test_key_generate_is_private_and_encrypted(tmp_path: Path, cli, monkeypatch)
     assert (tmp_path / "k.pub").read_bytes().startswith(b"-----BEGIN PUBLIC KEY")
     no_pw = cli("key", "public", key)
     assert no_pw.code == 2 and "encrypted" in no_pw.err
-    _one_line(no_pw.err)
+    assert_one_line(no_pw.err)
     monkeypatch.delenv("PW")
     assert (
         cli(
@@ -155,7 +135,7 @@ def test_policy_rejections_name_the_check(cli, keys, signed, extra, check) -> No
     )
     assert result.code == 1
     assert f"rejected ({check})" in result.err
-    _one_line(result.err)
+    assert_one_line(result.err)
 
 
 def test_unknown_key_signature_digest_truncated(tmp_path: Path, cli, keys, signed) -> None:  # type: ignore[no-untyped-def]
@@ -251,7 +231,7 @@ def test_usage_errors_exit_2(tmp_path: Path, cli, keys, signed) -> None:  # type
     for args in cases:
         result = cli(*args)
         assert result.code == 2, (args, result.err)
-        _one_line(result.err)
+        assert_one_line(result.err)
     assert not (tmp_path / "o.img").exists()
 
 

@@ -13,9 +13,7 @@ from otaguard.cli import main as cli_main
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    monkeypatch.setitem(cli_main.LAZY_COMMANDS, "delta", "otaguard.cli.delta_cmd:delta")
-
+def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     def invoke(*args: object) -> tuple[int, str, str]:
         code = cli_main.run([str(a) for a in args])
         out, err = capsys.readouterr()

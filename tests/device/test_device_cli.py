@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -11,33 +10,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from helpers import assert_one_line
 from helpers_pki import DAY, NOW, der, make_pki, sign_image
-from otaguard.cli.main import run
 from otaguard.crypto.keys import public_key_pem
 from otaguard.pki.issue import Revocation, build_crl
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def json(self) -> dict:  # type: ignore[type-arg]
-        return json.loads(self.out)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    def invoke(*args: str | Path) -> Result:
-        code = run([str(a) for a in args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
-
-
-def _one_line(err: str) -> None:
-    assert err.count("\n") == 1 and err.startswith("otaguard: ") and "Traceback" not in err, err
 
 
 @pytest.fixture
@@ -108,7 +84,7 @@ def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) ->
         assert cli("device", step[0], dev, *step[1:]).code == 0
     rollback = cli("device", "install", dev, files["v1"])
     assert rollback.code == 1 and "rejected (security-counter)" in rollback.err
-    _one_line(rollback.err)
+    assert_one_line(rollback.err)
     forged = tmp_path / "forged.img"
     forged.write_bytes(kit.image(9, keys=[cached_key(KeyType.ED25519, 7)]))
     refused = cli("device", "install", dev, forged)
@@ -128,7 +104,7 @@ def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) ->
     recovery = cli("device", "boot", dev, "--json")
     assert recovery.code == 1 and recovery.json["state"] == "recovery"
     assert "rejected (recovery)" in recovery.err
-    _one_line(recovery.err)
+    assert_one_line(recovery.err)
     confirm = cli("device", "confirm", dev)
     assert confirm.code == 2 and "boot it first" in confirm.err
     for args in (
@@ -151,7 +127,7 @@ def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) ->
     ):
         result = cli(*args)
         assert result.code == 2, (args, result.err)
-        _one_line(result.err)
+        assert_one_line(result.err)
 
 
 def test_fuse_budget_through_the_cli(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
@@ -268,4 +244,4 @@ def test_subprocess_entry_point_has_no_traceback(tmp_path: Path, files) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    _one_line(proc.stderr)
+    assert_one_line(proc.stderr)

@@ -31,6 +31,7 @@ import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from tuf.api import exceptions as tuf_exceptions
 from tuf.api.metadata import Metadata, Root, TargetFile, Targets
@@ -74,18 +75,32 @@ class Instruction:
     target: TargetFile  # as the image repository describes it
 
 
+_Signed = TypeVar("_Signed", Root, Targets)
+
+
+def _parse(data: bytes, kind: type[_Signed], what: str) -> Metadata[_Signed]:
+    """Metadata of exactly ``kind`` (a targets file offered as root is malformed, not root)."""
+    try:
+        metadata = Metadata[kind].from_bytes(data)  # type: ignore[valid-type]
+    except DeserializationError as exc:
+        raise MalformedError(f"{what}: {exc}") from exc
+    if not isinstance(metadata.signed, kind):
+        raise MalformedError(f"{what} is not {kind.type} metadata")
+    return metadata
+
+
+def _signed_by(metadata: Metadata[Any], delegator: Root, what: str) -> None:
+    """``delegator``'s threshold of keys for the role has signed ``metadata``."""
+    try:
+        delegator.verify_delegate(metadata.signed.type, metadata.signed_bytes, metadata.signatures)
+    except tuf_exceptions.UnsignedMetadataError as exc:
+        raise SignatureError(f"{what}: {exc}") from exc
+
+
 def load_director_root(data: bytes) -> Root:
     """The vehicle's trusted director root (provisioned at the factory)."""
-    try:
-        metadata = Metadata[Root].from_bytes(data)
-    except DeserializationError as exc:
-        raise MalformedError(f"director root: {exc}") from exc
-    if not isinstance(metadata.signed, Root):
-        raise MalformedError("director root is not root metadata")
-    try:
-        metadata.signed.verify_delegate("root", metadata.signed_bytes, metadata.signatures)
-    except tuf_exceptions.UnsignedMetadataError as exc:
-        raise SignatureError(f"director root is not signed by its own keys: {exc}") from exc
+    metadata = _parse(data, Root, "director root")
+    _signed_by(metadata, metadata.signed, "director root is not signed by its own keys")
     return metadata.signed
 
 
@@ -101,16 +116,8 @@ def verify_director(
     """Step 1: the director's targets metadata for this check-in."""
     if len(data) > MAX_DIRECTOR_BYTES:
         raise MalformedError(f"director metadata larger than {MAX_DIRECTOR_BYTES} bytes")
-    try:
-        metadata = Metadata[Targets].from_bytes(data)
-    except DeserializationError as exc:
-        raise MalformedError(f"director metadata: {exc}") from exc
-    if not isinstance(metadata.signed, Targets):
-        raise MalformedError("director metadata is not targets metadata")
-    try:
-        root.verify_delegate("targets", metadata.signed_bytes, metadata.signatures)
-    except tuf_exceptions.UnsignedMetadataError as exc:
-        raise SignatureError(f"director metadata: {exc}") from exc
+    metadata = _parse(data, Targets, "director metadata")
+    _signed_by(metadata, root, "director metadata")
     targets = metadata.signed
     if targets.is_expired(now):
         raise FreezeError(f"director metadata expired at {targets.expires.isoformat()}")
