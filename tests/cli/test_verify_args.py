@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from helpers import cached_key, make_image
 from otaguard.cli import fastpath, images, verify_args
-from otaguard.cli.main import cli as click_group
+from otaguard.cli.main import run_click
 from otaguard.crypto.keys import KeyType, public_key_pem
 
 WORKDIR = Path(__file__).resolve().parent
@@ -133,13 +133,7 @@ def _both_ways(
     code = fastpath.run(plain)
     assert code is not None
     fast = (code, *capsys.readouterr())
-    try:
-        result = click_group.main(args=unusual, prog_name="otaguard", standalone_mode=False)
-        slow_code = 0 if result is None else int(result)
-    except Exception as exc:
-        from otaguard.cli.reporting import report
-
-        slow_code = report(exc)
+    slow_code = run_click(unusual)
     return fast, (slow_code, *capsys.readouterr())
 
 

@@ -36,9 +36,9 @@ def main() -> None:
     try:
         code = fastpath.run(argv)
         if code is None:
-            from otaguard.cli.main import run
+            from otaguard.cli.main import run_click
 
-            code = run(argv)
+            code = run_click(argv)
         elif job is None or job.done:
             _exit_now(code)
     finally:

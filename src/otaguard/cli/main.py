@@ -66,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     code = fastpath.run(args)
-    if code is not None:
-        return code
+    return run_click(args) if code is None else code
+
+
+def run_click(args: list[str]) -> int:
+    """The command line through click (what the fast path leaves to it)."""
     try:
         result = cli.main(args=args, prog_name="otaguard", standalone_mode=False)
         return int(result) if isinstance(result, int) else EXIT_OK
