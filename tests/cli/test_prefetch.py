@@ -10,11 +10,24 @@ from pathlib import Path
 import pytest
 
 from helpers import cached_key, make_image
-from otaguard.cli import prefetch
+from otaguard.cli import prefetch, verify_args
 from otaguard.crypto.keys import KeyType, public_key_pem
 
 ENTRY = [sys.executable, "-c", "from otaguard.cli.entry import main; main()"]
 BIG = prefetch.MIN_PAYLOAD + 12345
+
+
+def _image(argv: list[str]) -> str | None:
+    opts = verify_args.parse(argv)  # as the console entry does
+    return None if opts is None else opts["image"]
+
+
+def _guess(argv: list[str]) -> prefetch._Range | None:
+    return prefetch._guess_range(_image(argv))
+
+
+def _start(argv: list[str]) -> prefetch.Job | None:
+    return prefetch.start(_image(argv))
 
 
 @pytest.fixture(scope="module")
@@ -46,27 +59,27 @@ def test_console_entry_verifies_and_rejects(big: dict[str, Path]) -> None:
 
 def test_guess_only_for_verify_of_one_large_native_image(big: dict[str, Path]) -> None:
     image, pub = str(big["image"]), str(big["pub"])
-    guess = prefetch._guess_range(["verify", "--trusted-key", pub, "--json", image])
+    guess = _guess(["verify", "--trusted-key", pub, "--json", image])
     assert guess is not None and guess.path == image and guess.length == BIG
-    assert prefetch._guess_range(["extract", "--trusted-key", pub, image, "out"]) is None
-    assert prefetch._guess_range(["verify", "--trusted-key", pub]) is None
-    assert prefetch._guess_range(["verify", str(big["pub"])]) is None  # not an image
+    assert _guess(["extract", "--trusted-key", pub, image, "out"]) is None
+    assert _guess(["verify", "--trusted-key", pub]) is None
+    assert _guess(["verify", str(big["pub"])]) is None  # not an image
 
 
 def test_digest_is_used_only_for_the_same_file_and_range(big: dict[str, Path]) -> None:
-    job = prefetch.start(["verify", "--trusted-key", str(big["pub"]), str(big["image"])])
+    job = _start(["verify", "--trusted-key", str(big["pub"]), str(big["image"])])
     assert job is not None
     other = big["dir"] / "copy.img"
     other.write_bytes(big["image"].read_bytes())
-    guess = prefetch._guess_range(["verify", str(big["image"])])
+    guess = _guess(["verify", str(big["image"])])
     assert guess is not None
     with other.open("rb") as stream:  # same bytes, another file: not used
         assert job.digest_for(stream, guess.offset, guess.length, guess.algorithm) is None
-    job = prefetch.start(["verify", str(big["image"])])
+    job = _start(["verify", str(big["image"])])
     assert job is not None
     with big["image"].open("rb") as stream:  # same file, another range: not used
         assert job.digest_for(stream, guess.offset, guess.length - 1, guess.algorithm) is None
-    job = prefetch.start(["verify", str(big["image"])])
+    job = _start(["verify", str(big["image"])])
     assert job is not None
     with big["image"].open("rb") as stream:
         digest = job.digest_for(stream, guess.offset, guess.length, guess.algorithm)
@@ -74,7 +87,7 @@ def test_digest_is_used_only_for_the_same_file_and_range(big: dict[str, Path]) -
 
     data = big["image"].read_bytes()[guess.offset : guess.offset + guess.length]
     assert digest == hashlib.sha256(data).digest()
-    job = prefetch.start(["verify", str(big["image"])])
+    job = _start(["verify", str(big["image"])])
     assert job is not None
     job.cancel()  # an unused child is killed and reaped
     with pytest.raises(ChildProcessError):
@@ -89,7 +102,7 @@ def test_mcuboot_prefetch_verifies_and_rejects(tmp_path: Path) -> None:
     image.write_bytes(sign_bytes(os.urandom(BIG), [key], tmp_path))
     pub = tmp_path / "k.pub"
     pub.write_bytes(public_key_pem(key.public_key()))
-    guess = prefetch._guess_range(["verify", "--trusted-key", str(pub), str(image)])
+    guess = _guess(["verify", "--trusted-key", str(pub), str(image)])
     assert guess is not None and guess.offset == 0 and guess.algorithm == "sha256"
     assert _verify("--trusted-key", pub, image).returncode == 0
     data = bytearray(image.read_bytes())

@@ -29,18 +29,20 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> None:
-    from otaguard.cli import fastpath, prefetch
+    from otaguard.cli import fastpath, prefetch, verify_args
 
     argv = sys.argv[1:]
-    job = prefetch.start(argv)
+    opts = verify_args.parse(argv)  # a plain verify, or None: everything else is click's
+    job = prefetch.start(None if opts is None else opts["image"])
     try:
-        code = fastpath.run(argv)
-        if code is None:
+        if opts is None:
             from otaguard.cli.main import run_click
 
             code = run_click(argv)
-        elif job is None or job.done:
-            _exit_now(code)
+        else:
+            code = fastpath.run_parsed(opts)
+            if job is None or job.done:
+                _exit_now(code)
     finally:
         if job is not None:
             job.cancel()

@@ -13,6 +13,10 @@ import sys
 
 from otaguard.cli import verify_args
 
+TYPE_CHECKING = False  # typing costs ~8 ms to import: keep it off the start-up path
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def _echo(line: str) -> None:
     sys.stdout.write(line + "\n")
@@ -22,8 +26,11 @@ def _echo(line: str) -> None:
 def run(argv: list[str]) -> int | None:
     """The exit code of ``otaguard verify ...``, or ``None`` if click must handle ``argv``."""
     opts = verify_args.parse(argv)
-    if opts is None:
-        return None
+    return None if opts is None else run_parsed(opts)
+
+
+def run_parsed(opts: dict[str, Any]) -> int:
+    """``otaguard verify`` with the options :func:`verify_args.parse` returned."""
     from otaguard.cli import reporting
 
     try:

@@ -86,13 +86,10 @@ class Job:
         return None
 
 
-def _guess_range(argv: list[str]) -> _Range | None:
-    from otaguard.cli import verify_args
-
-    opts = verify_args.parse(argv)  # None: click will parse it; no prefetch then
-    if opts is None:
+def _guess_range(image: str | None) -> _Range | None:
+    if image is None:  # not a plain verify: click will parse it; no prefetch then
         return None
-    path = opts["image"]
+    path = image
     try:
         with open(path, "rb") as handle:
             head = handle.read(64)
@@ -139,9 +136,13 @@ def _child(job: _Range, write_fd: int) -> None:
     os.write(write_fd, line.encode())
 
 
-def start(argv: list[str]) -> Job | None:
-    """Fork the hashing child for ``otaguard verify IMAGE`` of a large native image."""
-    job = _guess_range(argv)
+def start(image: str | None) -> Job | None:
+    """Fork the hashing child for ``otaguard verify IMAGE`` of a large image.
+
+    ``image`` is the IMAGE of a plain verify command line (``verify_args.parse``), or
+    ``None`` for anything else.
+    """
+    job = _guess_range(image)
     if job is None or not hasattr(os, "fork"):
         return None
     read_fd, write_fd = os.pipe()
