@@ -84,3 +84,55 @@ def resign(key: PrivateKey, delta: bytes, container: bytes, **override: object) 
 
 def sha_digest(value: bytes) -> Digest:
     return Digest(HashAlgorithm.SHA256, value)
+
+
+def code_layout(arch: str, seed: int, grow: int = 0, functions: int = 80) -> tuple[bytes, int]:
+    """Machine-code-like bytes.
+
+    Functions of compiler-like filler (a few recurring 16-bit instructions) that call
+    each other: ``arch`` "thumb2" (BL, even offsets) or "x86_64" (E8 call rel32).
+    ``grow`` bytes (rounded down to even for Thumb) are inserted at the end of the
+    middle function's body, so every later function moves: what a small fix does to
+    firmware. Returns the image and where the bytes went in.
+    """
+    from otaguard.delta.predict import _thumb_encode
+
+    rnd = random.Random(seed)
+    vocabulary = [rnd.randrange(0x2000, 0x4800).to_bytes(2, "little") for _ in range(VOCAB)]
+    bodies = [
+        b"".join(rnd.choice(vocabulary) for _ in range(rnd.randrange(8, 48)))
+        for _ in range(functions)
+    ]
+    calls = [[rnd.randrange(functions) for _ in range(rnd.randrange(1, 5))] for _ in bodies]
+    if arch == "thumb2":
+        grow -= grow % 2
+    grown = functions // 2
+    grown_at = sum(len(b) for b in bodies[: grown + 1]) + (4 if arch == "thumb2" else 5) * sum(
+        len(c) for c in calls[:grown]
+    )
+    if grow:
+        bodies[grown] += random.Random(seed + 1).randbytes(grow)
+    width = 4 if arch == "thumb2" else 5
+    starts, at = [], 0
+    for body, callees in zip(bodies, calls, strict=True):
+        starts.append(at)
+        at += len(body) + width * len(callees)
+    out = bytearray()
+    for body, callees in zip(bodies, calls, strict=True):
+        out += body
+        for callee in callees:
+            offset = starts[callee] - (len(out) + width)
+            if arch == "thumb2":
+                encoded = _thumb_encode(0xF000, 0xD000, offset)
+                assert encoded is not None
+                out += encoded
+            else:
+                out += b"\xe8" + offset.to_bytes(4, "little", signed=True)
+    return bytes(out), grown_at
+
+
+VOCAB = 24
+
+
+def code_image(arch: str, seed: int, grow: int = 0, functions: int = 80) -> bytes:
+    return code_layout(arch, seed, grow, functions)[0]

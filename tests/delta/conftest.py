@@ -7,7 +7,7 @@ import random
 import pytest
 
 from helpers import cached_key, make_image
-from helpers_delta import HW, Pair, edit
+from helpers_delta import HW, Pair, code_image, edit
 from otaguard.crypto.keys import KeyType, PrivateKey
 
 
@@ -23,5 +23,21 @@ def pair(key: PrivateKey) -> Pair:
     old = make_image(payload, [key], version="1.4.0", security_counter=7, hardware_ids=(HW,))
     new = make_image(
         edit(payload, 1), [key], version="1.5.0", security_counter=8, hardware_ids=(HW,)
+    )
+    return Pair(key, old, new)
+
+
+@pytest.fixture(scope="session")
+def code_pair(key: PrivateKey) -> Pair:
+    """Thumb-2 firmware-like images, the new one with a function grown by 6 bytes."""
+    old = make_image(
+        code_image("thumb2", 3), [key], version="1.4.0", security_counter=7, hardware_ids=(HW,)
+    )
+    new = make_image(
+        code_image("thumb2", 3, grow=6),
+        [key],
+        version="1.5.0",
+        security_counter=8,
+        hardware_ids=(HW,),
     )
     return Pair(key, old, new)

@@ -12,7 +12,8 @@ from pathlib import Path
 from helpers import make_image
 from helpers_delta import HW, make_delta
 from otaguard.crypto.keys import PrivateKey
-from otaguard.delta.format import CHUNK_HASH, HEAD
+from otaguard.delta.format import CHUNK_HASH, HEAD, HEADERS_HASH, MAX_PREDICTED
+from otaguard.delta.predict import MAX_SEGMENTS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "delta.md"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -64,7 +65,10 @@ def test_apply_memory_is_independent_of_image_size(tmp_path: Path, key: PrivateK
 
 def test_documented_layout_matches_the_code() -> None:
     text = DOC.read_text()
-    assert HEAD.size == 59 and "| 59 | 1-10 | M:" in text
-    assert CHUNK_HASH == 32 and "(N - 1) x 32" in text
-    assert re.search(r"\| 0 \| 8 \| magic `OTADELTA`", text)
+    assert HEAD.size == 11 and "| 11 | 1-10 | base length: varint" in text
+    assert HEADERS_HASH == 16 and "| ... | 16 | SHA-256 of the new image's preamble" in text
+    assert CHUNK_HASH == 16 and "(N - 1) x 16" in text
+    assert re.search(r"\| 0 \| 4 \| magic `OTAD`", text)
+    assert MAX_SEGMENTS == 1 << 16 and "at most 65,536" in text
+    assert MAX_PREDICTED == 1 << 22 and "4 MiB" in text
     assert os.path.exists(DOC)

@@ -45,7 +45,7 @@ def test_mutated_containers(pair: Pair, data: st.DataObject) -> None:
 @given(blob=st.binary(max_size=400))
 def test_random_bytes_as_container_header(blob: bytes) -> None:
     try:
-        read_header(io.BytesIO(b"OTADELTA" + blob))
+        read_header(io.BytesIO(b"OTAD\x03" + blob))
     except RejectedError:
         pass
 

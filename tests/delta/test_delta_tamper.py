@@ -13,12 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import make_image
+from helpers import make_image, verify_bytes
 from helpers_delta import HW, Pair, apply_bytes, container_of, resign, sha_digest
 from otaguard.delta import open_delta, reconstruct
 from otaguard.delta.format import (
+    CHUNK_HASH,
     FLAG_FULL,
     HEAD,
+    HEADERS_HASH,
     DeltaHeader,
     DiffCoding,
     Filter,
@@ -29,7 +31,9 @@ from otaguard.delta.format import (
     header_dictionary,
     lzma_filters,
     read_header,
+    uvarint,
 )
+from otaguard.delta.predict import Arch
 from otaguard.errors import (
     DigestMismatchError,
     MalformedError,
@@ -57,7 +61,7 @@ def zdict_of(delta: bytes) -> bytes:
 def parse(container: bytes, zdict: bytes) -> Parts:
     stream = io.BytesIO(container)
     head = read_header(stream, zdict=zdict)
-    table = [stream.read(32) for _ in range(head.table_length // 32)]
+    table = [stream.read(CHUNK_HASH) for _ in range(head.table_length // CHUNK_HASH)]
     lengths = (head.control_length, head.diff_length, head.extra_length)
     streams = [stream.read(n) for n in lengths]
     assert not stream.read()
@@ -136,18 +140,39 @@ def length_field(**changes: int) -> Callable[..., bytes]:
     return mutate
 
 
+def _blob_at(head: DeltaHeader) -> int:
+    """Offset of the deflated new image header's length (after the fixed fields)."""
+    return HEAD.size + len(uvarint(head.base_length)) + HEADERS_HASH
+
+
 def blob_edit(fn: Callable[[bytes], bytes]) -> Callable[..., bytes]:
     """Edit the deflated new image header (the bytes after the fixed fields and its length)."""
 
     def mutate(head, table, streams):  # type: ignore[no-untyped-def]
         raw = build(head, table, streams)
-        length, at = raw[HEAD.size], HEAD.size + 1
+        start = _blob_at(head)
+        length, at = raw[start], start + 1
         assert length < 0x80
         blob = fn(raw[at : at + length])
         assert len(blob) < 0x80
-        return raw[: HEAD.size] + bytes([len(blob)]) + blob + raw[at + length :]
+        return raw[:start] + bytes([len(blob)]) + blob + raw[at + length :]
 
     return mutate
+
+
+def blob_length(value: int) -> Callable[..., bytes]:
+    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+        raw = bytearray(build(head, table, streams))
+        raw[_blob_at(head)] = value
+        return bytes(raw)
+
+    return mutate
+
+
+def headers_digest_flipped(head, table, streams):  # type: ignore[no-untyped-def]
+    raw = bytearray(build(head, table, streams))
+    raw[_blob_at(head) - 1] ^= 1
+    return bytes(raw)
 
 
 def _control_of(pair: Pair) -> list[tuple[int, int, int]]:
@@ -162,29 +187,31 @@ def _full_reading_old(head, table, streams):  # type: ignore[no-untyped-def]
 
 CASES: dict[str, tuple[Callable[..., bytes], type[RejectedError]]] = {
     "bad magic": (lambda h, t, c: b"X" + build(h, t, c)[1:], MalformedError),
-    "version": (
-        lambda h, t, c: build(h, t, c)[:8] + b"\x00\x01" + build(h, t, c)[10:],
-        MalformedError,
-    ),
-    "unknown flag": (header_field(flags=0x8000), MalformedError),
-    "chunk size not a power of two": (header_field(chunk_size=5000), MalformedError),
-    "chunk size too large": (header_field(chunk_size=1 << 24), MalformedError),
+    "version 2": (raw_byte(4, 2), MalformedError),
+    "unknown flag": (header_field(flags=0x80), MalformedError),
+    "chunk size too small": (raw_byte(6, 11), MalformedError),
+    "chunk size too large": (raw_byte(6, 24), MalformedError),
+    "chunk size absurd": (raw_byte(6, 255), MalformedError),
     "base length too large": (header_field(base_length=1 << 60), MalformedError),
-    "unknown filter": (raw_byte(56, 9), MalformedError),
-    "unknown diff coding": (raw_byte(57, 2), MalformedError),
-    "dictionary larger than a chunk": (raw_byte(58, 23), MalformedError),
-    "dictionary too small": (raw_byte(58, 15), MalformedError),
+    "unknown filter": (raw_byte(7, 9), MalformedError),
+    "unknown diff coding": (raw_byte(8, 2), MalformedError),
+    "dictionary larger than a chunk": (raw_byte(9, 23), MalformedError),
+    "dictionary too small": (raw_byte(9, 15), MalformedError),
+    "unknown predictor": (raw_byte(10, 3), MalformedError),
+    "predictor phase out of range": (raw_byte(10, 0x41), MalformedError),
+    "phase without a predictor": (raw_byte(10, 0x10), MalformedError),
+    "predictor on a multi-chunk image": (header_field(predictor=Arch.X86_64), MalformedError),
     "new header cut": (header_field(new_signed=b"OTAGUARD"), MalformedError),
     "new signature block empty": (header_field(new_signatures=b""), MalformedError),
     "new header blob corrupt": (blob_edit(lambda b: bytes([b[0] ^ 0xFF]) + b[1:]), RejectedError),
     "new header blob cut": (blob_edit(lambda b: b[:-2]), MalformedError),
     "new header blob with trailing bytes": (blob_edit(lambda b: b + b"\x00"), MalformedError),
-    "new header blob huge": (raw_byte(59, 0xFF), MalformedError),
-    "target digest": (header_field(target_sha256=bytes(32)), DigestMismatchError),
+    "new header blob huge": (blob_length(0xFF), MalformedError),
+    "new header digest": (headers_digest_flipped, DigestMismatchError),
     "full flag over a diff stream": (header_field(flags=FLAG_FULL), MalformedError),
     "full flag over triples reading the old image": (_full_reading_old, MalformedError),
-    "output hash of the first chunk": (table_entry(0, bytes(32)), DigestMismatchError),
-    "output hash of a middle chunk": (table_entry(2, bytes(32)), DigestMismatchError),
+    "output hash of the first chunk": (table_entry(0, bytes(CHUNK_HASH)), DigestMismatchError),
+    "output hash of a middle chunk": (table_entry(2, bytes(CHUNK_HASH)), DigestMismatchError),
     "chunk table cut": (lambda h, t, c: build(h, t[:-1], c), MalformedError),
     "stream lengths past the container": (length_field(extra_length=1 << 30), TruncatedError),
     "stream lengths short of the container": (length_field(control_length=1), MalformedError),
@@ -416,11 +443,11 @@ def test_the_signed_base_is_the_one_checked(pair: Pair) -> None:
 def test_outer_metadata_must_match_the_image(pair: Pair) -> None:
     """Re-signed with other metadata: the header predicted from it (the deflate dictionary)
     changes too, so the rebuilt header either differs from the envelope or is not the one
-    the release keys signed -- refused either way, and unsigned, by the target digest."""
+    the release keys signed -- refused either way, and unsigned, by the header digest."""
     delta = pair.delta()
     for override in ({"version": "9.9.9"}, {"security_counter": 99}, {"hardware_ids": ("other",)}):
         forged = resign(pair.key, delta, container_of(delta), **override)
-        with pytest.raises((MalformedError, SignatureError)):
+        with pytest.raises((MalformedError, SignatureError, DigestMismatchError)):
             apply_bytes(pair.old, forged, pair.trusted)
         with pytest.raises((MalformedError, DigestMismatchError)):
             apply_bytes(pair.old, forged, None)
@@ -467,8 +494,11 @@ def test_inner_signature_is_checked_before_anything(pair: Pair) -> None:
     delta = rebuild(pair, mutate)
     with pytest.raises(SignatureError):
         apply_bytes(pair.old, delta, pair.trusted)
-    with pytest.raises(DigestMismatchError):  # unauthenticated: the target digest still binds it
-        apply_bytes(pair.old, delta, None)
+    # unauthenticated (no trusted key) checks no signature, as documented: whoever made the
+    # delta made the image, so what comes out must be verified -- and is refused there
+    rebuilt = apply_bytes(pair.old, delta, None)
+    with pytest.raises(SignatureError):
+        verify_bytes(rebuilt, [pair.key])
 
 
 def test_inner_image_must_be_full_and_of_the_right_length(pair: Pair) -> None:
@@ -506,7 +536,8 @@ def test_base_digest_is_the_sha256_of_the_old_file(pair: Pair) -> None:
     opened = open_delta(io.BytesIO(delta), pair.trusted)
     assert opened.header.base_sha256 == hashlib.sha256(pair.old).digest()
     assert opened.outer.delta_base == sha_digest(hashlib.sha256(pair.old).digest())
-    assert opened.header.target_sha256 == hashlib.sha256(pair.new).digest()
+    _signed, new_meta = read_protected(io.BytesIO(pair.new))
+    assert opened.header.payload_digest == new_meta.payload_digest
     head, _table, _streams = parse(container_of(delta), zdict_of(delta))
     assert head.target_length == len(pair.new)
 
@@ -517,5 +548,5 @@ def test_new_header_is_carried_compactly(pair: Pair) -> None:
     delta = pair.delta()
     head, _table, _streams = parse(container_of(delta), zdict_of(delta))
     raw = len(head.new_signed) + len(head.new_signatures)
-    packed = container_of(delta)[HEAD.size]
+    packed = container_of(delta)[_blob_at(head)]
     assert packed < 32 + 64 + 40 < raw, (packed, raw)

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import hmac
 import lzma
+from array import array
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -41,6 +42,7 @@ from otaguard.delta.format import (
     max_triples,
     unzigzag,
 )
+from otaguard.delta.predict import MAX_SEGMENTS, Alignment, Arch, predict
 from otaguard.errors import DigestMismatchError, MalformedError, TruncatedError
 
 #: Reads ``n`` bytes of the old image at ``offset`` (fewer only at its end).
@@ -65,6 +67,20 @@ def add_bytes(old: bytes, diff: bytes) -> bytes:
     x = int.from_bytes(old, "little")
     y = int.from_bytes(diff, "little")
     return (((x & low) + (y & low)) ^ ((x ^ y) & high)).to_bytes(n, "little")
+
+
+def sub_bytes(new: bytes, old: bytes) -> bytes:
+    """Bytewise ``(new - old) mod 256`` at C speed (SWAR over big integers; inverse of add)."""
+    n = len(new)
+    if len(old) != n:
+        raise ValueError("sub_bytes needs equal lengths")
+    if not n:
+        return b""
+    low, high = _masks(n)
+    x = int.from_bytes(new, "little")
+    y = int.from_bytes(old, "little")
+    # per byte (x | 0x80) - (y & 0x7f) cannot borrow from the next; bit 7 is then fixed up
+    return (((x | high) - (y & low)) ^ ((x ^ ~y) & high)).to_bytes(n, "little")
 
 
 def check_base(head: DeltaHeader, old_length: int, read_at: ReadAt) -> None:
@@ -294,14 +310,12 @@ class Reconstruction:
         self._extra: _Stream | _ZstdFrame = _Stream(
             src, body, head.extra_length, head.extra_filter, dict_size, "extra"
         )
+        self._old = b""  # the whole old image, for the small-image methods only
+        if head.zstd or head.predictor is not Arch.NONE:
+            self._old = _old_image(head, read_at)
         if head.zstd:
             self._extra = _ZstdFrame(
-                src,
-                body,
-                head.extra_length,
-                _old_image(head, read_at),
-                head.dict_log,
-                head.payload_length,
+                src, body, head.extra_length, self._old, head.dict_log, head.payload_length
             )
         self._old_pos = 0  # carried from chunk to chunk
         self._pieces = self._produce()
@@ -328,34 +342,33 @@ class Reconstruction:
 
     def _produce(self) -> Iterator[bytes]:
         head = self.head
-        target = hashlib.sha256()
-        for piece in (head.new_signed,):
-            target.update(piece)
-            self.produced += len(piece)
-            yield piece
+        self.produced += len(head.new_signed)
+        yield head.new_signed
+        payload = hashlib.new(head.payload_digest.algorithm.hashlib_name)
         count = head.chunk_count
         for index in range(count):
             out_hash = hashlib.sha256()
             for piece in self._chunk(index):
                 out_hash.update(piece)
-                target.update(piece)
+                payload.update(piece)
                 self.produced += len(piece)
                 yield piece
-            if index + 1 < count:  # the last chunk's check is the whole image's, just below
+            if index + 1 < count:  # the last chunk's check is the whole payload's, just below
                 self._src.seek(self._table + CHUNK_HASH * index)
                 expected = self._src.read(CHUNK_HASH)
-                if not hmac.compare_digest(out_hash.digest(), expected):
+                if not hmac.compare_digest(out_hash.digest()[:CHUNK_HASH], expected):
                     raise DigestMismatchError(
                         f"delta chunk {index}: output hash mismatch (the old image read differs "
                         "from the delta's base, or the delta is corrupt)"
                     )
         for stream in (self._control, self._diff, self._extra):
             stream.finish()
-        target.update(head.new_signatures)
         if self.produced + len(head.new_signatures) != head.target_length or not (
-            hmac.compare_digest(target.digest(), head.target_sha256)
+            hmac.compare_digest(payload.digest(), head.payload_digest.value)
         ):
-            raise DigestMismatchError("the reconstructed image does not match the target digest")
+            raise DigestMismatchError(
+                "the reconstructed payload does not match the new image's payload digest"
+            )
         self.produced += len(head.new_signatures)
         yield head.new_signatures
 
@@ -370,10 +383,21 @@ class Reconstruction:
         diff: _Stream | _ZeroRuns = self._diff
         if head.diff_coding is DiffCoding.ZERO_RUNS:
             diff = _ZeroRuns(self._diff, max_triples(out_length))
+        if head.predictor is Arch.NONE:
+            for add, copy, old_pos in self._triples(out_length):
+                yield from self._add(old_pos, add, diff)
+                yield from self._copy(copy)
+        else:
+            yield from self._predicted(out_length, diff)
+        if isinstance(diff, _ZeroRuns):
+            diff.end_chunk()
+
+    def _triples(self, out_length: int) -> Iterator[tuple[int, int, int]]:
+        """The chunk's control triples as (add, copy, old position), each checked first."""
+        head = self.head
         base_length = head.base_length
-        control, extra = self._control, self._extra
+        control = self._control
         produced = 0
-        old_pos = self._old_pos
         triples = 0
         limit = max_triples(out_length)
 
@@ -390,23 +414,48 @@ class Reconstruction:
                 raise MalformedError("delta: a control triple runs past the end of its chunk")
             if add and head.full:
                 raise MalformedError("delta: a full-image delta reads the old image")
+            old_pos = self._old_pos
             if add and not 0 <= old_pos <= base_length - add:
                 raise MalformedError("delta: a control triple reads outside the old image")
-            done = 0
-            while done < add:
-                n = min(PIECE, add - done)
-                old = self._read_at(old_pos + done, n)
-                if len(old) != n:
-                    raise TruncatedError("the old image ended early")
-                yield add_bytes(old, diff.read(n))
-                done += n
-            done = 0
-            while done < copy:
-                n = min(PIECE, copy - done)
-                yield extra.read(n)
-                done += n
+            yield add, copy, old_pos
             produced += add + copy
-            old_pos += add + seek
-        self._old_pos = old_pos
-        if isinstance(diff, _ZeroRuns):
-            diff.end_chunk()
+            self._old_pos = old_pos + add + seek
+
+    def _add(self, old_pos: int, add: int, diff: _Stream | _ZeroRuns) -> Iterator[bytes]:
+        for done in range(0, add, PIECE):
+            n = min(PIECE, add - done)
+            old = self._read_at(old_pos + done, n)
+            if len(old) != n:
+                raise TruncatedError("the old image ended early")
+            yield add_bytes(old, diff.read(n))
+
+    def _copy(self, copy: int) -> Iterator[bytes]:
+        for done in range(0, copy, PIECE):
+            yield self._extra.read(min(PIECE, copy - done))
+
+    def _predicted(self, out_length: int, diff: _Stream | _ZeroRuns) -> Iterator[bytes]:
+        """A predicted (small, one-chunk) delta: all triples first, then the pointer-aware view.
+
+        The predictor maps reference targets through every matched range, so the
+        triples are read (and checked) before any output; at most MAX_SEGMENTS.
+        """
+        head = self.head
+        old = self._old
+        adds, copies, olds, news = array("q"), array("q"), array("q"), array("q")
+        new_pos = 0
+        for add, copy, old_pos in self._triples(out_length):
+            if len(adds) == MAX_SEGMENTS:
+                raise MalformedError("delta: too many control triples for a predicted delta")
+            adds.append(add)
+            copies.append(copy)
+            olds.append(old_pos)
+            news.append(new_pos)
+            new_pos += add + copy
+        alignment = Alignment(olds, news, adds)
+        for add, copy, old_pos, new_pos in zip(adds, copies, olds, news, strict=True):
+            if add:
+                view = predict(old, old_pos, new_pos, add, head.predictor, head.phase, alignment)
+                for done in range(0, add, PIECE):
+                    n = min(PIECE, add - done)
+                    yield add_bytes(view[done : done + n], diff.read(n))
+            yield from self._copy(copy)

@@ -32,10 +32,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from otaguard.delta.apply import sub_bytes
 from otaguard.delta.format import (
+    CHUNK_HASH,
     DEFAULT_CHUNK_SIZE,
     FLAG_FULL,
     FLAG_ZSTD,
+    MAX_PREDICTED,
     MIN_DICT_LOG,
     DeltaHeader,
     DiffCoding,
@@ -47,6 +50,8 @@ from otaguard.delta.format import (
     lzma_filters,
     max_dict_log,
 )
+from otaguard.delta.predict import MAX_SEGMENTS, Alignment, Arch, payload_phase, predict
+from otaguard.image.envelope_format import parse_protected
 
 #: ``delta create`` falls back to a compressed full image above this ratio (issue 6).
 FULL_FALLBACK_RATIO = 0.70
@@ -422,6 +427,64 @@ def _encode_streams(
     return dict_log, flt, coding, [control, diff_stream, extra_stream]
 
 
+def _predicted_diff(
+    old: bytes | mmap.mmap,
+    new: bytes,
+    control: Sequence[tuple[int, int, int]],
+    arch: Arch,
+    phase: int,
+) -> bytes:
+    """The chunk's diff against the predictor's view of the old image (one chunk, old at 0)."""
+    alignment = Alignment.from_triples(control)
+    view = bytes(old)
+    pieces = []
+    new_pos = old_pos = 0
+    for add, copy, seek in control:
+        if add:
+            guess = predict(view, old_pos, new_pos, add, arch, phase, alignment)
+            pieces.append(sub_bytes(new[new_pos : new_pos + add], guess))
+        new_pos += add + copy
+        old_pos += add + seek
+    return b"".join(pieces)
+
+
+def _estimate(diff: bytes) -> int:
+    """A quick size estimate of a diff stream (zlib on its zero-run coding)."""
+    return len(zlib.compress(encode_zero_runs(diff, 2), 6))
+
+
+#: The predictors a delta of a small image tries (by a quick estimate of its diff stream).
+PREDICTORS = (Arch.THUMB2, Arch.X86_64)
+
+
+def _predict_streams(
+    streams: _Streams,
+    old: bytes | mmap.mmap,
+    new: bytes,
+    candidates: Sequence[Arch],
+    forced: Arch | None,
+) -> tuple[Arch, int]:
+    """Replace the single chunk's diff by the best predictor's, if one beats plain bsdiff."""
+    if len(streams.control) > MAX_SEGMENTS or forced is Arch.NONE:
+        return Arch.NONE, 0
+    phase = payload_phase(bytes(old[:16]))
+    best, best_diff, best_size = Arch.NONE, b"", -1
+    if forced is None:
+        plain = _predicted_diff(old, new, streams.control, Arch.NONE, phase)
+        best, best_diff, best_size = Arch.NONE, plain, _estimate(plain)
+    for arch in candidates:
+        diff = _predicted_diff(old, new, streams.control, arch, phase)
+        size = _estimate(diff)
+        if best_size < 0 or size < best_size:
+            best, best_diff, best_size = arch, diff, size
+    if best is Arch.NONE:
+        return Arch.NONE, 0
+    streams.diff_runs = {k: [encode_zero_runs(best_diff, k)] for k in ZERO_RUN_MINIMA}
+    streams.diff_plain = [best_diff]
+    streams.plain_size = len(best_diff)
+    return best, phase
+
+
 #: zstd's strongest level (the frame's window is set to cover old image and new payload).
 ZSTD_LEVEL = 22
 
@@ -460,6 +523,7 @@ def create_container(
     fallback_ratio: float = FULL_FALLBACK_RATIO,
     progress: Callable[[int, int], None] | None = None,
     zstd: bool | None = None,
+    predictor: Arch | None = None,
 ) -> tuple[list[bytes], DeltaStats]:
     """Encode the container; returns its parts (to write in order) and what was decided.
 
@@ -468,10 +532,11 @@ def create_container(
     ``zdict`` is :func:`~otaguard.delta.format.header_dictionary` of the envelope.
     ``zstd``: None lets the smaller of bsdiff and zstd win (zstd only for images that fit
     one chunk together), True forces zstd where it is allowed, False never uses it.
+    ``predictor``: for such small images, None tries every pointer-aware predictor and
+    keeps the best (or none), an ``Arch`` forces that one (``Arch.NONE``: plain bsdiff).
     """
     if len(old) > MAX_OLD_LENGTH:
         raise ValueError("the old image is larger than 2 GiB")
-    target = hashlib.sha256(new_signed)
     count = chunk_count_for(len(new_payload), chunk_size)
     table: list[bytes] = []
     streams = _Streams([], [], _zero_run_lists(), [])
@@ -479,15 +544,20 @@ def create_container(
     matcher = _Matcher(old)
     try:
         for index, chunk in enumerate(_chunks(new_payload, chunk_size)):
-            target.update(chunk)
             literal_chunks += _add_chunk(streams, chunk, matcher)
             if index + 1 < count:
-                table.append(hashlib.sha256(chunk).digest())
+                table.append(hashlib.sha256(chunk).digest()[:CHUNK_HASH])
             if progress is not None:
                 progress(index + 1, count)
     finally:
         matcher.close()
-    target.update(new_signatures)
+    small = bool(old) and len(old) + len(new_payload) <= chunk_size
+    phase = 0
+    if small and len(old) + len(new_payload) <= MAX_PREDICTED and not literal_chunks:
+        candidates = PREDICTORS if predictor is None else (predictor,)
+        chosen, phase = _predict_streams(streams, old, bytes(new_payload), candidates, predictor)
+    else:
+        chosen = Arch.NONE
 
     def container(
         streams: _Streams, flags: int, zstd: tuple[int, bytes] | None = None
@@ -503,12 +573,13 @@ def create_container(
                 DiffCoding.PLAIN,
                 [b"", b"", zstd[1]],
             )
+        plain = not flags  # neither FULL nor ZSTD: the predictor applies
         head = DeltaHeader(
             flags,
             chunk_size,
             len(old),
             bytes(32),
-            target.digest(),
+            parse_protected(new_signed).payload_digest,
             flt,
             coding,
             dict_log,
@@ -518,11 +589,13 @@ def create_container(
             len(encoded[1]),
             len(encoded[2]),
             len(new_payload),
+            chosen if plain else Arch.NONE,
+            phase if plain else 0,
         )
         return [encode_header(head, zdict, table), *encoded]
 
     parts = container(streams, 0)
-    if zstd is not False and old and len(old) + len(new_payload) <= chunk_size:
+    if zstd is not False and small:
         level = ZSTD_LEVEL
         if zstd is None and len(_zstd_frame(old, new_payload, chunk_size, 3)[1]) > 1.5 * sum(
             map(len, parts)

@@ -3,19 +3,22 @@
 The container is the payload of a signed envelope of kind DELTA (layout byte by
 byte in ``docs/delta.md``). Integers are big-endian unless noted::
 
-    magic "OTADELTA" | u16 version (2) | u16 flags | u32 chunk size | u64 base length
-    32 target SHA-256                    -- the whole new image file
-    u8 extra filter | u8 diff coding | u8 log2 of the LZMA2 dictionary
+    magic "OTAD" | u8 version (3) | u8 flags | u8 log2 of the chunk size
+    u8 extra filter | u8 diff coding | u8 log2 of the LZMA2 dictionary | u8 predictor
+    varint base length
+    16 bytes: SHA-256 of the new image's header + signature block, first 16 bytes
     varint M | M bytes: the new image's header + signature block, raw deflate
     varint control length | varint diff length | varint extra length
-    (N - 1) x 32: output SHA-256 of every chunk but the last
+    (N - 1) x 16: output SHA-256 of every chunk but the last, first 16 bytes
     control stream | diff stream | extra stream   -- shared by all chunks, to the end
 
 The new image's header and signature block are deflated with a preset
 dictionary predicted from the signed delta envelope (its version, counter,
 hardware ids and creation time, and its signers' key ids), so that only what
 differs -- payload length and digest, signatures -- costs bytes. The base
-digest is the envelope's signed ``DELTA_BASE``; it is not repeated here.
+digest is the envelope's signed ``DELTA_BASE``; it is not repeated here, and
+neither is a digest of the new image: its header's ``PAYLOAD_DIGEST`` is the
+target the rebuilt payload must hash to.
 
 Everything here is unverified; ``apply`` decides. Every length is capped before
 it is used, so a hostile container cannot make the applier allocate without
@@ -25,6 +28,8 @@ bound.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import lzma
 import re
 import struct
@@ -33,7 +38,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from otaguard.errors import MalformedError, TruncatedError
+from otaguard.delta.predict import Arch
+from otaguard.errors import DigestMismatchError, MalformedError, TruncatedError
 from otaguard.image.envelope_format import (
     MAX_HEADER_SIZE,
     MAX_SIG_BLOCK_SIZE,
@@ -45,8 +51,8 @@ from otaguard.image.envelope_format import (
     parse_protected,
 )
 
-MAGIC = b"OTADELTA"
-FORMAT_VERSION = 2
+MAGIC = b"OTAD"
+FORMAT_VERSION = 3
 #: flags bit 0: no chunk reads the old image (the "compressed full image" fallback).
 FLAG_FULL = 0x0001
 #: flags bit 1: the new payload is one zstd frame (in the extra stream's place) with the whole
@@ -55,9 +61,12 @@ FLAG_FULL = 0x0001
 FLAG_ZSTD = 0x0002
 _KNOWN_FLAGS = FLAG_FULL | FLAG_ZSTD
 
-HEAD = struct.Struct(">8sHHIQ32sBBB")
-#: Size of one entry of the chunk table (an output SHA-256).
-CHUNK_HASH = 32
+HEAD = struct.Struct(">4sBBBBBBB")
+#: Size of the digest of the new image's header + signature block (SHA-256, cut to 128 bits).
+HEADERS_HASH = 16
+#: Size of one entry of the chunk table: an output SHA-256 cut to 128 bits. It is an early
+#: check and a resume point; the whole payload's full digest is checked before any boot.
+CHUNK_HASH = 16
 #: A varint is at most 10 bytes (64 bits, 7 per byte).
 MAX_VARINT = 10
 
@@ -65,6 +74,9 @@ MIN_CHUNK_SIZE = 1 << 12
 MAX_CHUNK_SIZE = 1 << 23  # 8 MiB: keeps the applier under its memory bound
 DEFAULT_CHUNK_SIZE = 1 << 22  # 4 MiB
 MAX_IMAGE_LENGTH = 1 << 48
+#: A predicted delta's old image + new payload, at most (the applier holds the old image and
+#: one predicted range: at most this much on top of its decoders, whatever the chunk size).
+MAX_PREDICTED = 1 << 22
 MAX_CHUNKS = 1 << 24
 MIN_DICT_LOG = 16  # 64 KiB
 #: The new image's preamble + protected header + signature block, decompressed.
@@ -205,6 +217,10 @@ def header_dictionary(meta: ImageMetadata, key_ids: Sequence[bytes]) -> bytes:
     return b"".join(sorted(key_ids)) + encode_protected(predicted)
 
 
+def headers_hash(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()[:HEADERS_HASH]
+
+
 def deflate_headers(data: bytes, zdict: bytes) -> bytes:
     comp = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
     return comp.compress(data) + comp.flush()
@@ -232,7 +248,7 @@ class DeltaHeader:
     chunk_size: int
     base_length: int
     base_sha256: bytes  # the envelope's signed DELTA_BASE (not carried in the container)
-    target_sha256: bytes
+    payload_digest: Digest  # the new image's PAYLOAD_DIGEST, from its protected header
     extra_filter: Filter
     diff_coding: DiffCoding
     dict_log: int
@@ -242,6 +258,8 @@ class DeltaHeader:
     diff_length: int
     extra_length: int
     payload_length: int  # the new image's, from its protected header
+    predictor: Arch = Arch.NONE
+    phase: int = 0  # where the old image's instructions sit, modulo 4 (predictor only)
 
     @property
     def full(self) -> bool:
@@ -289,13 +307,14 @@ def encode_header(head: DeltaHeader, zdict: bytes, table: Sequence[bytes] = ()) 
                 MAGIC,
                 FORMAT_VERSION,
                 head.flags,
-                head.chunk_size,
-                head.base_length,
-                head.target_sha256,
+                head.chunk_size.bit_length() - 1,
                 head.extra_filter,
                 head.diff_coding,
                 head.dict_log,
+                head.predictor | head.phase << 4,
             ),
+            uvarint(head.base_length),
+            headers_hash(head.new_signed + head.new_signatures),
             uvarint(len(blob)),
             blob,
             uvarint(head.control_length),
@@ -325,7 +344,7 @@ def read_header(
     ``zdict`` is :func:`header_dictionary` of the delta envelope, ``base_sha256``
     its DELTA_BASE value.
     """
-    magic, version, flags, chunk_size, base_len, target_sha, flt, coding, dict_log = HEAD.unpack(
+    magic, version, flags, chunk_log, flt, coding, dict_log, predicting = HEAD.unpack(
         _read(stream, HEAD.size, "header")
     )
     if magic != MAGIC:
@@ -333,9 +352,17 @@ def read_header(
     if version != FORMAT_VERSION:
         raise MalformedError(f"unsupported delta format version {version}")
     if flags & ~_KNOWN_FLAGS:
-        raise MalformedError(f"unknown delta flags 0x{flags:04x}")
-    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE or chunk_size & (chunk_size - 1):
-        raise MalformedError(f"delta chunk size {chunk_size} out of range")
+        raise MalformedError(f"unknown delta flags 0x{flags:02x}")
+    if not MIN_CHUNK_SIZE <= 1 << min(chunk_log, 63) <= MAX_CHUNK_SIZE:
+        raise MalformedError(f"delta chunk size 2^{chunk_log} out of range")
+    chunk_size = 1 << chunk_log
+    try:
+        predictor, phase = Arch(predicting & 0x0F), predicting >> 4
+    except ValueError:
+        raise MalformedError("delta: unknown predictor") from None
+    if phase > 3:
+        raise MalformedError("delta: predictor phase out of range")
+    base_len = _varint(stream, "header")
     if base_len > MAX_IMAGE_LENGTH:
         raise MalformedError("delta base length out of range")
     try:
@@ -344,10 +371,15 @@ def read_header(
         raise MalformedError("delta: unknown extra filter or diff coding") from None
     if not MIN_DICT_LOG <= dict_log <= max_dict_log(chunk_size):
         raise MalformedError(f"delta: dictionary of 2^{dict_log} bytes out of range")
+    expected = _read(stream, HEADERS_HASH, "header")
     blob_len = _varint(stream, "header")
     if blob_len > 2 * MAX_NEW_HEADERS:
         raise MalformedError("delta: the new image's header is too large")
     headers = inflate_headers(_read(stream, blob_len, "new image header"), zdict)
+    # the dictionary comes partly from the envelope's unsigned signature block (its key ids):
+    # this digest, inside the signed container, pins what it inflates to
+    if not hmac.compare_digest(headers_hash(headers), expected):
+        raise DigestMismatchError("delta: the new image's header does not match its digest")
     if len(headers) < PREAMBLE_SIZE:
         raise MalformedError("delta: the new image's header is cut")
     head_len = PREAMBLE_SIZE + int(struct.unpack(">I", headers[12:16])[0])
@@ -356,7 +388,8 @@ def read_header(
     new_signed, new_signatures = headers[:head_len], headers[head_len:]
     if not 0 < len(new_signatures) <= MAX_SIG_BLOCK_SIZE:
         raise MalformedError("delta: the new image's signature block is missing or too large")
-    payload_length = parse_protected(new_signed).payload_length
+    inner = parse_protected(new_signed)
+    payload_length = inner.payload_length
     if payload_length > MAX_IMAGE_LENGTH:  # pragma: no cover - parse_protected caps it lower
         raise MalformedError("delta: new payload length out of range")
     control_length, diff_length, extra_length = (_varint(stream, "header") for _ in range(3))
@@ -365,7 +398,7 @@ def read_header(
         chunk_size,
         base_len,
         base_sha256,
-        target_sha,
+        inner.payload_digest,
         extra_filter,
         diff_coding,
         dict_log,
@@ -375,6 +408,8 @@ def read_header(
         diff_length,
         extra_length,
         payload_length,
+        predictor,
+        phase,
     )
     if head.chunk_count > MAX_CHUNKS:
         raise MalformedError(f"delta: {head.chunk_count} chunks are too many")
@@ -389,4 +424,11 @@ def read_header(
         or base_len + payload_length > chunk_size
     ):
         raise MalformedError("delta: a zstd delta has only its frame, for a small image")
+    if (predictor or phase) and (
+        head.full
+        or head.zstd
+        or predictor is Arch.NONE
+        or base_len + payload_length > min(chunk_size, MAX_PREDICTED)
+    ):
+        raise MalformedError("delta: a predicted delta is a plain delta of a small image")
     return head

@@ -30,6 +30,7 @@ from otaguard.crypto.signer import Signer
 from otaguard.delta.apply import ReadAt, Reconstruction, check_base
 from otaguard.delta.engine import DeltaStats, create_container
 from otaguard.delta.format import DEFAULT_CHUNK_SIZE, DeltaHeader, header_dictionary, read_header
+from otaguard.delta.predict import Arch
 from otaguard.errors import DigestMismatchError, MalformedError, PolicyError, TruncatedError
 from otaguard.image import (
     Digest,
@@ -87,6 +88,7 @@ def create(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     fallback_ratio: float | None = None,
     zstd: bool | None = None,
+    predictor: Arch | None = None,
 ) -> tuple[ImageMetadata, DeltaStats]:
     """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``."""
     image = split_image(new)
@@ -100,6 +102,7 @@ def create(
         zdict=header_dictionary(meta, [key_id_bytes(s.public_key) for s in signers]),
         chunk_size=chunk_size,
         zstd=zstd,
+        predictor=predictor,
         **kwargs,  # type: ignore[arg-type]
     )
     signed = sign_stream(
