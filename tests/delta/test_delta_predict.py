@@ -267,3 +267,33 @@ def test_predicted_delta_opens_with_trust(code_pair: Pair) -> None:
     assert opened.header.predictor is Arch.THUMB2 and opened.header.phase == payload_phase(
         code_pair.old
     )
+
+
+def test_predicted_delta_installs_on_a_device_and_survives_power_loss(
+    key: PrivateKey, code_pair: Pair
+) -> None:
+    """The device path reads the base from its active slot; a cut install reruns to the same."""
+    from otaguard.device.bootloader import boot
+    from otaguard.device.faults import FaultPlan, PowerLoss
+    from otaguard.device.install import install_delta
+
+    from .test_delta_device import running_v1
+
+    delta = _predicted(code_pair)
+    images = {"v1": code_pair.old}
+    device, running = running_v1(key, images)
+    device.arm()
+    result = install_delta(device, io.BytesIO(delta), running=running)
+    assert boot(device).images[0].metadata.version == "1.5.0"
+    for cut in (1, result.flash_ops // 2, result.flash_ops - 1):
+        device, running = running_v1(key, images)
+        device.arm(FaultPlan(cut_before=cut))
+        with pytest.raises(PowerLoss):
+            install_delta(device, io.BytesIO(delta), running=running)
+        device.arm()
+        from otaguard.device.install import running_of
+
+        rerun = running_of(boot(device))
+        assert rerun is not None and rerun.slot == running.slot
+        again = install_delta(device, io.BytesIO(delta), running=rerun)
+        assert again.images[0].image_id == result.images[0].image_id
