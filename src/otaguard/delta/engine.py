@@ -27,8 +27,8 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,24 +91,85 @@ def _compress(
     return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
 
 
-def _compress_best(
+#: A plan: yields batches of independent compressions, receives their outputs, returns.
+_Job = tuple[bytes, Filter, int, int, int]  # _compress's arguments
+_Plan = Generator[list[_Job], list[bytes], Any]
+
+
+def _best_plan(
     data: bytes, dict_size: int, filters: Sequence[Filter] = (Filter.NONE,)
-) -> tuple[Filter, bytes]:
+) -> Generator[list[_Job], list[bytes], tuple[Filter, bytes]]:
     """The smallest encoding over branch filters x LZMA2 variants (by sample if large)."""
     if not data:
         return Filter.NONE, b""
     variants = range(len(_VARIANTS))
     if len(data) <= _SAMPLE:
-        options = [(f, _compress(data, f, dict_size, v)) for f in filters for v in variants]
+        keys = [(f, v) for f in filters for v in variants]
+        outputs = yield [(data, f, dict_size, v, _PRESET) for f, v in keys]
+        options = [(f, out) for (f, _v), out in zip(keys, outputs, strict=True)]
         return min(options, key=lambda o: (len(o[1]), o[0]))
     sample = data[:_SAMPLE]
+    sizes = yield [(sample, f, dict_size, 0, 6) for f in filters]
+    flt = min(zip(filters, map(len, sizes), strict=True), key=lambda o: (o[1], o[0]))[0]
+    variant = 0
+    if len(variants) > 1:
+        trials = dict.fromkeys(variants, -1)
+        trials[0] = len(sizes[list(filters).index(flt)])  # already known
+        rest = [v for v in variants if v]
+        outputs = yield [(sample, flt, dict_size, v, 6) for v in rest]
+        trials.update(zip(rest, map(len, outputs), strict=True))
+        variant = min(variants, key=lambda v: (trials[v], v))
+    (out,) = yield [(data, flt, dict_size, variant, _PRESET)]
+    return flt, out
 
-    def size(flt: Filter, variant: int) -> int:
-        return len(_compress(sample, flt, dict_size, variant, preset=6))
 
-    flt = min(filters, key=lambda f: (size(f, 0), f))
-    variant = min(variants, key=lambda v: (size(flt, v), v)) if len(variants) > 1 else 0
-    return flt, _compress(data, flt, dict_size, variant)
+def _together(plans: Sequence[_Plan]) -> Generator[list[_Job], list[bytes], list[Any]]:
+    """One plan of several: their batches in lockstep, as one batch per step."""
+    results: list[Any] = [None] * len(plans)
+    batches: dict[int, list[_Job]] = {}
+    sent: dict[int, list[bytes] | None] = dict.fromkeys(range(len(plans)))
+    while sent:
+        for index, outputs in sent.items():
+            try:
+                batches[index] = plans[index].send(outputs)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                results[index] = stop.value
+        if not batches:
+            break
+        outputs = yield [job for batch in batches.values() for job in batch]
+        sent, start = {}, 0
+        for index, batch in batches.items():
+            sent[index] = outputs[start : start + len(batch)]
+            start += len(batch)
+        batches = {}
+    return results
+
+
+def _run_plans(pool: ThreadPoolExecutor, plans: Sequence[_Plan]) -> list[Any]:
+    """Run the plans' compressions on the pool, each batch as soon as the plan asks for it.
+
+    Earlier plans' batches are queued first: put the longest plan first.
+    """
+    results: list[Any] = [None] * len(plans)
+    pending: dict[int, list[Future[bytes]]] = {}
+
+    def advance(index: int, outputs: list[bytes] | None) -> None:
+        try:
+            batch = plans[index].send(outputs)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            results[index] = stop.value
+            return
+        pending[index] = [pool.submit(_compress, *job) for job in batch]
+
+    for index in range(len(plans)):
+        advance(index, None)
+    while pending:
+        wait([f for batch in pending.values() for f in batch], return_when=FIRST_COMPLETED)
+        for index, batch in list(pending.items()):
+            if all(f.done() for f in batch):
+                del pending[index]
+                advance(index, [f.result() for f in batch])
+    return results
 
 
 #: Periodic runs (period 1 to 4) at least this long are not matched but sent as extra bytes.
@@ -129,28 +190,50 @@ def _zeros_end(data: bytes, pos: int) -> int:
     return nonzero.start() if nonzero else min(pos + step, len(data))
 
 
+def _stretches(data: bytes, period: int, min_len: int) -> Iterator[tuple[int, int]]:
+    """Maximal stretches ``[i, j)`` of ``data[k] == data[k + period]``, at least ``min_len`` long.
+
+    They are the stretches of zeros in ``data[period:] XOR data[:-period]``: one big-integer
+    XOR and a few ``find`` calls, linear time.
+    """
+    rest = len(data) - period
+    if rest < min_len:
+        return
+    xored = (
+        int.from_bytes(data[period:], "little") ^ int.from_bytes(data[:rest], "little")
+    ).to_bytes(rest, "little")
+    probe = _ZERO_BLOCK[:min_len]
+    pos = 0
+    while (at := xored.find(probe, pos)) >= 0:
+        pos = _zeros_end(xored, at + min_len)
+        yield at, pos
+
+
+#: Every period of 1 to _MAX_PERIOD divides it.
+_COMMON_PERIOD = 12
+
+
 def _runs(data: bytes) -> list[tuple[int, int]]:
     """Disjoint, sorted spans of ``data`` that repeat with a period of 1 to 4 bytes.
 
-    ``data[i] == data[i + p]`` along a stretch is a stretch of zeros in
-    ``data[p:] XOR data[:-p]``: one big-integer XOR and a few ``find`` calls per
-    period, linear time (a backreferencing regex took 11 s per 44 MiB).
+    A run of period p is also one of period 12 (a multiple of every p), so one scan for
+    period 12 finds the regions that can hold runs and only those are scanned per period
+    (a backreferencing regex took 11 s per 44 MiB, four scans of everything 0.5 s).
     """
-    n = len(data)
     spans: list[tuple[int, int]] = []
-    if n < _MIN_RUN:
+    if len(data) < _MIN_RUN:
         return spans
-    whole = int.from_bytes(data, "little")
-    for period in range(1, _MAX_PERIOD + 1):
-        rest = n - period
-        x = (whole >> (8 * period)) ^ (whole & ((1 << (8 * rest)) - 1))
-        xored = x.to_bytes(rest, "little")
-        probe = _ZERO_BLOCK[: _MIN_RUN - period]
-        pos = 0
-        while (at := xored.find(probe, pos)) >= 0:
-            end = _zeros_end(xored, at + len(probe))
-            spans.append((at, end + period))
-            pos = end
+    # a stretch of period p and length L >= _MIN_RUN - p is one of period 12 and length
+    # L - 12 + p >= _MIN_RUN - 12, inside [start, end + 12) of a period-12 stretch
+    for start, end in _stretches(data, _COMMON_PERIOD, _MIN_RUN - _COMMON_PERIOD):
+        region = data[start : end + _COMMON_PERIOD]
+        periods = range(1, _MAX_PERIOD + 1)
+        if any(region[p:] == region[:-p] for p in periods):  # one run (memcmp): it holds all
+            spans.append((start, end + _COMMON_PERIOD))
+            continue
+        for period in periods:
+            for at, stop in _stretches(region, period, _MIN_RUN - period):
+                spans.append((start + at, start + stop + period))
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -174,14 +257,36 @@ def _varint(data: bytes) -> int:
     return -value if data[0] & 0x40 else value
 
 
+def _detools_extension(name: str) -> Any:
+    """One of detools' C extensions, loaded without running its package's ``__init__``.
+
+    Why: that imports detools' whole Python side (elftools, humanfriendly, its
+    compressors), ~50 ms of a ~250 ms ``delta create`` of a firmware image; only the
+    suffix sort and the matcher are used here.
+    """
+    import importlib.machinery
+    import importlib.util
+
+    package = importlib.util.find_spec("detools")
+    for folder in (package and package.submodule_search_locations) or ():
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, name + suffix)
+            if os.path.isfile(path):
+                loader = importlib.machinery.ExtensionFileLoader(f"detools.{name}", path)
+                spec = importlib.util.spec_from_file_location(loader.name, path, loader=loader)
+                if spec is not None:
+                    module = importlib.util.module_from_spec(spec)
+                    loader.exec_module(module)
+                    return module
+    return importlib.import_module(f"detools.{name}")  # pragma: no cover - unusual layouts
+
+
 class _Matcher:
     """The whole old image and its suffix array, built once."""
 
     def __init__(self, old: bytes | mmap.mmap) -> None:
-        from detools import bsdiff  # type: ignore[import-untyped]
-        from detools.suffix_array import divsufsort  # type: ignore[import-untyped]
-
-        self._bsdiff = bsdiff
+        self._bsdiff = _detools_extension("bsdiff")
+        divsufsort = _detools_extension("suffix_array").divsufsort
         self.old = old
         self._run_cache: dict[bytes, tuple[int | None, int]] = {}  # unit -> (at, length)
         self._searches = 0
@@ -193,8 +298,8 @@ class _Matcher:
             self.sa: bytearray | mmap.mmap = self._stack.enter_context(
                 mmap.mmap(backing.fileno(), size)
             )
-        else:
-            self.sa = bytearray(size)
+        else:  # anonymous pages, zeroed by the kernel as divsufsort touches them (no memset)
+            self.sa = self._stack.enter_context(mmap.mmap(-1, size))
         if old:
             divsufsort(old, self.sa)
 
@@ -390,11 +495,15 @@ def _encode_streams(
     """Compress the three streams; returns (dict log2, extra filter, diff coding, streams)."""
     extra = b"".join(streams.extra)
     runs = {k: b"".join(v) for k, v in streams.diff_runs.items()} if not full else {}
-    plain = b"".join(streams.diff_plain) if streams.diff_plain is not None and not full else None
+    # a zero-run coded diff holds every nonzero byte: if it is small, so is the number of
+    # nonzero bytes, and the plain diff cannot be a candidate (below): no need to join it
+    plain = None
+    dense = not runs or min(map(len, runs.values())) > streams.plain_size // 16
+    if streams.diff_plain is not None and not full and dense:
+        plain = b"".join(streams.diff_plain)
     triples = b"".join(encode_triple(*t) for t in streams.control)
-    dict_log = _dict_log(
-        chunk_size, len(triples), *map(len, runs.values()), len(extra), len(plain or b"")
-    )
+    plain_size = streams.plain_size if streams.diff_plain is not None and not full else 0
+    dict_log = _dict_log(chunk_size, len(triples), *map(len, runs.values()), len(extra), plain_size)
     dict_size = 1 << dict_log
     # candidates: zero runs (each shortest run), plain unless the diff is mostly zeros
     candidates: dict[tuple[DiffCoding, int], bytes] = {
@@ -402,28 +511,34 @@ def _encode_streams(
     }
     if plain is not None and len(plain) - plain.count(0) > len(plain) // 16:
         candidates[DiffCoding.PLAIN, 0] = plain
-    # liblzma releases the GIL: the independent compressions run on all cores
+    # liblzma releases the GIL: the independent compressions run on all cores, the diff
+    # stream's (the longest chain) queued first
     with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
-        control_job = pool.submit(_compress_best, triples, dict_size)
-        extra_job = pool.submit(_compress_best, extra, dict_size, filters)
-        if len(candidates) > 1 and plain is not None and len(plain) > 2 * _SAMPLE:
-            sample = plain[: 2 * _SAMPLE]  # decide on a sample of the diff
 
-            def sample_size(key: tuple[DiffCoding, int]) -> int:
-                data = sample if key[0] is DiffCoding.PLAIN else encode_zero_runs(sample, key[1])
-                return len(_compress(data, Filter.NONE, dict_size))
+        def diff_plan() -> _Plan:
+            nonlocal candidates
+            if len(candidates) > 1 and plain is not None and len(plain) > 2 * _SAMPLE:
+                sample = plain[:_SAMPLE]  # decide on a sample of the diff
+                keys = list(candidates)
+                data = [
+                    sample if k[0] is DiffCoding.PLAIN else encode_zero_runs(sample, k[1])
+                    for k in keys
+                ]
+                outputs = yield [(d, Filter.NONE, dict_size, 0, _PRESET) for d in data]
+                sizes = dict(zip(keys, map(len, outputs), strict=True))
+                best = min(keys, key=lambda k: (sizes[k], k))
+                candidates = {best: candidates[best]}
+            if not any(runs.values()):
+                return DiffCoding.PLAIN, b""  # nothing reads the old image
+            plans = [_best_plan(data, dict_size) for data in candidates.values()]
+            results = yield from _together(plans)
+            options = [(k[0], out) for k, (_f, out) in zip(candidates, results, strict=True)]
+            return min(options, key=lambda o: (len(o[1]), o[0]))
 
-            keys = list(candidates)
-            sizes = dict(zip(keys, pool.map(sample_size, keys), strict=True))
-            best = min(keys, key=lambda k: (sizes[k], k))
-            candidates = {best: candidates[best]}
-        coding, diff_stream = DiffCoding.PLAIN, b""  # nothing reads the old image
-        if any(runs.values()):
-            jobs = {k: pool.submit(_compress_best, v, dict_size) for k, v in candidates.items()}
-            options = [(k[0], job.result()[1]) for k, job in jobs.items()]
-            coding, diff_stream = min(options, key=lambda o: (len(o[1]), o[0]))
-        control = control_job.result()[1]
-        flt, extra_stream = extra_job.result()
+        (coding, diff_stream), (_f, control), (flt, extra_stream) = _run_plans(
+            pool,
+            [diff_plan(), _best_plan(triples, dict_size), _best_plan(extra, dict_size, filters)],
+        )
     return dict_log, flt, coding, [control, diff_stream, extra_stream]
 
 

@@ -22,6 +22,7 @@ import hmac
 import io
 import mmap
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -94,17 +95,21 @@ def create(
     image = split_image(new)
     meta = image.metadata
     kwargs = {} if fallback_ratio is None else {"fallback_ratio": fallback_ratio}
-    parts, stats = create_container(
-        old,
-        image.signed,
-        image.payload,
-        image.signatures,
-        zdict=header_dictionary(meta, [key_id_bytes(s.public_key) for s in signers]),
-        chunk_size=chunk_size,
-        zstd=zstd,
-        predictor=predictor,
-        **kwargs,  # type: ignore[arg-type]
-    )
+    # hashing releases the GIL: the base digest is computed while the suffix sort runs
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        base = pool.submit(_sha256, old)
+        parts, stats = create_container(
+            old,
+            image.signed,
+            image.payload,
+            image.signatures,
+            zdict=header_dictionary(meta, [key_id_bytes(s.public_key) for s in signers]),
+            chunk_size=chunk_size,
+            zstd=zstd,
+            predictor=predictor,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        base_sha256 = base.result()
     signed = sign_stream(
         io.BytesIO(b"".join(parts)),
         dest,
@@ -114,9 +119,13 @@ def create(
         hardware_ids=meta.hardware_ids,
         created=meta.created,
         payload_kind=PayloadKind.DELTA,
-        delta_base=Digest(HashAlgorithm.SHA256, hashlib.sha256(old).digest()),
+        delta_base=Digest(HashAlgorithm.SHA256, base_sha256),
     )
     return signed, stats
+
+
+def _sha256(data: bytes | mmap.mmap) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 @dataclass(frozen=True)
