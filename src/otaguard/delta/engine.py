@@ -164,7 +164,8 @@ def _run_plans(pool: ThreadPoolExecutor, plans: Sequence[_Plan]) -> list[Any]:
     for index in range(len(plans)):
         advance(index, None)
     while pending:
-        wait([f for batch in pending.values() for f in batch], return_when=FIRST_COMPLETED)
+        running = [f for batch in pending.values() for f in batch if not f.done()]
+        wait(running, return_when=FIRST_COMPLETED)
         for index, batch in list(pending.items()):
             if all(f.done() for f in batch):
                 del pending[index]
