@@ -121,7 +121,7 @@ def encode_zero_runs(diff: bytes, min_run: int = 8) -> bytes:
     """
     zeros = _ZEROS.get(min_run) or _ZEROS.setdefault(min_run, re.compile(rb"(\x00{%d,})" % min_run))
     parts = zeros.split(diff)  # literal, run, literal, run, ..., last literal
-    table = _UVARINTS or _uvarint_table()
+    table = (_UVARINTS or _uvarint_table()) if len(parts) > _TABLE_FROM else []
     limit = len(table)
     lengths = [table[n] if n < limit else uvarint(n) for n in map(len, parts)]
     lengths.append(b"\x00")  # the last record's zero run
@@ -144,8 +144,10 @@ def uvarint(value: int) -> bytes:
     return bytes(out)
 
 
-#: ``uvarint(n)`` for every n below 2**14 (built on first use: ~2 ms).
+#: ``uvarint(n)`` for every n below 2**14, built on first use (~3 ms: a firmware image's
+#: few runs are cheaper without it; only diffs with more than _TABLE_FROM pieces use it).
 _UVARINTS: list[bytes] = []
+_TABLE_FROM = 4096
 
 
 def _uvarint_table() -> list[bytes]:
