@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 from helpers import make_image
 from helpers_delta import HW, make_delta
 from otaguard.crypto.keys import PrivateKey
+from otaguard.delta import open_delta
 from otaguard.delta.format import CHUNK_HASH, HEAD, HEADERS_HASH, MAX_PREDICTED
 from otaguard.delta.predict import MAX_SEGMENTS
 
@@ -69,6 +71,36 @@ def test_documented_layout_matches_the_code() -> None:
     assert HEADERS_HASH == 16 and "| ... | 16 | SHA-256 of the new image's preamble" in text
     assert CHUNK_HASH == 16 and "(N - 1) x 16" in text
     assert re.search(r"\| 0 \| 4 \| magic `OTAD`", text)
-    assert MAX_SEGMENTS == 1 << 16 and "at most 65,536" in text
+    assert MAX_SEGMENTS == 1 << 15 and "at most 32,768" in text
     assert MAX_PREDICTED == 1 << 22 and "4 MiB" in text
     assert os.path.exists(DOC)
+
+
+def test_predicted_apply_memory_stays_under_its_bound(tmp_path: Path, key: PrivateKey) -> None:
+    """The largest predicted delta (old + new payload just under 4 MiB) within 20 MiB."""
+    from helpers_delta import code_image
+    from otaguard.delta.predict import Arch
+
+    functions = 30_000  # ~1.95 MB of code each
+    old_payload = code_image("thumb2", 8, functions=functions)
+    new_payload = code_image("thumb2", 8, grow=40, functions=functions)
+    assert len(old_payload) + len(new_payload) > MAX_PREDICTED * 0.85
+    old = make_image(old_payload, [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(new_payload, [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    delta, _stats = make_delta(key, old, new, zstd=False, predictor=Arch.THUMB2)
+    assert open_delta(io.BytesIO(delta), None).header.predictor is Arch.THUMB2
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "delta").write_bytes(delta)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _APPLY.format(src=str(SRC)),
+            str(tmp_path / "old"),
+            str(tmp_path / "delta"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(out.stdout) <= 20 * 1024, int(out.stdout)

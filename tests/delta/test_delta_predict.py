@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import lzma
 import struct
+import sys
+from array import array
 from dataclasses import replace
 
 import pytest
@@ -17,18 +19,22 @@ from otaguard.crypto.keys import PrivateKey
 from otaguard.delta import open_delta
 from otaguard.delta.engine import _predicted_diff
 from otaguard.delta.format import (
+    HEAD,
     Filter,
     encode_header,
     encode_triple,
     lzma_filters,
     read_header,
+    uvarint,
 )
 from otaguard.delta.predict import (
     MAX_SEGMENTS,
+    Absolute,
     Alignment,
     Arch,
     _thumb_decode,
     _thumb_encode,
+    elf_code_range,
     payload_phase,
     predict,
     references,
@@ -99,6 +105,29 @@ def test_alignment_maps_old_offsets_through_matched_ranges() -> None:
     assert alignment.new_offset(25) == 20
     assert alignment.new_offset(12) is None  # skipped by the seek: not in the new image
     assert alignment.new_offset(40) is None
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 60)), max_size=40),
+    st.lists(st.integers(0, 400), min_size=1, max_size=30),
+)
+def test_alignment_maps_through_the_longest_range_holding_the_offset(
+    segments: list[tuple[int, int, int]], probes: list[int]
+) -> None:
+    """The disjoint-piece map equals the rule it implements, checked by brute force."""
+    olds, news, lengths = (
+        (array("q", column) for column in zip(*segments, strict=True))
+        if (segments)
+        else (array("q"), array("q"), array("q"))
+    )
+    alignment = Alignment(olds, news, lengths)
+    for t in probes:
+        holding = [(-n, new, o) for o, new, n in segments if o <= t < o + n]
+        if not holding:
+            assert alignment.new_offset(t) is None
+        else:
+            _neg, new, o = min(holding)
+            assert alignment.new_offset(t) == new + t - o
 
 
 def test_predict_rewrites_branches_whose_target_moved() -> None:
@@ -297,3 +326,136 @@ def test_predicted_delta_installs_on_a_device_and_survives_power_loss(
         assert rerun is not None and rerun.slot == running.slot
         again = install_delta(device, io.BytesIO(delta), running=rerun)
         assert again.images[0].image_id == result.images[0].image_id
+
+
+def _brute_absolute(old: bytes, start: int, end: int, absolute: Absolute) -> list[tuple[int, int]]:
+    out, p = [], start
+    while p + absolute.width <= min(end, len(old)):
+        value = int.from_bytes(old[p : p + absolute.width], "little")
+        if absolute.lo <= value < absolute.hi:
+            out.append((p, value - absolute.old_bias))
+            p += absolute.width
+        else:
+            p += 1
+    return out
+
+
+@_SETTINGS
+@given(
+    data=st.binary(max_size=300),
+    width=st.sampled_from([4, 8]),
+    lo=st.integers(0, 1 << 24),
+    span=st.integers(1, 1 << 24),
+    start=st.integers(0, 20),
+)
+def test_absolute_prefilter_finds_exactly_the_pointers(
+    data: bytes, width: int, lo: int, span: int, start: int
+) -> None:
+    absolute = Absolute(width, lo, lo + span, 5, 0)
+    planted = bytearray(data)
+    for at in range(0, len(planted) - width, 37):  # some real pointers among the noise
+        planted[at : at + width] = (lo + at % span).to_bytes(width, "little")
+    old = bytes(planted)
+    assert list(absolute.references(old, start, len(old))) == _brute_absolute(
+        old, start, len(old), absolute
+    )
+
+
+def test_absolute_ranges_are_validated() -> None:
+    for width, lo, hi in ((2, 0, 10), (4, 10, 10), (4, 0, (1 << 32) + 1), (8, -1, 5)):
+        with pytest.raises(ValueError):
+            Absolute(width, lo, hi, 0, 0)
+
+
+def _elf64(body: bytes, vaddr: int = 0x400000) -> bytes:
+    """A minimal little-endian ELF64 file: its header, one PT_LOAD R+X segment, ``body``."""
+    phoff, phnum = 64, 1
+    header = (
+        b"\x7fELF\x02\x01\x01"
+        + bytes(9)
+        + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, vaddr, phoff, 0, 0, 64, 56, phnum, 64, 0, 0)
+    )
+    total = 64 + 56 + len(body)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, vaddr, vaddr, total, total, 0x1000)
+    return header + phdr + body
+
+
+def test_elf_code_range_reads_the_executable_segment() -> None:
+    elf = _elf64(b"\x90" * 100)
+    found = elf_code_range(elf, 300)
+    assert found == Absolute(8, 0x400000, 0x400000 + len(elf), 0x400000 - 300, 0x400000)
+    assert elf_code_range(b"not an elf" * 10, 0) is None
+    assert elf_code_range(elf[:70], 0) is None  # its program header is cut off
+    big_endian = elf[:5] + b"\x02" + elf[6:]
+    assert elf_code_range(big_endian, 0) is None
+    with open(sys.executable, "rb") as interpreter:  # a real ELF: the Python running this
+        head = interpreter.read(1 << 12)
+    if head[:4] == b"\x7fELF":
+        real = elf_code_range(head, 0)
+        assert real is not None and real.width in (4, 8) and real.hi > real.lo
+
+
+def _elf_pair(key: PrivateKey, grow: int) -> tuple[bytes, bytes]:
+    """x86-64 code plus a table of absolute pointers to its functions, as an ELF."""
+
+    def payload(grow: int) -> bytes:
+        code, at = code_layout("x86_64", 11, grow=grow, functions=60)
+        places = range(0, len(code) - grow, 97)  # the same places of the code, moved or not
+        table = b"".join(
+            (0x400000 + 120 + p + (grow if p >= at else 0)).to_bytes(8, "little") for p in places
+        )
+        return _elf64(code + table)
+
+    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(payload(grow), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    return old, new
+
+
+def test_absolute_pointers_of_an_elf_are_predicted(key: PrivateKey) -> None:
+    old, new = _elf_pair(key, grow=9)
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 16, zstd=False)
+    head = _header(delta)
+    assert head.predictor is Arch.X86_64 and head.absolute is not None
+    assert head.absolute.lo == 0x400000 and head.absolute.width == 8
+    assert apply_bytes(old, delta, pair.trusted) == new
+    # the same bytes without the ELF header's help cost more
+    stripped = pair.delta(chunk_size=1 << 16, zstd=False, predictor=Arch.NONE)
+    assert len(delta) < len(stripped)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda a: None, id="pointers not predicted"),
+        pytest.param(lambda a: replace(a, new_bias=a.new_bias + 16), id="another new bias"),
+        pytest.param(lambda a: replace(a, old_bias=a.old_bias - 8), id="another old bias"),
+        pytest.param(lambda a: replace(a, hi=a.lo + 64), id="a narrower range"),
+    ],
+)
+def test_changed_absolute_fields_fail_the_payload_digest(key: PrivateKey, change) -> None:  # type: ignore[no-untyped-def]
+    old, new = _elf_pair(key, grow=9)
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 16, zstd=False)
+    zdict = zdict_of(delta)
+    stream = io.BytesIO(container_of(delta))
+    head = read_header(stream, zdict=zdict)
+    assert head.absolute is not None
+    rest = stream.read()
+    forged_head = replace(head, absolute=change(head.absolute))
+    forged = resign(key, delta, encode_header(forged_head, zdict) + rest)
+    with pytest.raises(DigestMismatchError, match="payload digest"):
+        apply_bytes(old, forged, pair.trusted)
+
+
+def test_malformed_absolute_fields_are_refused(key: PrivateKey) -> None:
+    old, new = _elf_pair(key, grow=9)
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 16, zstd=False)
+    raw = bytearray(container_of(delta))
+    at = HEAD.size + len(uvarint(_header(delta).base_length))
+    assert raw[at] == 8  # the width
+    for width in (0, 3, 16):
+        raw[at] = width
+        with pytest.raises(MalformedError, match="absolute"):
+            apply_bytes(old, resign(key, delta, bytes(raw)), pair.trusted)

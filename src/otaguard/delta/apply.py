@@ -454,7 +454,9 @@ class Reconstruction:
         alignment = Alignment(olds, news, adds)
         for add, copy, old_pos, new_pos in zip(adds, copies, olds, news, strict=True):
             if add:
-                view = predict(old, old_pos, new_pos, add, head.predictor, head.phase, alignment)
+                view = predict(
+                    old, old_pos, new_pos, add, head.predictor, head.phase, alignment, head.absolute
+                )
                 for done in range(0, add, PIECE):
                     n = min(PIECE, add - done)
                     yield add_bytes(view[done : done + n], diff.read(n))

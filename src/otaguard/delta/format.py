@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from otaguard.delta.predict import Arch
+from otaguard.delta.predict import Absolute, Arch
 from otaguard.errors import DigestMismatchError, MalformedError, TruncatedError
 from otaguard.image.envelope_format import (
     MAX_HEADER_SIZE,
@@ -279,6 +279,7 @@ class DeltaHeader:
     payload_length: int  # the new image's, from its protected header
     predictor: Arch = Arch.NONE
     phase: int = 0  # where the old image's instructions sit, modulo 4 (predictor only)
+    absolute: Absolute | None = None  # absolute pointers the predictor re-aims too
 
     @property
     def full(self) -> bool:
@@ -313,6 +314,37 @@ class DeltaHeader:
         return min(self.chunk_size, self.payload_length - start)
 
 
+#: Predictor byte, bit 7: absolute-pointer fields follow the base length.
+PREDICT_ABSOLUTE = 0x80
+
+
+def _zigzag(value: int) -> bytes:
+    return uvarint(((value << 1) ^ (value >> 63)) & (1 << 64) - 1)
+
+
+def _encode_absolute(absolute: Absolute | None) -> bytes:
+    if absolute is None:
+        return b""
+    return b"".join(
+        [
+            bytes([absolute.width]),
+            uvarint(absolute.lo),
+            uvarint(absolute.hi),
+            _zigzag(absolute.old_bias),
+            _zigzag(absolute.new_bias),
+        ]
+    )
+
+
+def _read_absolute(stream: BinaryIO) -> Absolute:
+    width = _read(stream, 1, "header")[0]
+    lo, hi, old_bias, new_bias = (_varint(stream, "header") for _ in range(4))
+    try:
+        return Absolute(width, lo, hi, unzigzag(old_bias), unzigzag(new_bias))
+    except ValueError:
+        raise MalformedError("delta: bad absolute-pointer range") from None
+
+
 def chunk_count_for(payload_length: int, chunk_size: int) -> int:
     return -(-payload_length // chunk_size)
 
@@ -330,9 +362,10 @@ def encode_header(head: DeltaHeader, zdict: bytes, table: Sequence[bytes] = ()) 
                 head.extra_filter,
                 head.diff_coding,
                 head.dict_log,
-                head.predictor | head.phase << 4,
+                head.predictor | head.phase << 4 | (PREDICT_ABSOLUTE if head.absolute else 0),
             ),
             uvarint(head.base_length),
+            _encode_absolute(head.absolute),
             headers_hash(head.new_signed + head.new_signatures),
             uvarint(len(blob)),
             blob,
@@ -376,12 +409,13 @@ def read_header(
         raise MalformedError(f"delta chunk size 2^{chunk_log} out of range")
     chunk_size = 1 << chunk_log
     try:
-        predictor, phase = Arch(predicting & 0x0F), predicting >> 4
+        predictor, phase = Arch(predicting & 0x0F), predicting >> 4 & 0x07
     except ValueError:
         raise MalformedError("delta: unknown predictor") from None
     if phase > 3:
         raise MalformedError("delta: predictor phase out of range")
     base_len = _varint(stream, "header")
+    absolute = _read_absolute(stream) if predicting & PREDICT_ABSOLUTE else None
     if base_len > MAX_IMAGE_LENGTH:
         raise MalformedError("delta base length out of range")
     try:
@@ -429,6 +463,7 @@ def read_header(
         payload_length,
         predictor,
         phase,
+        absolute,
     )
     if head.chunk_count > MAX_CHUNKS:
         raise MalformedError(f"delta: {head.chunk_count} chunks are too many")
@@ -443,11 +478,12 @@ def read_header(
         or base_len + payload_length > chunk_size
     ):
         raise MalformedError("delta: a zstd delta has only its frame, for a small image")
-    if (predictor or phase) and (
+    if (predictor or phase or absolute) and (
         head.full
         or head.zstd
         or predictor is Arch.NONE
         or base_len + payload_length > min(chunk_size, MAX_PREDICTED)
+        or 1 << dict_log > MAX_PREDICTED
     ):
         raise MalformedError("delta: a predicted delta is a plain delta of a small image")
     return head

@@ -16,6 +16,12 @@ the old image and the control triples, in this one module. A wrong guess (data
 that merely looks like an instruction) costs diff bytes, never correctness:
 the diff still corrects every byte, and the output hashes check the result.
 
+Absolute references can be predicted too: pointers stored as plain 32- or 64-bit
+values (an ELF's DWARF address ranges, location lists, relocation addends, literal pools).
+The creator finds the code segment in the old image's ELF headers and sends its
+virtual address range and the two address-to-offset biases; a value in that range
+is a target, re-aimed the same way. Nothing else of the ELF is trusted or needed.
+
 Only for small images (old image and new payload within one chunk, so both ends
 may hold the old image and the triples), and at most ``MAX_SEGMENTS`` triples.
 """
@@ -24,15 +30,17 @@ from __future__ import annotations
 
 import bisect
 import enum
+import heapq
 import re
 import struct
 from array import array
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
-#: Most control triples of a predicted container (the applier holds them all: 24 B each).
-MAX_SEGMENTS = 1 << 16
-#: How far back from the last range starting at or before a target to look for one holding it.
-_LOOKBACK = 8
+#: Most control triples of a predicted container (the applier holds them, 32 bytes each, and
+#: their map, at most 48 bytes each).
+MAX_SEGMENTS = 1 << 15
 
 
 class Arch(enum.IntEnum):
@@ -120,17 +128,83 @@ def references(
                 yield field, field + 4, target
 
 
+@dataclass(frozen=True)
+class Absolute:
+    """Absolute pointers: ``width``-byte little-endian values in ``[lo, hi)`` are addresses.
+
+    An address ``v`` is old-image offset ``v - old_bias``; new-image (payload) offset
+    ``t`` is address ``t + new_bias``.
+    """
+
+    width: int  # 4 or 8
+    lo: int
+    hi: int
+    old_bias: int
+    new_bias: int
+    _pattern: re.Pattern[bytes] = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.width not in (4, 8) or not 0 <= self.lo < self.hi <= 1 << (8 * self.width):
+            raise ValueError("bad absolute-reference range")
+        # a prefilter: the bytes above the range's top byte are zero, the top byte in range
+        top = ((self.hi - 1).bit_length() - 1) // 8 if self.hi > 1 else 0
+        low, high = self.lo >> (8 * top), (self.hi - 1) >> (8 * top)
+        pattern = b"(?=%s[%s-%s]%s)" % (
+            b"[\\x00-\\xff]" * top,
+            re.escape(bytes([low])),
+            re.escape(bytes([high])),
+            b"\\x00" * (self.width - top - 1),
+        )
+        object.__setattr__(self, "_pattern", re.compile(pattern, re.DOTALL))
+
+    def references(self, old: bytes, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """(offset, old target offset) of the pointers wholly inside ``old[start:end]``."""
+        limit = min(end, len(old))
+        width, lo, hi = self.width, self.lo, self.hi
+        resume = start
+        for match in self._pattern.finditer(old, start, limit):
+            p = match.start()
+            if p < resume or p + width > limit:
+                continue
+            value = int.from_bytes(old[p : p + width], "little")
+            if lo <= value < hi:
+                resume = p + width
+                yield p, value - self.old_bias
+
+
 class Alignment:
-    """The matched ranges (old start, new start, length) of one chunk, searchable by old offset."""
+    """Where each old offset went: through the longest matched range that holds it.
+
+    Built from one chunk's add steps (old start, new start, length). Ranges may overlap
+    in the old image (bsdiff reuses old bytes); a target is mapped through the longest
+    range holding it (ties: the smaller new start, then the smaller old start), which is
+    the one most likely to be the code it names rather than a short coincidental match.
+    Kept as disjoint pieces (start, end, shift), at most two per range.
+    """
 
     def __init__(self, old_starts: array[int], new_starts: array[int], lengths: array[int]) -> None:
-        kept = (
-            i for i in range(len(lengths)) if lengths[i] > 0
+        events = sorted(
+            (old_starts[i], -lengths[i], new_starts[i]) for i in range(len(lengths)) if lengths[i]
         )  # a pure copy or seek maps nothing
-        order = sorted(kept, key=lambda i: (old_starts[i] << 64) + new_starts[i])
-        self._old = array("q", (old_starts[i] for i in order))
-        self._new = array("q", (new_starts[i] for i in order))
-        self._len = array("q", (lengths[i] for i in order))
+        bounds = sorted({o for o, _n, _s in events} | {o - n for o, n, _s in events})
+        self._start, self._end, self._shift = array("q"), array("q"), array("q")
+        active: list[tuple[int, int, int, int]] = []  # (-length, new start, old start, end)
+        k = 0
+        for i, at in enumerate(bounds):
+            while k < len(events) and events[k][0] == at:
+                o, neg, n = events[k]
+                heapq.heappush(active, (neg, n, o, o - neg))
+                k += 1
+            while active and active[0][3] <= at:
+                heapq.heappop(active)
+            if active and i + 1 < len(bounds):
+                _neg, n, o, _e = active[0]
+                if self._end and self._end[-1] == at and self._shift[-1] == n - o:
+                    self._end[-1] = bounds[i + 1]  # the same range goes on
+                else:
+                    self._start.append(at)
+                    self._end.append(bounds[i + 1])
+                    self._shift.append(n - o)
 
     @classmethod
     def from_triples(cls, triples: Iterable[tuple[int, int, int]]) -> Alignment:
@@ -147,10 +221,9 @@ class Alignment:
 
     def new_offset(self, old_offset: int) -> int | None:
         """Where the new image holds the old image's byte ``old_offset`` (None: not matched)."""
-        i = bisect.bisect_right(self._old, old_offset) - 1
-        for k in range(i, max(-1, i - _LOOKBACK), -1):
-            if old_offset < self._old[k] + self._len[k]:
-                return self._new[k] + old_offset - self._old[k]
+        i = bisect.bisect_right(self._start, old_offset) - 1
+        if i >= 0 and old_offset < self._end[i]:
+            return old_offset + self._shift[i]
         return None
 
 
@@ -162,11 +235,24 @@ def predict(
     arch: Arch,
     phase: int,
     alignment: Alignment,
+    absolute: Absolute | None = None,
 ) -> bytes:
-    """The new bytes ``new_start .. +length`` as predicted from the old bytes aligned with them."""
+    """The new bytes ``new_start .. +length`` as predicted from the old bytes aligned with them.
+
+    Absolute pointers are re-aimed first, relative references after (they win where both
+    were read into the same bytes).
+    """
     out = bytearray(old[old_start : old_start + length])
     if arch is Arch.NONE:
         return bytes(out)
+    if absolute is not None:
+        width, bias, limit = absolute.width, absolute.new_bias, 1 << (8 * absolute.width)
+        for at, target in absolute.references(old, old_start, old_start + length):
+            moved = alignment.new_offset(target)
+            if moved is not None and 0 <= moved + bias < limit:
+                out[at - old_start : at - old_start + width] = (moved + bias).to_bytes(
+                    width, "little"
+                )
     shift = new_start - old_start
     for field, field_end, target in references(old, old_start, old_start + length, arch, phase):
         moved = alignment.new_offset(target)
@@ -185,8 +271,58 @@ def predict(
     return bytes(out)
 
 
+def payload_offset(old: bytes) -> int:
+    """Where the old image's payload starts (0 if it is not a native image)."""
+    if len(old) >= 16 and old[:8] == b"OTAGUARD":
+        return 16 + int.from_bytes(old[12:16], "big")
+    return 0
+
+
 def payload_phase(old: bytes) -> int:
     """Offset of the old image's payload modulo 4 (its instructions' alignment), 0 if unknown."""
-    if len(old) >= 16 and old[:8] == b"OTAGUARD":
-        return (16 + int.from_bytes(old[12:16], "big")) & 3
-    return 0
+    return payload_offset(old) & 3
+
+
+_PT_LOAD, _PF_X = 1, 1
+
+
+def elf_code_range(payload: bytes, offset: int) -> Absolute | None:
+    """The largest executable segment of a little-endian ELF payload as an :class:`Absolute`.
+
+    ``offset``: where the payload sits in the old image file. Creator side only: a wrong or
+    hostile ELF header only makes the prediction (and so the delta) worse, never wrong.
+    """
+    if len(payload) < 64 or payload[:4] != b"\x7fELF" or payload[5] != 1:
+        return None
+    wide = payload[4] == 2
+    try:
+        if wide:
+            (phoff,) = struct.unpack_from("<Q", payload, 32)
+            phentsize, phnum = struct.unpack_from("<HH", payload, 54)
+        else:
+            (phoff,) = struct.unpack_from("<I", payload, 28)
+            phentsize, phnum = struct.unpack_from("<HH", payload, 42)
+        best = None
+        for i in range(min(phnum, 256)):
+            at = phoff + i * phentsize
+            if wide:
+                p_type, p_flags, p_offset, p_vaddr, _pa, p_filesz = struct.unpack_from(
+                    "<IIQQQQ", payload, at
+                )
+            else:
+                p_type, p_offset, p_vaddr, _pa, p_filesz, _mem, p_flags = struct.unpack_from(
+                    "<IIIIIII", payload, at
+                )
+            executable = p_type == _PT_LOAD and p_flags & _PF_X and p_filesz
+            if executable and (best is None or p_filesz > best[2]):
+                best = (p_offset, p_vaddr, p_filesz)
+    except struct.error:
+        return None
+    if best is None:
+        return None
+    p_offset, p_vaddr, p_filesz = best
+    width = 8 if wide else 4
+    if p_vaddr + p_filesz > 1 << (8 * width):
+        return None
+    bias = p_vaddr - p_offset
+    return Absolute(width, p_vaddr, p_vaddr + p_filesz, bias - offset, bias)
