@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import lzma
+import random
 import struct
 import sys
 from array import array
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import make_image
+from helpers import assert_one_line, make_image
 from helpers_delta import HW, Pair, apply_bytes, code_image, code_layout, container_of, resign
 from otaguard.crypto.keys import PrivateKey
 from otaguard.delta import open_delta
@@ -37,6 +39,7 @@ from otaguard.delta.predict import (
     elf_code_range,
     payload_phase,
     predict,
+    raw_range,
     references,
 )
 from otaguard.errors import DigestMismatchError, MalformedError, RejectedError
@@ -459,3 +462,65 @@ def test_malformed_absolute_fields_are_refused(key: PrivateKey) -> None:
         raw[at] = width
         with pytest.raises(MalformedError, match="absolute"):
             apply_bytes(old, resign(key, delta, bytes(raw)), pair.trusted)
+
+
+def _raw_firmware_pair(key: PrivateKey, base: int) -> tuple[bytes, bytes]:
+    """Thumb-2 code followed by a literal pool of 32-bit pointers into it, linked at ``base``."""
+
+    def payload(grow: int) -> bytes:
+        code, at = code_layout("thumb2", 12, grow=grow, functions=60)
+        places = list(range(0, len(code) - grow, 5))
+        random.Random(1).shuffle(places)  # moved or not, in no order: the diff cannot guess
+        pool = b"".join(
+            (base + p + (grow if p >= at else 0) | 1).to_bytes(4, "little") for p in places
+        )
+        return code + pool
+
+    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(payload(8), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    return old, new
+
+
+def test_raw_firmware_pointers_are_predicted_with_its_load_address(key: PrivateKey) -> None:
+    old, new = _raw_firmware_pair(key, 0x08000000)
+    pair = Pair(key, old, new)
+    told = pair.delta(chunk_size=1 << 16, zstd=False, load_address=0x08000000)
+    untold = pair.delta(chunk_size=1 << 16, zstd=False)
+    head = _header(told)
+    assert head.absolute is not None and head.absolute.width == 4
+    assert (head.absolute.lo, head.absolute.new_bias) == (0x08000000, 0x08000000)
+    assert _header(untold).absolute is None
+    assert len(told) < len(untold) - 20, (len(told), len(untold))
+    assert apply_bytes(old, told, pair.trusted) == new
+
+
+def test_raw_range_is_validated() -> None:
+    assert raw_range(0x08000000, 0, 0) is None
+    assert raw_range(0xFFFFFF00, 0x200, 0) is None  # past 32 bits
+    assert raw_range(0x1000, 0x100, 40) == Absolute(4, 0x1000, 0x1100, 0x1000 - 40, 0x1000)
+
+
+def test_cli_load_address(tmp_path: Path, cli, key: PrivateKey) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import serialization
+
+    old, new = _raw_firmware_pair(key, 0x8000)
+    pem = key.private_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    paths = {name: tmp_path / name for name in ("key.pem", "old", "new", "delta")}
+    paths["key.pem"].write_bytes(pem)
+    paths["old"].write_bytes(old)
+    paths["new"].write_bytes(new)
+    args = ["delta", "create", "--key", str(paths["key.pem"])]
+    files = [str(paths["old"]), str(paths["new"]), str(paths["delta"])]
+    result = cli(*args, "--load-address", "0x8000", *files)
+    assert result.code == 0, result.err
+    assert _header(paths["delta"].read_bytes()).absolute is not None
+    for bad in ("zz", "-1", "0x100000000"):
+        paths["delta"].unlink(missing_ok=True)
+        result = cli(*args, "--load-address", bad, *files)
+        assert result.code == 2 and "--load-address" in result.err
+        assert_one_line(result.err)
+        assert not paths["delta"].exists()

@@ -44,6 +44,18 @@ def _mapped(path: str) -> Iterator[bytes | mmap.mmap]:
             yield mapped
 
 
+def _address(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"--load-address: not an address: {text!r}") from None
+    if not 0 <= value < 1 << 32:
+        raise UsageError(f"--load-address: {text} is not a 32-bit address")
+    return value
+
+
 @click.group()
 def delta() -> None:
     """Differential updates: a signed delta from one image to the next."""
@@ -61,6 +73,12 @@ def delta() -> None:
     show_default=True,
     help="Chunk of the new payload (the applier's memory is about 3 chunks).",
 )
+@click.option(
+    "--load-address",
+    metavar="ADDR",
+    help="Where a raw (non-ELF) firmware payload is loaded, e.g. 0x08000000: lets the "
+    "delta predict its 32-bit pointers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument("old_path", metavar="OLD_IMAGE", type=_path)
 @click.argument("new_path", metavar="NEW_IMAGE", type=_path)
@@ -69,6 +87,7 @@ def create_cmd(
     keys: tuple[str, ...],
     passphrase_env: str | None,
     chunk_size: str,
+    load_address: str | None,
     as_json: bool,
     old_path: str,
     new_path: str,
@@ -83,12 +102,13 @@ def create_cmd(
     ensure_distinct(list(keys))
     signers = [load_signer(k, passphrase_from_env(passphrase_env)) for k in keys]
     size = int(chunk_size[:-1]) << (10 if chunk_size.endswith("K") else 20)
+    address = _address(load_address)
     with (
         _mapped(old_path) as old,
         _mapped(new_path) as new,
         atomic_output(out_path) as dest,
     ):
-        meta, stats = create(old, new, dest, signers, chunk_size=size)
+        meta, stats = create(old, new, dest, signers, chunk_size=size, load_address=address)
         new_length = len(new)
         old_length = len(old)
     out_length = os.path.getsize(out_path)

@@ -58,6 +58,7 @@ from otaguard.delta.predict import (
     elf_code_range,
     payload_offset,
     predict,
+    raw_range,
 )
 from otaguard.image.envelope_format import parse_protected
 
@@ -593,6 +594,7 @@ def _predict_streams(
     new: bytes,
     candidates: Sequence[Arch],
     forced: Arch | None,
+    load_address: int | None = None,
 ) -> tuple[Arch, int, Absolute | None]:
     """Replace the single chunk's diff by the best predictor's, if one beats plain bsdiff.
 
@@ -619,7 +621,10 @@ def _predict_streams(
             best, best_diff, best_size = arch, diff, size
     if best is Arch.NONE:
         return Arch.NONE, 0, None
-    absolute = elf_code_range(bytes(old[offset : offset + (1 << 12)]), offset)
+    if load_address is not None:
+        absolute = raw_range(load_address, len(old) - offset, offset)
+    else:
+        absolute = elf_code_range(bytes(old[offset : offset + (1 << 12)]), offset)
     if absolute is not None:
         diff = _predicted_diff(old, new, streams.control, best, phase, absolute)
         size = _estimate(diff)
@@ -672,6 +677,7 @@ def create_container(
     progress: Callable[[int, int], None] | None = None,
     zstd: bool | None = None,
     predictor: Arch | None = None,
+    load_address: int | None = None,
 ) -> tuple[list[bytes], DeltaStats]:
     """Encode the container; returns its parts (to write in order) and what was decided.
 
@@ -682,6 +688,8 @@ def create_container(
     one chunk together), True forces zstd where it is allowed, False never uses it.
     ``predictor``: for such small images, None tries every pointer-aware predictor and
     keeps the best (or none), an ``Arch`` forces that one (``Arch.NONE``: plain bsdiff).
+    ``load_address``: where a raw (non-ELF) old payload is loaded, so that its 32-bit
+    pointers can be predicted too (an ELF payload's own headers say it).
     """
     if len(old) > MAX_OLD_LENGTH:
         raise ValueError("the old image is larger than 2 GiB")
@@ -704,7 +712,7 @@ def create_container(
     if small and len(old) + len(new_payload) <= MAX_PREDICTED and not literal_chunks:
         candidates = PREDICTORS if predictor is None else (predictor,)
         chosen, phase, absolute = _predict_streams(
-            streams, old, bytes(new_payload), candidates, predictor
+            streams, old, bytes(new_payload), candidates, predictor, load_address
         )
     else:
         chosen, absolute = Arch.NONE, None

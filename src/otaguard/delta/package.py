@@ -90,6 +90,7 @@ def create(
     fallback_ratio: float | None = None,
     zstd: bool | None = None,
     predictor: Arch | None = None,
+    load_address: int | None = None,
 ) -> tuple[ImageMetadata, DeltaStats]:
     """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``."""
     image = split_image(new)
@@ -107,6 +108,7 @@ def create(
             chunk_size=chunk_size,
             zstd=zstd,
             predictor=predictor,
+            load_address=load_address,
             **kwargs,  # type: ignore[arg-type]
         )
         base_sha256 = base.result()

@@ -283,6 +283,17 @@ def payload_phase(old: bytes) -> int:
     return payload_offset(old) & 3
 
 
+def raw_range(load_address: int, length: int, offset: int) -> Absolute | None:
+    """32-bit pointers into a raw image of ``length`` bytes loaded at ``load_address``.
+
+    For firmware without ELF headers (``objcopy -O binary``): its literal pools hold such
+    pointers. ``offset``: where the payload sits in the old image file.
+    """
+    if not length or not 0 <= load_address < load_address + length <= 1 << 32:
+        return None
+    return Absolute(4, load_address, load_address + length, load_address - offset, load_address)
+
+
 _PT_LOAD, _PF_X = 1, 1
 
 
