@@ -21,6 +21,7 @@ from otaguard.crypto.keys import PrivateKey
 from otaguard.delta import open_delta
 from otaguard.delta.engine import _predicted_diff
 from otaguard.delta.format import (
+    FLAG_JOINED,
     HEAD,
     Filter,
     encode_header,
@@ -260,7 +261,14 @@ def test_too_many_triples_for_a_predicted_delta_are_refused(key: PrivateKey) -> 
         raw, format=lzma.FORMAT_RAW, filters=lzma_filters(Filter.NONE, head.dict_size)
     )
     container = encode_header(
-        replace(head, control_length=len(control), diff_length=0, extra_length=0), zdict
+        replace(
+            head,
+            flags=head.flags & ~FLAG_JOINED,
+            control_length=len(control),
+            diff_length=0,
+            extra_length=0,
+        ),
+        zdict,
     )
     forged = resign(key, delta, container + control)
     with pytest.raises(MalformedError, match="predicted"):

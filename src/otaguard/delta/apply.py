@@ -34,6 +34,7 @@ from typing import BinaryIO
 
 from otaguard.delta.format import (
     CHUNK_HASH,
+    MAX_PREDICTED,
     DeltaHeader,
     DiffCoding,
     Filter,
@@ -164,10 +165,56 @@ class _Stream:
             raise MalformedError(f"the {self._what} stream has trailing bytes")
 
 
+class _Held:
+    """One part of a FLAG_JOINED container's stream, decoded whole (small images only)."""
+
+    def __init__(self, data: bytes, what: str) -> None:
+        self._data = data
+        self._pos = 0
+        self._what = what
+
+    def read(self, n: int) -> bytes:
+        if self._pos + n > len(self._data):
+            raise MalformedError(f"the {self._what} stream is shorter than its chunk needs")
+        self._pos += n
+        return self._data[self._pos - n : self._pos]
+
+    def finish(self) -> None:
+        if self._pos != len(self._data):
+            raise MalformedError(f"the {self._what} stream has trailing bytes")
+
+
+def _joined(src: BinaryIO, head: DeltaHeader, offset: int) -> tuple[_Held, _Held, _Held]:
+    """A FLAG_JOINED stream, decoded whole (at most MAX_PREDICTED bytes) and cut in three."""
+    dec = lzma.LZMADecompressor(
+        format=lzma.FORMAT_RAW, filters=lzma_filters(Filter.NONE, head.dict_size)
+    )
+    src.seek(offset)
+    data = src.read(head.extra_length)
+    if len(data) != head.extra_length:
+        raise TruncatedError("truncated: delta ends inside its streams")
+    try:
+        raw = dec.decompress(data, MAX_PREDICTED + 1)
+    except lzma.LZMAError as exc:
+        raise MalformedError(f"the joined stream is corrupt: {exc}") from None
+    if len(raw) > MAX_PREDICTED:
+        raise MalformedError("the joined stream is longer than a small image's")
+    if not dec.eof or dec.unused_data:
+        raise MalformedError("the joined stream does not end with the container")
+    cut = head.control_length + head.diff_length
+    if len(raw) < cut:
+        raise MalformedError("the joined stream is shorter than its control and diff parts")
+    return (
+        _Held(raw[: head.control_length], "control"),
+        _Held(raw[head.control_length : cut], "diff"),
+        _Held(raw[cut:], "extra"),
+    )
+
+
 class _ZeroRuns:
     """The diff stream of a BSDIFF_ZRLE chunk: records of literal bytes and zero runs."""
 
-    def __init__(self, stream: _Stream, max_records: int) -> None:
+    def __init__(self, stream: _Stream | _Held, max_records: int) -> None:
         self._stream = stream
         self._literal = 0
         self._zeros = 0
@@ -303,13 +350,21 @@ class Reconstruction:
             )
         self._read_at = read_at
         dict_size = head.dict_size
-        self._control = _Stream(src, body, head.control_length, Filter.NONE, dict_size, "control")
-        body += head.control_length
-        self._diff = _Stream(src, body, head.diff_length, Filter.NONE, dict_size, "diff")
-        body += head.diff_length
-        self._extra: _Stream | _ZstdFrame = _Stream(
-            src, body, head.extra_length, head.extra_filter, dict_size, "extra"
-        )
+        self._control: _Stream | _Held
+        self._diff: _Stream | _Held
+        self._extra: _Stream | _ZstdFrame | _Held
+        if head.joined:
+            self._control, self._diff, self._extra = _joined(src, head, body)
+        else:
+            self._control = _Stream(
+                src, body, head.control_length, Filter.NONE, dict_size, "control"
+            )
+            body += head.control_length
+            self._diff = _Stream(src, body, head.diff_length, Filter.NONE, dict_size, "diff")
+            body += head.diff_length
+            self._extra = _Stream(
+                src, body, head.extra_length, head.extra_filter, dict_size, "extra"
+            )
         self._old = b""  # the whole old image, for the small-image methods only
         if head.zstd or head.predictor is not Arch.NONE:
             self._old = _old_image(head, read_at)
@@ -380,7 +435,7 @@ class Reconstruction:
             for start in range(0, out_length, PIECE):
                 yield self._extra.read(min(PIECE, out_length - start))
             return
-        diff: _Stream | _ZeroRuns = self._diff
+        diff: _Stream | _Held | _ZeroRuns = self._diff
         if head.diff_coding is DiffCoding.ZERO_RUNS:
             diff = _ZeroRuns(self._diff, max_triples(out_length))
         if head.predictor is Arch.NONE:
@@ -421,7 +476,7 @@ class Reconstruction:
             produced += add + copy
             self._old_pos = old_pos + add + seek
 
-    def _add(self, old_pos: int, add: int, diff: _Stream | _ZeroRuns) -> Iterator[bytes]:
+    def _add(self, old_pos: int, add: int, diff: _Stream | _Held | _ZeroRuns) -> Iterator[bytes]:
         for done in range(0, add, PIECE):
             n = min(PIECE, add - done)
             old = self._read_at(old_pos + done, n)
@@ -433,7 +488,7 @@ class Reconstruction:
         for done in range(0, copy, PIECE):
             yield self._extra.read(min(PIECE, copy - done))
 
-    def _predicted(self, out_length: int, diff: _Stream | _ZeroRuns) -> Iterator[bytes]:
+    def _predicted(self, out_length: int, diff: _Stream | _Held | _ZeroRuns) -> Iterator[bytes]:
         """A predicted (small, one-chunk) delta: all triples first, then the pointer-aware view.
 
         The predictor maps reference targets through every matched range, so the

@@ -37,6 +37,7 @@ from otaguard.delta.format import (
     CHUNK_HASH,
     DEFAULT_CHUNK_SIZE,
     FLAG_FULL,
+    FLAG_JOINED,
     FLAG_ZSTD,
     MAX_PREDICTED,
     MIN_DICT_LOG,
@@ -506,8 +507,11 @@ def _dict_log(chunk_size: int, *raw_sizes: int) -> int:
 
 def _encode_streams(
     streams: _Streams, chunk_size: int, filters: Sequence[Filter], full: bool
-) -> tuple[int, Filter, DiffCoding, list[bytes]]:
-    """Compress the three streams; returns (dict log2, extra filter, diff coding, streams)."""
+) -> tuple[int, Filter, DiffCoding, list[bytes], list[bytes]]:
+    """Compress the three streams.
+
+    Returns (dict log2, extra filter, diff coding, compressed streams, raw streams).
+    """
     extra = b"".join(streams.extra)
     runs = {k: b"".join(v) for k, v in streams.diff_runs.items()} if not full else {}
     # a zero-run coded diff holds every nonzero byte: if it is small, so is the number of
@@ -544,17 +548,30 @@ def _encode_streams(
                 best = min(keys, key=lambda k: (sizes[k], k))
                 candidates = {best: candidates[best]}
             if not any(runs.values()):
-                return DiffCoding.PLAIN, b""  # nothing reads the old image
+                return DiffCoding.PLAIN, b"", b""  # nothing reads the old image
             plans = [_best_plan(data, dict_size) for data in candidates.values()]
             results = yield from _together(plans)
-            options = [(k[0], out) for k, (_f, out) in zip(candidates, results, strict=True)]
+            options = [
+                (k[0], out, raw)
+                for (k, raw), (_f, out) in zip(candidates.items(), results, strict=True)
+            ]
             return min(options, key=lambda o: (len(o[1]), o[0]))
 
-        (coding, diff_stream), (_f, control), (flt, extra_stream) = _run_plans(
+        (coding, diff_stream, diff_raw), (_f, control), (flt, extra_stream) = _run_plans(
             pool,
             [diff_plan(), _best_plan(triples, dict_size), _best_plan(extra, dict_size, filters)],
         )
-    return dict_log, flt, coding, [control, diff_stream, extra_stream]
+    return dict_log, flt, coding, [control, diff_stream, extra_stream], [triples, diff_raw, extra]
+
+
+def _join(raw: Sequence[bytes], chunk_size: int) -> tuple[int, bytes] | None:
+    """Control, diff and extra bytes as one LZMA2 stream: (dict log2, stream), or None."""
+    data = b"".join(raw)
+    dict_log = _dict_log(chunk_size, len(data))
+    if len(data) > MAX_PREDICTED or 1 << dict_log > MAX_PREDICTED:
+        return None
+    variants = (_compress(data, Filter.NONE, 1 << dict_log, v) for v in range(len(_VARIANTS)))
+    return dict_log, min(variants, key=len)
 
 
 def _predicted_diff(
@@ -708,8 +725,9 @@ def create_container(
     finally:
         matcher.close()
     small = bool(old) and len(old) + len(new_payload) <= chunk_size
+    tiny = small and len(old) + len(new_payload) <= MAX_PREDICTED  # predictor, joined streams
     phase = 0
-    if small and len(old) + len(new_payload) <= MAX_PREDICTED and not literal_chunks:
+    if tiny and not literal_chunks:
         candidates = PREDICTORS if predictor is None else (predictor,)
         chosen, phase, absolute = _predict_streams(
             streams, old, bytes(new_payload), candidates, predictor, load_address
@@ -720,10 +738,16 @@ def create_container(
     def container(
         streams: _Streams, flags: int, zstd: tuple[int, bytes] | None = None
     ) -> list[bytes]:
+        lengths: list[int] | None = None
         if zstd is None:
-            dict_log, flt, coding, encoded = _encode_streams(
+            dict_log, flt, coding, encoded, raw = _encode_streams(
                 streams, chunk_size, filters, bool(flags & FLAG_FULL)
             )
+            joined = _join(raw, chunk_size) if not flags and tiny else None
+            if joined is not None and len(joined[1]) < sum(map(len, encoded)):
+                flags, flt, (dict_log, stream) = FLAG_JOINED, Filter.NONE, joined
+                encoded = [stream]
+                lengths = [len(raw[0]), len(raw[1]), len(stream)]
         else:
             dict_log, flt, coding, encoded = (
                 zstd[0],
@@ -731,7 +755,8 @@ def create_container(
                 DiffCoding.PLAIN,
                 [b"", b"", zstd[1]],
             )
-        plain = not flags  # neither FULL nor ZSTD: the predictor applies
+        plain = not flags & (FLAG_FULL | FLAG_ZSTD)  # the predictor applies
+        control_length, diff_length, extra_length = lengths or [len(e) for e in encoded]
         head = DeltaHeader(
             flags,
             chunk_size,
@@ -743,9 +768,9 @@ def create_container(
             dict_log,
             new_signed,
             new_signatures,
-            len(encoded[0]),
-            len(encoded[1]),
-            len(encoded[2]),
+            control_length,
+            diff_length,
+            extra_length,
             len(new_payload),
             chosen if plain else Arch.NONE,
             phase if plain else 0,
