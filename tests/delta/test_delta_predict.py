@@ -22,6 +22,7 @@ from otaguard.delta import open_delta
 from otaguard.delta.engine import _predicted_diff
 from otaguard.delta.format import (
     FLAG_JOINED,
+    FLAG_REPEAT,
     HEAD,
     Filter,
     encode_header,
@@ -263,7 +264,7 @@ def test_too_many_triples_for_a_predicted_delta_are_refused(key: PrivateKey) -> 
     container = encode_header(
         replace(
             head,
-            flags=head.flags & ~FLAG_JOINED,
+            flags=head.flags & ~FLAG_JOINED & ~FLAG_REPEAT,  # plain triples, own stream
             control_length=len(control),
             diff_length=0,
             extra_length=0,

@@ -141,10 +141,10 @@ def test_periodic_runs_are_found_exactly(parts: list[bytes]) -> None:
     """The linear-time run finder agrees with the definition (a backreferencing regex)."""
     import re
 
-    from otaguard.delta.engine import _runs
+    from otaguard.delta.runs import periodic_runs
 
     data = b"".join(parts)
-    spans = _runs(data)
+    spans = periodic_runs(data)
     assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))  # disjoint, sorted
     for start, end in spans:
         assert end - start >= 1024

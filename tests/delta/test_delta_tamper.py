@@ -19,6 +19,7 @@ from otaguard.delta import open_delta, reconstruct
 from otaguard.delta.format import (
     CHUNK_HASH,
     FLAG_FULL,
+    FLAG_REPEAT,
     HEAD,
     HEADERS_HASH,
     DeltaHeader,
@@ -98,6 +99,7 @@ def rebuild(pair: Pair, mutate: Callable[[DeltaHeader, list[bytes], list[bytes]]
 
 def new_control(head: DeltaHeader, table: list, streams: list, triples: list) -> bytes:  # type: ignore[type-arg]
     """Replace the control stream (the first chunk runs these triples)."""
+    head = replace(head, flags=head.flags & ~FLAG_REPEAT)  # plain triples
     control = xz(b"".join(encode_triple(*t) for t in triples), head)
     return build(head, table, [control, *streams[1:]])
 
@@ -178,7 +180,7 @@ def headers_digest_flipped(head, table, streams):  # type: ignore[no-untyped-def
 def _control_of(pair: Pair) -> list[tuple[int, int, int]]:
     delta = pair.delta()
     head, _table, streams = parse(container_of(delta), zdict_of(delta))
-    return decode_triples(unxz(streams[0], head))
+    return decode_triples(unxz(streams[0], head), head.repeat)
 
 
 def _full_reading_old(head, table, streams):  # type: ignore[no-untyped-def]
@@ -194,7 +196,7 @@ CASES: dict[str, tuple[Callable[..., bytes], type[RejectedError]]] = {
     "chunk size absurd": (raw_byte(6, 255), MalformedError),
     "base length too large": (header_field(base_length=1 << 60), MalformedError),
     "unknown filter": (raw_byte(7, 9), MalformedError),
-    "unknown diff coding": (raw_byte(8, 2), MalformedError),
+    "unknown diff coding": (raw_byte(8, 3), MalformedError),
     "dictionary larger than a chunk": (raw_byte(9, 23), MalformedError),
     "dictionary too small": (raw_byte(9, 15), MalformedError),
     "unknown predictor": (raw_byte(10, 3), MalformedError),

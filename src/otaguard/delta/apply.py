@@ -57,6 +57,14 @@ def _masks(n: int) -> tuple[int, int]:
     return int.from_bytes(b"\x7f" * n, "little"), int.from_bytes(b"\x80" * n, "little")
 
 
+def xor_bytes(old: bytes, diff: bytes) -> bytes:
+    """Bytewise ``old XOR diff`` (the ``ZERO_RUNS_XOR`` diff coding)."""
+    if len(diff) != len(old):
+        raise ValueError("xor_bytes needs equal lengths")
+    x = int.from_bytes(old, "little") ^ int.from_bytes(diff, "little")
+    return x.to_bytes(len(old), "little")
+
+
 def add_bytes(old: bytes, diff: bytes) -> bytes:
     """Bytewise ``(old + diff) mod 256`` at C speed: SWAR over Python big integers."""
     n = len(old)
@@ -373,6 +381,7 @@ class Reconstruction:
                 src, body, head.extra_length, self._old, head.dict_log, head.payload_length
             )
         self._old_pos = 0  # carried from chunk to chunk
+        self._previous: tuple[int, int] | None = None  # (copy, seek), for FLAG_REPEAT
         self._pieces = self._produce()
         self._buffer = b""
         self._done = False
@@ -436,7 +445,7 @@ class Reconstruction:
                 yield self._extra.read(min(PIECE, out_length - start))
             return
         diff: _Stream | _Held | _ZeroRuns = self._diff
-        if head.diff_coding is DiffCoding.ZERO_RUNS:
+        if head.diff_coding in (DiffCoding.ZERO_RUNS, DiffCoding.ZERO_RUNS_XOR):
             diff = _ZeroRuns(self._diff, max_triples(out_length))
         if head.predictor is Arch.NONE:
             for add, copy, old_pos in self._triples(out_length):
@@ -463,8 +472,16 @@ class Reconstruction:
             triples += 1
             if triples > limit:
                 raise MalformedError("delta: too many control triples for the chunk")
-            add, copy = decode_varint(next_byte), decode_varint(next_byte)
-            seek = unzigzag(decode_varint(next_byte))
+            add = decode_varint(next_byte)
+            if head.repeat and add & 1:
+                if self._previous is None:
+                    raise MalformedError("delta: a repeated triple without a previous one")
+                add, (copy, seek) = add >> 1, self._previous
+            else:
+                add >>= head.repeat
+                copy = decode_varint(next_byte)
+                seek = unzigzag(decode_varint(next_byte))
+            self._previous = (copy, seek)
             if add + copy > out_length - produced:
                 raise MalformedError("delta: a control triple runs past the end of its chunk")
             if add and head.full:
@@ -477,12 +494,13 @@ class Reconstruction:
             self._old_pos = old_pos + add + seek
 
     def _add(self, old_pos: int, add: int, diff: _Stream | _Held | _ZeroRuns) -> Iterator[bytes]:
+        combine = xor_bytes if self.head.diff_coding is DiffCoding.ZERO_RUNS_XOR else add_bytes
         for done in range(0, add, PIECE):
             n = min(PIECE, add - done)
             old = self._read_at(old_pos + done, n)
             if len(old) != n:
                 raise TruncatedError("the old image ended early")
-            yield add_bytes(old, diff.read(n))
+            yield combine(old, diff.read(n))
 
     def _copy(self, copy: int) -> Iterator[bytes]:
         for done in range(0, copy, PIECE):

@@ -19,25 +19,32 @@ heap, holds them; the heap holds one chunk and the raw streams.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import lzma
 import mmap
-import os
-import re
-import tempfile
 import zlib
-from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from otaguard.delta.apply import sub_bytes
+from otaguard.delta.compress import (
+    PRESET,
+    SAMPLE,
+    VARIANTS,
+    WORKERS,
+    Plan,
+    best_plan,
+    compress,
+    run_plans,
+    together,
+)
 from otaguard.delta.format import (
     CHUNK_HASH,
     DEFAULT_CHUNK_SIZE,
     FLAG_FULL,
     FLAG_JOINED,
+    FLAG_REPEAT,
     FLAG_ZSTD,
     MAX_PREDICTED,
     MIN_DICT_LOG,
@@ -47,10 +54,11 @@ from otaguard.delta.format import (
     chunk_count_for,
     encode_header,
     encode_triple,
+    encode_triples,
     encode_zero_runs,
-    lzma_filters,
     max_dict_log,
 )
+from otaguard.delta.matcher import Matcher
 from otaguard.delta.predict import (
     MAX_SEGMENTS,
     Absolute,
@@ -61,6 +69,7 @@ from otaguard.delta.predict import (
     predict,
     raw_range,
 )
+from otaguard.delta.steps import chunk_steps, xor_diff
 from otaguard.image.envelope_format import parse_protected
 
 #: ``delta create`` falls back to a compressed full image above this ratio (issue 6).
@@ -68,16 +77,8 @@ FULL_FALLBACK_RATIO = 0.70
 #: A chunk whose unmatched bytes exceed this share of it is also judged as is (zlib level
 #: 1 sizes of both: fast); below it sending it as is cannot plausibly win.
 LITERAL_PROBE = 0.20
-#: Old images larger than this get their suffix array in a temporary file, not the heap.
-HEAP_LIMIT = 64 << 20
 #: divsufsort's 32-bit suffix array.
 MAX_OLD_LENGTH = (1 << 31) - 2
-_SAMPLE = 256 << 10
-#: Streams up to this size try every LZMA2 variant at full strength (the filter by sample).
-_FULL_TRIALS = 2 << 20
-#: Threads for independent LZMA2 compressions (liblzma runs without the GIL).
-_WORKERS = max(1, min(4, os.cpu_count() or 1))
-_PRESET = 9 | lzma.PRESET_EXTREME
 
 
 @dataclass(frozen=True)
@@ -88,304 +89,6 @@ class DeltaStats:
     delta_bytes: int  # the container with every chunk as a delta
     full_bytes: int  # the container, all literal (estimated unless it fell back)
     container_bytes: int  # what was emitted
-
-
-#: LZMA2 literal-context variants tried per stream (the decoder needs none of them).
-_VARIANTS: tuple[dict[str, int], ...] = ({}, {"lc": 0, "pb": 0}, {"lc": 0, "lp": 1, "pb": 1})
-
-
-def _compress(
-    data: bytes, flt: Filter, dict_size: int, variant: int = 0, preset: int = _PRESET
-) -> bytes:
-    if not data:
-        return b""
-    filters = lzma_filters(flt, dict_size, preset=preset, **_VARIANTS[variant])
-    return lzma.compress(data, format=lzma.FORMAT_RAW, filters=filters)
-
-
-#: A plan: yields batches of independent compressions, receives their outputs, returns.
-_Job = tuple[bytes, Filter, int, int, int]  # _compress's arguments
-_Plan = Generator[list[_Job], list[bytes], Any]
-
-
-def _best_plan(
-    data: bytes, dict_size: int, filters: Sequence[Filter] = (Filter.NONE,)
-) -> Generator[list[_Job], list[bytes], tuple[Filter, bytes]]:
-    """The smallest encoding over branch filters x LZMA2 variants (by sample if large)."""
-    if not data:
-        return Filter.NONE, b""
-    variants = range(len(_VARIANTS))
-    if len(data) <= _SAMPLE:
-        keys = [(f, v) for f in filters for v in variants]
-        outputs = yield [(data, f, dict_size, v, _PRESET) for f, v in keys]
-        options = [(f, out) for (f, _v), out in zip(keys, outputs, strict=True)]
-        return min(options, key=lambda o: (len(o[1]), o[0]))
-    sample = data[:_SAMPLE]
-    sizes = yield [(sample, f, dict_size, 0, 6) for f in filters]
-    flt = min(zip(filters, map(len, sizes), strict=True), key=lambda o: (o[1], o[0]))[0]
-    if len(data) <= _FULL_TRIALS:  # a sample misjudges the variants by ~0.7% on the .so
-        outputs = yield [(data, flt, dict_size, v, _PRESET) for v in variants]
-        return flt, min(outputs, key=len)
-    variant = 0
-    if len(variants) > 1:
-        trials = dict.fromkeys(variants, -1)
-        trials[0] = len(sizes[list(filters).index(flt)])  # already known
-        rest = [v for v in variants if v]
-        outputs = yield [(sample, flt, dict_size, v, 6) for v in rest]
-        trials.update(zip(rest, map(len, outputs), strict=True))
-        variant = min(variants, key=lambda v: (trials[v], v))
-    (out,) = yield [(data, flt, dict_size, variant, _PRESET)]
-    return flt, out
-
-
-def _together(plans: Sequence[_Plan]) -> Generator[list[_Job], list[bytes], list[Any]]:
-    """One plan of several: their batches in lockstep, as one batch per step."""
-    results: list[Any] = [None] * len(plans)
-    batches: dict[int, list[_Job]] = {}
-    sent: dict[int, list[bytes] | None] = dict.fromkeys(range(len(plans)))
-    while sent:
-        for index, outputs in sent.items():
-            try:
-                batches[index] = plans[index].send(outputs)  # type: ignore[arg-type]
-            except StopIteration as stop:
-                results[index] = stop.value
-        if not batches:
-            break
-        outputs = yield [job for batch in batches.values() for job in batch]
-        sent, start = {}, 0
-        for index, batch in batches.items():
-            sent[index] = outputs[start : start + len(batch)]
-            start += len(batch)
-        batches = {}
-    return results
-
-
-def _run_plans(pool: ThreadPoolExecutor, plans: Sequence[_Plan]) -> list[Any]:
-    """Run the plans' compressions on the pool, each batch as soon as the plan asks for it.
-
-    Earlier plans' batches are queued first: put the longest plan first.
-    """
-    results: list[Any] = [None] * len(plans)
-    pending: dict[int, list[Future[bytes]]] = {}
-
-    def advance(index: int, outputs: list[bytes] | None) -> None:
-        try:
-            batch = plans[index].send(outputs)  # type: ignore[arg-type]
-        except StopIteration as stop:
-            results[index] = stop.value
-            return
-        pending[index] = [pool.submit(_compress, *job) for job in batch]
-
-    for index in range(len(plans)):
-        advance(index, None)
-    while pending:
-        running = [f for batch in pending.values() for f in batch if not f.done()]
-        wait(running, return_when=FIRST_COMPLETED)
-        for index, batch in list(pending.items()):
-            if all(f.done() for f in batch):
-                del pending[index]
-                advance(index, [f.result() for f in batch])
-    return results
-
-
-#: Periodic runs (period 1 to 4) at least this long are not matched but sent as extra bytes.
-_MIN_RUN = 1024
-_MAX_PERIOD = 4
-_MAX_RUN_SEARCHES = 64
-_NONZERO = re.compile(rb"[^\x00]")
-_ZERO_BLOCK = bytes(1 << 16)
-
-
-def _zeros_end(data: bytes, pos: int) -> int:
-    """Where the zeros starting at ``pos`` end (galloping memcmp, then a short regex scan)."""
-    step = 1 << 10
-    while data[pos : pos + step] == _ZERO_BLOCK[:step] and pos + step <= len(data):
-        pos += step
-        step = min(step * 2, len(_ZERO_BLOCK))
-    nonzero = _NONZERO.search(data, pos, pos + step)
-    return nonzero.start() if nonzero else min(pos + step, len(data))
-
-
-def _stretches(data: bytes, period: int, min_len: int) -> Iterator[tuple[int, int]]:
-    """Maximal stretches ``[i, j)`` of ``data[k] == data[k + period]``, at least ``min_len`` long.
-
-    They are the stretches of zeros in ``data[period:] XOR data[:-period]``: one big-integer
-    XOR and a few ``find`` calls, linear time.
-    """
-    rest = len(data) - period
-    if rest < min_len:
-        return
-    xored = (
-        int.from_bytes(data[period:], "little") ^ int.from_bytes(data[:rest], "little")
-    ).to_bytes(rest, "little")
-    probe = _ZERO_BLOCK[:min_len]
-    pos = 0
-    while (at := xored.find(probe, pos)) >= 0:
-        pos = _zeros_end(xored, at + min_len)
-        yield at, pos
-
-
-#: Every period of 1 to _MAX_PERIOD divides it.
-_COMMON_PERIOD = 12
-
-
-def _runs(data: bytes) -> list[tuple[int, int]]:
-    """Disjoint, sorted spans of ``data`` that repeat with a period of 1 to 4 bytes.
-
-    A run of period p is also one of period 12 (a multiple of every p), so one scan for
-    period 12 finds the regions that can hold runs and only those are scanned per period
-    (a backreferencing regex took 11 s per 44 MiB, four scans of everything 0.5 s).
-    """
-    spans: list[tuple[int, int]] = []
-    if len(data) < _MIN_RUN:
-        return spans
-    # a stretch of period p and length L >= _MIN_RUN - p is one of period 12 and length
-    # L - 12 + p >= _MIN_RUN - 12, inside [start, end + 12) of a period-12 stretch
-    for start, end in _stretches(data, _COMMON_PERIOD, _MIN_RUN - _COMMON_PERIOD):
-        region = data[start : end + _COMMON_PERIOD]
-        periods = range(1, _MAX_PERIOD + 1)
-        if any(region[p:] == region[:-p] for p in periods):  # one run (memcmp): it holds all
-            spans.append((start, end + _COMMON_PERIOD))
-            continue
-        for period in periods:
-            for at, stop in _stretches(region, period, _MIN_RUN - period):
-                spans.append((start + at, start + stop + period))
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
-
-
-def _varint(data: bytes) -> int:
-    """detools' size encoding: 6 bits + sign in the first byte, then 7 bits per byte."""
-    byte = data[0]
-    value = byte & 0x3F
-    shift = 6
-    i = 1
-    while byte & 0x80:
-        byte = data[i]
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        i += 1
-    return -value if data[0] & 0x40 else value
-
-
-def _detools_extension(name: str) -> Any:
-    """One of detools' C extensions, loaded without running its package's ``__init__``.
-
-    Why: that imports detools' whole Python side (elftools, humanfriendly, its
-    compressors), ~50 ms of a ~250 ms ``delta create`` of a firmware image; only the
-    suffix sort and the matcher are used here.
-    """
-    import importlib.machinery
-    import importlib.util
-
-    package = importlib.util.find_spec("detools")
-    for folder in (package and package.submodule_search_locations) or ():
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = os.path.join(folder, name + suffix)
-            if os.path.isfile(path):
-                loader = importlib.machinery.ExtensionFileLoader(f"detools.{name}", path)
-                spec = importlib.util.spec_from_file_location(loader.name, path, loader=loader)
-                if spec is not None:
-                    module = importlib.util.module_from_spec(spec)
-                    loader.exec_module(module)
-                    return module
-    return importlib.import_module(f"detools.{name}")  # pragma: no cover - unusual layouts
-
-
-class _Matcher:
-    """The whole old image and its suffix array, built once."""
-
-    def __init__(self, old: bytes | mmap.mmap) -> None:
-        self._bsdiff = _detools_extension("bsdiff")
-        divsufsort = _detools_extension("suffix_array").divsufsort
-        self.old = old
-        self._run_cache: dict[bytes, tuple[int | None, int]] = {}  # unit -> (at, length)
-        self._searches = 0
-        self._stack = contextlib.ExitStack()
-        size = 4 * (len(old) + 1)
-        if len(old) > HEAP_LIMIT:
-            backing = self._stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115
-            backing.truncate(size)
-            self.sa: bytearray | mmap.mmap = self._stack.enter_context(
-                mmap.mmap(backing.fileno(), size)
-            )
-        else:  # anonymous pages, zeroed by the kernel as divsufsort touches them (no memset)
-            self.sa = self._stack.enter_context(mmap.mmap(-1, size))
-        if old:
-            divsufsort(old, self.sa)
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def _segment(self, new: bytes) -> list[tuple[bytes, bytes, int]]:
-        if not self.old or not new:
-            return [(b"", new, 0)]
-        parts = self._bsdiff.create_patch(self.sa, self.old, new, bytearray(len(new) + 1))
-        out = []
-        for i in range(0, len(parts) - 4, 5):
-            out.append((bytes(parts[i + 1]), bytes(parts[i + 3]), _varint(parts[i + 4])))
-        if sum(len(d) + len(e) for d, e, _ in out) != len(new):  # pragma: no cover
-            raise RuntimeError("detools produced a patch that does not cover the chunk")
-        return out
-
-    def _find_run(self, run: bytes, near: int) -> int | None:
-        """Where the old image holds ``run``: right at ``near`` if it does, else anywhere."""
-        old = self.old
-        if old[near : near + len(run)] == run:
-            return near
-        key = run[:8]  # a periodic run: its first bytes name its unit (and phase)
-        found, length = self._run_cache.get(key, (None, 0))
-        if found is not None and len(run) <= length:
-            return found if old[found : found + len(run)] == run else None
-        if found is None and length and len(run) >= length:
-            return None  # a shorter run like it was not in the old image
-        if self._searches >= _MAX_RUN_SEARCHES:  # each search scans the old image
-            return None
-        self._searches += 1
-        at = old.find(run)
-        if at >= 0:
-            self._run_cache[key] = (at, len(run))
-            return at
-        if found is None:
-            self._run_cache[key] = (None, len(run))
-        return None
-
-    def triples(self, new: bytes) -> list[tuple[bytes, bytes, int]]:
-        """(diff bytes, extra bytes, seek) per bsdiff step; old position starts at 0.
-
-        bsdiff's approximate matching is quadratic on long periodic runs (an ext4 image's
-        zeroed blocks, erased flash): 7 s for 256 KiB of zeros. Such runs are cut out and
-        sent as extra bytes, which LZMA2 shrinks to almost nothing; the rest is matched.
-        """
-        steps: list[tuple[int, bytes, bytes]] = []  # (absolute old start, diff, extra)
-        pos = 0
-        for start, end in [*_runs(new), (len(new), len(new))]:
-            old_pos = steps[-1][0] + len(steps[-1][1]) if steps else 0
-            relative = 0
-            for diff, extra, seek in self._segment(new[pos:start]) if start > pos else []:
-                steps.append((relative, diff, extra))
-                relative += len(diff) + seek
-            if end > start:
-                old_pos = steps[-1][0] + len(steps[-1][1]) if steps else 0
-                run = new[start:end]
-                found = self._find_run(run, old_pos)
-                if found is None:
-                    steps.append((old_pos, b"", run))
-                else:  # the old image has the run too: an all-zero diff, a few bytes coded
-                    steps.append((found, bytes(len(run)), b""))
-            pos = end
-        if steps and steps[0][0]:
-            steps.insert(0, (0, b"", b""))
-        out = []
-        for i, (old_start, diff, extra) in enumerate(steps):
-            following = steps[i + 1][0] if i + 1 < len(steps) else old_start + len(diff)
-            out.append((diff, extra, following - old_start - len(diff)))
-        return out
 
 
 def _chunks(payload: bytes | memoryview | mmap.mmap, size: int) -> Iterator[bytes]:
@@ -403,6 +106,8 @@ class _Streams:
     extra: list[bytes]
     plain_size: int = 0
     old_pos: int = 0  # where the old position stands after the last triple
+    # the diff as new XOR old, zero-run coded (ZERO_RUNS_XOR), per shortest run
+    xor_runs: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 #: Zero runs at least this long are coded as runs in the candidate zero-run diff streams.
@@ -417,48 +122,6 @@ def _zero_run_lists() -> dict[int, list[bytes]]:
 _PLAIN_DIFF_LIMIT = 64 << 20
 
 
-#: A match shorter than this that the old position jumps to (and back from) costs more in
-#: control bytes than its bytes cost as extra: it is folded into the previous step's extra.
-SHORT_MATCH = 12
-
-
-def _chunk_steps(
-    matcher: _Matcher, new: bytes
-) -> tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]:
-    """The chunk as bsdiff steps: control triples, diff pieces and extra pieces.
-
-    bsdiff leaves many tiny matches far away in the old image (1 to 8 bytes,
-    jumping megabytes there and back) and consecutive adds that run on (where
-    a periodic run was cut out): both are merged into their previous step.
-    """
-    steps: list[list[Any]] = []  # [add, copy, seek, diff pieces, extra pieces]
-    pos = 0  # in the new chunk
-    for diff, extra, seek in matcher.triples(new):
-        add, copy = len(diff), len(extra)
-        if steps:
-            prev = steps[-1]
-            if not add and not copy:
-                prev[2] += seek
-                continue
-            if prev[1] == 0 and prev[2] == 0:  # the add runs on
-                prev[0] += add
-                prev[1], prev[2] = copy, seek
-                prev[3].append(diff)
-                prev[4] = [extra]
-                pos += add + copy
-                continue
-            if add < SHORT_MATCH and prev[2]:  # a short match far away: send it as extra
-                prev[1] += add + copy
-                prev[2] += add + seek
-                prev[4] += [new[pos : pos + add], extra]
-                pos += add + copy
-                continue
-        steps.append([add, copy, seek, [diff], [extra]])
-        pos += add + copy
-    control = [(a, c, s) for a, c, s, _d, _e in steps]
-    return control, [b"".join(d) for *_s, d, _e in steps], [b"".join(e) for *_s, e in steps]
-
-
 def _literal_is_smaller(new: bytes, diff: bytes, extra: bytes) -> bool:
     """Whether the chunk as one copy beats its delta (zlib level 1 as the judge: fast)."""
     unmatched = len(extra) + len(diff) - diff.count(0)
@@ -468,15 +131,21 @@ def _literal_is_smaller(new: bytes, diff: bytes, extra: bytes) -> bool:
     return len(zlib.compress(new, 1)) < delta
 
 
-def _add_chunk(streams: _Streams, new: bytes, matcher: _Matcher | None) -> bool:
+def _add_chunk(streams: _Streams, new: bytes, matcher: Matcher | None) -> bool:
     """Append the chunk's steps to the streams; returns whether it went in as a literal."""
     literal = matcher is None
     if matcher is not None:
-        control, diffs, extras = _chunk_steps(matcher, new)
+        start = streams.old_pos if streams.control else 0  # where the old position stands
+        control, diffs, extras = chunk_steps(matcher, new, start)
         diff, extra = b"".join(diffs), b"".join(extras)
         literal = _literal_is_smaller(new, diff, extra)
     if literal:
         control, diff, extra = [(0, len(new), 0)], b"", new
+    xor = diff
+    if matcher is not None and not literal and diff.count(0) != len(diff):
+        xor = xor_diff(matcher.old, new, control)
+    for min_run in ZERO_RUN_MINIMA:
+        streams.xor_runs.setdefault(min_run, []).append(encode_zero_runs(xor, min_run))
     # the chunk's steps start at old position 0; the old position carries over from the
     # previous chunk, so its last seek takes us there (and to a first pure seek's target)
     if streams.control:
@@ -507,10 +176,11 @@ def _dict_log(chunk_size: int, *raw_sizes: int) -> int:
 
 def _encode_streams(
     streams: _Streams, chunk_size: int, filters: Sequence[Filter], full: bool
-) -> tuple[int, Filter, DiffCoding, list[bytes], list[bytes]]:
+) -> tuple[int, Filter, DiffCoding, list[bytes], list[bytes], int]:
     """Compress the three streams.
 
-    Returns (dict log2, extra filter, diff coding, compressed streams, raw streams).
+    Returns (dict log2, extra filter, diff coding, compressed streams, raw streams, and
+    FLAG_REPEAT if the control stream uses it).
     """
     extra = b"".join(streams.extra)
     runs = {k: b"".join(v) for k, v in streams.diff_runs.items()} if not full else {}
@@ -521,8 +191,11 @@ def _encode_streams(
     if streams.diff_plain is not None and not full and dense:
         plain = b"".join(streams.diff_plain)
     triples = b"".join(encode_triple(*t) for t in streams.control)
+    repeated = encode_triples(streams.control, repeat=True)
     plain_size = streams.plain_size if streams.diff_plain is not None and not full else 0
-    dict_log = _dict_log(chunk_size, len(triples), *map(len, runs.values()), len(extra), plain_size)
+    dict_log = _dict_log(
+        chunk_size, len(triples), len(repeated), *map(len, runs.values()), len(extra), plain_size
+    )
     dict_size = 1 << dict_log
     # candidates: zero runs (each shortest run), plain unless the diff is mostly zeros
     candidates: dict[tuple[DiffCoding, int], bytes] = {
@@ -530,38 +203,53 @@ def _encode_streams(
     }
     if plain is not None and len(plain) - plain.count(0) > len(plain) // 16:
         candidates[DiffCoding.PLAIN, 0] = plain
+    if runs and streams.xor_runs and (plain is None or len(plain) <= 2 * SAMPLE):
+        # XOR: a checksum (CRC) changed by the same edit changes by the same XOR pattern
+        for k, v in streams.xor_runs.items():
+            candidates[DiffCoding.ZERO_RUNS_XOR, k] = b"".join(v)
     # liblzma releases the GIL: the independent compressions run on all cores, the diff
     # stream's (the longest chain) queued first
-    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
 
-        def diff_plan() -> _Plan:
+        def diff_plan() -> Plan:
             nonlocal candidates
-            if len(candidates) > 1 and plain is not None and len(plain) > 2 * _SAMPLE:
-                sample = plain[:_SAMPLE]  # decide on a sample of the diff
+            if len(candidates) > 1 and plain is not None and len(plain) > 2 * SAMPLE:
+                sample = plain[:SAMPLE]  # decide on a sample of the diff
                 keys = list(candidates)
                 data = [
                     sample if k[0] is DiffCoding.PLAIN else encode_zero_runs(sample, k[1])
                     for k in keys
                 ]
-                outputs = yield [(d, Filter.NONE, dict_size, 0, _PRESET) for d in data]
+                outputs = yield [(d, Filter.NONE, dict_size, 0, PRESET) for d in data]
                 sizes = dict(zip(keys, map(len, outputs), strict=True))
                 best = min(keys, key=lambda k: (sizes[k], k))
                 candidates = {best: candidates[best]}
             if not any(runs.values()):
                 return DiffCoding.PLAIN, b"", b""  # nothing reads the old image
-            plans = [_best_plan(data, dict_size) for data in candidates.values()]
-            results = yield from _together(plans)
+            plans = [best_plan(data, dict_size) for data in candidates.values()]
+            results = yield from together(plans)
             options = [
                 (k[0], out, raw)
                 for (k, raw), (_f, out) in zip(candidates.items(), results, strict=True)
             ]
             return min(options, key=lambda o: (len(o[1]), o[0]))
 
-        (coding, diff_stream, diff_raw), (_f, control), (flt, extra_stream) = _run_plans(
-            pool,
-            [diff_plan(), _best_plan(triples, dict_size), _best_plan(extra, dict_size, filters)],
+        (coding, diff_stream, diff_raw), (_f, control), (flt, extra_stream), (_g, again) = (
+            run_plans(
+                pool,
+                [
+                    diff_plan(),
+                    best_plan(triples, dict_size),
+                    best_plan(extra, dict_size, filters),
+                    best_plan(repeated, dict_size),
+                ],
+            )
         )
-    return dict_log, flt, coding, [control, diff_stream, extra_stream], [triples, diff_raw, extra]
+    repeat = 0
+    if len(again) < len(control):  # copy and seek often repeat (an insertion, many times)
+        control, triples, repeat = again, repeated, FLAG_REPEAT
+    encoded, raw = [control, diff_stream, extra_stream], [triples, diff_raw, extra]
+    return dict_log, flt, coding, encoded, raw, repeat
 
 
 def _join(raw: Sequence[bytes], chunk_size: int) -> tuple[int, bytes] | None:
@@ -570,7 +258,7 @@ def _join(raw: Sequence[bytes], chunk_size: int) -> tuple[int, bytes] | None:
     dict_log = _dict_log(chunk_size, len(data))
     if len(data) > MAX_PREDICTED or 1 << dict_log > MAX_PREDICTED:
         return None
-    variants = (_compress(data, Filter.NONE, 1 << dict_log, v) for v in range(len(_VARIANTS)))
+    variants = (compress(data, Filter.NONE, 1 << dict_log, v) for v in range(len(VARIANTS)))
     return dict_log, min(variants, key=len)
 
 
@@ -650,6 +338,7 @@ def _predict_streams(
         else:
             absolute = None
     streams.diff_runs = {k: [encode_zero_runs(best_diff, k)] for k in ZERO_RUN_MINIMA}
+    streams.xor_runs = {}  # the predictor's view is added to, not XORed
     streams.diff_plain = [best_diff]
     streams.plain_size = len(best_diff)
     return best, phase, absolute
@@ -714,7 +403,7 @@ def create_container(
     table: list[bytes] = []
     streams = _Streams([], [], _zero_run_lists(), [])
     literal_chunks = 0
-    matcher = _Matcher(old)
+    matcher = Matcher(old)
     try:
         for index, chunk in enumerate(_chunks(new_payload, chunk_size)):
             literal_chunks += _add_chunk(streams, chunk, matcher)
@@ -740,7 +429,7 @@ def create_container(
     ) -> list[bytes]:
         lengths: list[int] | None = None
         if zstd is None:
-            dict_log, flt, coding, encoded, raw = _encode_streams(
+            dict_log, flt, coding, encoded, raw, repeat = _encode_streams(
                 streams, chunk_size, filters, bool(flags & FLAG_FULL)
             )
             joined = _join(raw, chunk_size) if not flags and tiny else None
@@ -749,16 +438,17 @@ def create_container(
                 encoded = [stream]
                 lengths = [len(raw[0]), len(raw[1]), len(stream)]
         else:
-            dict_log, flt, coding, encoded = (
+            dict_log, flt, coding, encoded, repeat = (
                 zstd[0],
                 Filter.NONE,
                 DiffCoding.PLAIN,
                 [b"", b"", zstd[1]],
+                0,
             )
         plain = not flags & (FLAG_FULL | FLAG_ZSTD)  # the predictor applies
         control_length, diff_length, extra_length = lengths or [len(e) for e in encoded]
         head = DeltaHeader(
-            flags,
+            flags | repeat,
             chunk_size,
             len(old),
             bytes(32),

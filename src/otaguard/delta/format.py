@@ -63,7 +63,10 @@ FLAG_ZSTD = 0x0002
 #: streams' framing costs ~30 bytes: a tenth of a small firmware fix). Small images only;
 #: the control and diff lengths are then raw lengths, the extra length the joined stream's.
 FLAG_JOINED = 0x0004
-_KNOWN_FLAGS = FLAG_FULL | FLAG_ZSTD | FLAG_JOINED
+#: flags bit 3: control triples whose ``add`` field is ``2 * add + r``: r = 1 means this
+#: triple's copy and seek are the previous triple's (across chunks) and are not sent.
+FLAG_REPEAT = 0x0008
+_KNOWN_FLAGS = FLAG_FULL | FLAG_ZSTD | FLAG_JOINED | FLAG_REPEAT
 
 HEAD = struct.Struct(">4sBBBBBBB")
 #: Size of the digest of the new image's header + signature block (SHA-256, cut to 128 bits).
@@ -168,10 +171,26 @@ def unzigzag(value: int) -> int:
     return (value >> 1) ^ -(value & 1)
 
 
-def decode_triples(raw: bytes) -> list[tuple[int, int, int]]:
+def encode_triples(triples: Sequence[tuple[int, int, int]], repeat: bool = False) -> bytes:
+    """A control stream; with ``repeat`` (FLAG_REPEAT) a triple whose copy and seek equal the
+    previous one's is its ``2 * add + 1`` alone, any other ``2 * add`` then copy and seek."""
+    if not repeat:
+        return b"".join(encode_triple(*t) for t in triples)
+    out = []
+    previous = None
+    for add, copy, seek in triples:
+        if (copy, seek) == previous:
+            out.append(uvarint(2 * add + 1))
+        else:
+            out.append(encode_triple(2 * add, copy, seek))
+        previous = (copy, seek)
+    return b"".join(out)
+
+
+def decode_triples(raw: bytes, repeat: bool = False) -> list[tuple[int, int, int]]:
     """All triples of a decompressed control stream (for tests and tools)."""
     it = iter(raw)
-    out = []
+    out: list[tuple[int, int, int]] = []
     pos = 0
 
     def next_byte() -> int:
@@ -180,7 +199,15 @@ def decode_triples(raw: bytes) -> list[tuple[int, int, int]]:
         return next(it)
 
     while pos < len(raw):
-        add, copy = decode_varint(next_byte), decode_varint(next_byte)
+        add = decode_varint(next_byte)
+        if repeat:
+            add, again = add >> 1, add & 1
+            if again:
+                if not out:
+                    raise MalformedError("delta: a repeated triple without a previous one")
+                out.append((add, *out[-1][1:]))
+                continue
+        copy = decode_varint(next_byte)
         out.append((add, copy, unzigzag(decode_varint(next_byte))))
     return out
 
@@ -190,6 +217,7 @@ class DiffCoding(enum.IntEnum):
 
     PLAIN = 0  # the diff bytes themselves
     ZERO_RUNS = 1  # per chunk: records of literal bytes and zero-run lengths
+    ZERO_RUNS_XOR = 2  # as ZERO_RUNS, but an output byte is old byte XOR diff byte
 
 
 class Filter(enum.IntEnum):
@@ -292,6 +320,10 @@ class DeltaHeader:
     @property
     def zstd(self) -> bool:
         return bool(self.flags & FLAG_ZSTD)
+
+    @property
+    def repeat(self) -> bool:
+        return bool(self.flags & FLAG_REPEAT)
 
     @property
     def target_length(self) -> int:
@@ -434,6 +466,8 @@ def read_header(
         raise MalformedError("delta: unknown extra filter or diff coding") from None
     if not MIN_DICT_LOG <= dict_log <= max_dict_log(chunk_size):
         raise MalformedError(f"delta: dictionary of 2^{dict_log} bytes out of range")
+    if diff_coding is DiffCoding.ZERO_RUNS_XOR and predictor is not Arch.NONE:
+        raise MalformedError("delta: an XOR diff with a predictor")
     expected = _read(stream, HEADERS_HASH, "header")
     blob_len = _varint(stream, "header")
     if blob_len > 2 * MAX_NEW_HEADERS:
