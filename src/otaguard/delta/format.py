@@ -9,7 +9,7 @@ byte in ``docs/delta.md``). Integers are big-endian unless noted::
     16 bytes: SHA-256 of the new image's header + signature block, first 16 bytes
     varint M | M bytes: the new image's header + signature block, raw deflate
     varint control length | varint diff length | varint extra length
-    (N - 1) x 16: output SHA-256 of every chunk but the last, first 16 bytes
+    (N - 1) x 8: output SHA-256 of every chunk but the last, first 8 bytes
     control stream | diff stream | extra stream   -- shared by all chunks, to the end
 
 The new image's header and signature block are deflated with a preset
@@ -71,9 +71,11 @@ _KNOWN_FLAGS = FLAG_FULL | FLAG_ZSTD | FLAG_JOINED | FLAG_REPEAT
 HEAD = struct.Struct(">4sBBBBBBB")
 #: Size of the digest of the new image's header + signature block (SHA-256, cut to 128 bits).
 HEADERS_HASH = 16
-#: Size of one entry of the chunk table: an output SHA-256 cut to 128 bits. It is an early
-#: check and a resume point; the whole payload's full digest is checked before any boot.
-CHUNK_HASH = 16
+#: Size of one entry of the chunk table: an output SHA-256 cut to 64 bits. It is an early
+#: failure check and a resume point, not the security check: the container is signed, the
+#: old image hashed whole before any write, and the whole payload's full digest is checked
+#: before anything can boot. 64 bits catch any corruption; 8 bytes per 4 MiB chunk.
+CHUNK_HASH = 8
 #: A varint is at most 10 bytes (64 bits, 7 per byte).
 MAX_VARINT = 10
 
