@@ -252,6 +252,10 @@ def _encode_streams(
     return dict_log, flt, coding, encoded, raw, repeat
 
 
+#: Streams (compressed) at most this large are also tried joined (FLAG_JOINED).
+JOIN_LIMIT = 64 << 10
+
+
 def _join(raw: Sequence[bytes], chunk_size: int) -> tuple[int, bytes] | None:
     """Control, diff and extra bytes as one LZMA2 stream: (dict log2, stream), or None."""
     data = b"".join(raw)
@@ -432,7 +436,9 @@ def create_container(
             dict_log, flt, coding, encoded, raw, repeat = _encode_streams(
                 streams, chunk_size, filters, bool(flags & FLAG_FULL)
             )
-            joined = _join(raw, chunk_size) if not flags and tiny else None
+            # joining saves a fixed ~30 bytes of framing: tried only where that can matter
+            small_streams = sum(map(len, encoded)) <= JOIN_LIMIT
+            joined = _join(raw, chunk_size) if not flags and tiny and small_streams else None
             if joined is not None and len(joined[1]) < sum(map(len, encoded)):
                 flags, flt, (dict_log, stream) = FLAG_JOINED, Filter.NONE, joined
                 encoded = [stream]
