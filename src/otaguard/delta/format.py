@@ -6,11 +6,13 @@ byte in ``docs/delta.md``). Integers are big-endian unless noted::
     magic "OTAD" | u8 version (3) | u8 flags | u8 log2 of the chunk size
     u8 extra filter | u8 diff coding | u8 log2 of the LZMA2 dictionary | u8 predictor
     varint base length
+    [predictor bit 7: u8 pointer width | varint lo | varint hi | zigzag old, new bias]
     16 bytes: SHA-256 of the new image's header + signature block, first 16 bytes
     varint M | M bytes: the new image's header + signature block, raw deflate
     varint control length | varint diff length | varint extra length
     (N - 1) x 8: output SHA-256 of every chunk but the last, first 8 bytes
     control stream | diff stream | extra stream   -- shared by all chunks, to the end
+                                                  -- (FLAG_JOINED: one stream of all three)
 
 The new image's header and signature block are deflated with a preset
 dictionary predicted from the signed delta envelope (its version, counter,
