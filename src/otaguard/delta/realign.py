@@ -7,6 +7,9 @@ import re
 
 from otaguard.delta.apply import sub_bytes
 
+#: A chunk's bsdiff steps: control triples (add, copy, seek), diff pieces, extra pieces.
+Steps = tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]
+
 #: Re-alignment of dense diffs: blocks of this many new bytes each pick their old diagonal
 #: among those that 16-byte pieces of them match within _ALIGN_WINDOW of the step's.
 _ALIGN_BLOCK = 64
@@ -114,7 +117,7 @@ def realign(
     control: list[tuple[int, int, int]],
     diffs: list[bytes],
     extras: list[bytes],
-) -> tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]:
+) -> Steps:
     """Split steps whose diff is dense where other diagonals read the old image better."""
     out_control: list[tuple[int, int, int]] = []
     out_diffs: list[bytes] = []

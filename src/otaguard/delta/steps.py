@@ -8,16 +8,14 @@ from typing import Any
 
 from otaguard.delta.apply import sub_bytes
 from otaguard.delta.matcher import Matcher
-from otaguard.delta.realign import realign
+from otaguard.delta.realign import Steps, realign
 
 #: A match shorter than this that the old position jumps to (and back from) costs more in
 #: control bytes than its bytes cost as extra: it is folded into the previous step's extra.
 SHORT_MATCH = 12
 
 
-def chunk_steps(
-    matcher: Matcher, new: bytes, start: int = 0
-) -> tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]:
+def chunk_steps(matcher: Matcher, new: bytes, start: int = 0) -> Steps:
     """The chunk as bsdiff steps: control triples, diff pieces and extra pieces.
 
     bsdiff leaves many tiny matches far away in the old image (1 to 8 bytes,
@@ -65,7 +63,7 @@ def _like_before(
     control: list[tuple[int, int, int]],
     diffs: list[bytes],
     extras: list[bytes],
-) -> tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]:
+) -> Steps:
     """Shift the match/copy boundary of steps that insert the same bytes as the step before.
 
     "def read" -> "def release_read" is matched as "def re" + copy "lease_" + seek -2
@@ -104,7 +102,7 @@ def _fill_copies(
     control: list[tuple[int, int, int]],
     diffs: list[bytes],
     extras: list[bytes],
-) -> tuple[list[tuple[int, int, int]], list[bytes], list[bytes]]:
+) -> Steps:
     """Merge steps separated by a short copy whose seek skips as many old bytes."""
     out: list[list[Any]] = []  # [old start, new start, add, copy, seek, diff pieces, extra]
     old_pos = new_pos = 0
