@@ -9,7 +9,7 @@ import zlib
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import make_image
@@ -30,7 +30,7 @@ from otaguard.delta.format import (
     read_header,
 )
 from otaguard.delta.predict import Arch
-from otaguard.errors import MalformedError
+from otaguard.errors import MalformedError, RejectedError
 
 from .test_delta_tamper import zdict_of
 
@@ -130,3 +130,20 @@ def test_a_repeat_without_a_previous_triple_is_refused(pair: Pair) -> None:
     body = encode_header(forged_head, zdict, [table]) + control + b"".join(streams[1:])
     with pytest.raises(MalformedError, match="previous"):
         apply_bytes(pair.old, resign(pair.key, delta, body), pair.trusted)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_mutated_xor_and_repeat_containers(crc_pair: Pair, data: st.DataObject) -> None:
+    """Any mutation of a delta using XOR coding (and, where chosen, repeated triples) is
+    refused cleanly or still rebuilds exactly the image."""
+    delta = crc_pair.delta(chunk_size=1 << 20, zstd=False)
+    container = bytearray(container_of(delta))
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(container) - 1))
+        container[pos] ^= 1 << data.draw(st.integers(0, 7))
+    try:
+        image = apply_bytes(crc_pair.old, resign(crc_pair.key, delta, bytes(container)), None)
+    except RejectedError:
+        return
+    assert image == crc_pair.new

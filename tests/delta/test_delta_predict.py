@@ -533,3 +533,20 @@ def test_cli_load_address(tmp_path: Path, cli, key: PrivateKey) -> None:  # type
         assert result.code == 2 and "--load-address" in result.err
         assert_one_line(result.err)
         assert not paths["delta"].exists()
+
+
+@_SETTINGS
+@given(data=st.data())
+def test_mutated_absolute_pointer_containers(key: PrivateKey, data: st.DataObject) -> None:
+    """Mutations of a delta with absolute-pointer fields: refused cleanly or the exact image."""
+    old, new = _elf_pair(key, grow=9)
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 16, zstd=False)
+    container = bytearray(container_of(delta))
+    at = data.draw(st.integers(0, min(len(container) - 1, 64)))  # the header, absolute fields
+    container[at] ^= 1 << data.draw(st.integers(0, 7))
+    try:
+        image = apply_bytes(old, resign(key, delta, bytes(container)), None)
+    except RejectedError:
+        return
+    assert image == new
