@@ -151,25 +151,31 @@ class Source(Protocol):
 
 
 def write_image(flash: Flash, region: Region, source: Source, length: int) -> None:
-    """Erase the sectors ``length`` bytes need, then program them in aligned chunks.
+    """Program ``length`` bytes of ``source`` into ``region``, sector by sector.
 
-    The erases come first, so from the first counted operation on, the old
-    image in this slot no longer verifies and the slot holds either nothing
-    bootable or, once every chunk landed, the new image.
+    A sector that already holds exactly what it would get (its image bytes, then erased
+    cells) is left alone; any other is erased, then programmed. So rerunning an install
+    after a power cut resumes where the flash is still right: the source is read again
+    (a delta decoded again from its start: CPU only) but only what differs is written,
+    no flash wear for the rest. Safety does not rest on the order of writes: the install
+    made the slot unbootable before this, and commits only after verifying the whole
+    image from flash.
     """
     g = flash.geometry
     if length > region.size:
         raise SlotSizeError(f"the image ({length} bytes) does not fit a {region.size}-byte slot")
-    first = region.offset // g.sector_size
-    for sector in range(first, first + -(-length // g.sector_size)):
-        flash.erase_sector(sector)
     pad = bytes([g.erased])
     written = 0
     while written < length:
-        want = min(g.program_size, length - written)
-        chunk = _read_full(source, want)
-        flash.program(region.offset + written, chunk + pad * (-len(chunk) % g.write_align))
-        written += want
+        n = min(g.sector_size, length - written)
+        data = _read_full(source, n)
+        start = region.offset + written
+        if flash.read(start, g.sector_size) != data + pad * (g.sector_size - n):
+            flash.erase_sector(start // g.sector_size)
+            for at in range(0, n, g.program_size):
+                piece = data[at : at + g.program_size]
+                flash.program(start + at, piece + pad * (-len(piece) % g.write_align))
+        written += n
 
 
 def _read_full(source: Source, n: int) -> bytes:
