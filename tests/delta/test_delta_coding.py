@@ -17,6 +17,7 @@ from helpers_delta import HW, Pair, apply_bytes, container_of, resign
 from otaguard.crypto.keys import PrivateKey
 from otaguard.delta.apply import xor_bytes
 from otaguard.delta.format import (
+    EDIT_WINDOW,
     FLAG_JOINED,
     FLAG_REPEAT,
     DeltaHeader,
@@ -27,7 +28,9 @@ from otaguard.delta.format import (
     encode_triple,
     encode_triples,
     lzma_filters,
+    next_edit,
     read_header,
+    uvarint,
 )
 from otaguard.delta.predict import Arch
 from otaguard.errors import MalformedError, RejectedError
@@ -106,8 +109,78 @@ def test_repeated_triples_round_trip(steps: list[tuple[int, int, int]]) -> None:
 
 
 def test_insertions_repeat_their_copy_and_seek() -> None:
-    steps = [(50, 8, 0)] * 50
+    steps = [(20, 8, 0)] * 50
     assert len(encode_triples(steps, repeat=True)) < len(encode_triples(steps)) // 2
+
+
+def _def_tree(n: int) -> tuple[bytes, bytes, list[tuple[int, int, int]]]:
+    """Old text with ``def `` every so often, the new one with ``release_`` after each,
+    and the triples that make one from the other (match up to the edit, insert 8 bytes)."""
+    rnd = random.Random(n)
+    pieces = [rnd.randbytes(rnd.randrange(20, 400)).replace(b"def ", b"xxxx") for _ in range(n)]
+    old = b"".join(p + b"def " for p in pieces) + b"tail"
+    new = b"".join(p + b"def release_" for p in pieces) + b"tail"
+    steps = [(len(p) + 4, 8, 0) for p in pieces] + [(4, 0, 0)]
+    return old, new, steps
+
+
+def _read(old: bytes):  # type: ignore[no-untyped-def]
+    return lambda at, n: old[at : at + n]
+
+
+def test_next_edit_finds_where_the_same_edit_goes() -> None:
+    old = b"....def abc def xyz" + bytes(10)
+    assert next_edit(_read(old), 8, 8) == len(" abc def")  # from after the first "def "
+    assert next_edit(_read(old), 8, 17) is None  # no third one
+    assert next_edit(_read(old), 3, 0) is None  # no context before the edit point
+    assert next_edit(_read(old), 8, -1) is None
+    far = b"def " + bytes(EDIT_WINDOW) + b"def "
+    assert next_edit(_read(far), 4, 4) is None  # beyond the window
+
+
+def test_predicted_edits_cost_a_byte_and_round_trip() -> None:
+    old, _new, steps = _def_tree(150)
+    plain = encode_triples(steps, repeat=True)
+    predicted = encode_triples(steps, repeat=True, read_at=_read(old))
+    assert len(plain) > 2 * len(steps) - 5  # two bytes a triple: its add
+    assert len(predicted) <= len(steps) + 6  # one byte a triple: "the same edit again"
+    assert decode_triples(predicted, repeat=True, read_at=_read(old)) == steps
+    with pytest.raises(MalformedError, match="predicted edit"):
+        decode_triples(predicted, repeat=True)  # without the old image: refused
+    with pytest.raises(MalformedError, match="unknown kind"):
+        decode_triples(encode_triple(4 * 10, 8, 0) + uvarint(4 * 3 + 2), repeat=True)
+    with pytest.raises(MalformedError, match="unknown kind"):
+        decode_triples(encode_triple(4 * 10, 8, 0) + uvarint(3), repeat=True)
+
+
+def test_predicted_edits_in_a_delta(key: PrivateKey) -> None:
+    old_payload, new_payload, _steps = _def_tree(400)
+    old = make_image(old_payload, [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(new_payload, [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 12, zstd=False)
+    head = _head(delta)
+    assert head.repeat and head.chunk_count > 1
+    assert apply_bytes(old, delta, pair.trusted) == new
+
+
+def test_a_predicted_edit_with_no_place_is_refused(pair: Pair) -> None:
+    delta = pair.delta()
+    zdict = zdict_of(delta)
+    stream = io.BytesIO(container_of(delta))
+    head = read_header(stream, zdict=zdict)
+    table = stream.read(head.table_length)
+    streams = [stream.read(n) for n in (head.control_length, head.diff_length, head.extra_length)]
+    raw = encode_triple(4 * 0, 0, 0) + uvarint(2)  # a seek, then "the same edit again"
+    control = lzma.compress(
+        raw, format=lzma.FORMAT_RAW, filters=lzma_filters(Filter.NONE, head.dict_size)
+    )
+    forged_head = replace(
+        head, flags=(head.flags | FLAG_REPEAT) & ~FLAG_JOINED, control_length=len(control)
+    )
+    body = encode_header(forged_head, zdict, [table]) + control + b"".join(streams[1:])
+    with pytest.raises(MalformedError, match="predicted edit"):
+        apply_bytes(pair.old, resign(pair.key, delta, body), pair.trusted)
 
 
 def test_a_repeat_without_a_previous_triple_is_refused(pair: Pair) -> None:
@@ -147,3 +220,22 @@ def test_mutated_xor_and_repeat_containers(crc_pair: Pair, data: st.DataObject) 
     except RejectedError:
         return
     assert image == crc_pair.new
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_mutated_predicted_edit_containers(key: PrivateKey, data: st.DataObject) -> None:
+    old_payload, new_payload, _steps = _def_tree(60)
+    old = make_image(old_payload, [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(new_payload, [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 12, zstd=False)
+    container = bytearray(container_of(delta))
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(container) - 1))
+        container[pos] ^= 1 << data.draw(st.integers(0, 7))
+    try:
+        image = apply_bytes(old, resign(key, delta, bytes(container)), None)
+    except RejectedError:
+        return
+    assert image == new

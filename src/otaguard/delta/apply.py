@@ -38,9 +38,11 @@ from otaguard.delta.format import (
     DeltaHeader,
     DiffCoding,
     Filter,
+    decode_triple_head,
     decode_varint,
     lzma_filters,
     max_triples,
+    next_edit,
     unzigzag,
 )
 from otaguard.delta.predict import MAX_SEGMENTS, Alignment, Arch, predict
@@ -382,6 +384,7 @@ class Reconstruction:
             )
         self._old_pos = 0  # carried from chunk to chunk
         self._previous: tuple[int, int] | None = None  # (copy, seek), for FLAG_REPEAT
+        self._edit_point = -1  # where the previous triple's add ended, for FLAG_REPEAT
         self._pieces = self._produce()
         self._buffer = b""
         self._done = False
@@ -472,16 +475,13 @@ class Reconstruction:
             triples += 1
             if triples > limit:
                 raise MalformedError("delta: too many control triples for the chunk")
-            add = decode_varint(next_byte)
-            if head.repeat and add & 1:
-                if self._previous is None:
-                    raise MalformedError("delta: a repeated triple without a previous one")
-                add, (copy, seek) = add >> 1, self._previous
-            else:
-                add >>= head.repeat
+            add, repeated = decode_varint(next_byte), None
+            if head.repeat:
+                add, repeated = decode_triple_head(add, self._previous, self._next_edit)
+            if repeated is None:
                 copy = decode_varint(next_byte)
-                seek = unzigzag(decode_varint(next_byte))
-            self._previous = (copy, seek)
+                repeated = (copy, unzigzag(decode_varint(next_byte)))
+            copy, seek = self._previous = repeated
             if add + copy > out_length - produced:
                 raise MalformedError("delta: a control triple runs past the end of its chunk")
             if add and head.full:
@@ -491,7 +491,11 @@ class Reconstruction:
                 raise MalformedError("delta: a control triple reads outside the old image")
             yield add, copy, old_pos
             produced += add + copy
+            self._edit_point = old_pos + add
             self._old_pos = old_pos + add + seek
+
+    def _next_edit(self) -> int | None:
+        return next_edit(self._read_at, self._edit_point, self._old_pos)
 
     def _add(self, old_pos: int, add: int, diff: _Stream | _Held | _ZeroRuns) -> Iterator[bytes]:
         combine = xor_bytes if self.head.diff_coding is DiffCoding.ZERO_RUNS_XOR else add_bytes

@@ -175,7 +175,11 @@ def _dict_log(chunk_size: int, *raw_sizes: int) -> int:
 
 
 def _encode_streams(
-    streams: _Streams, chunk_size: int, filters: Sequence[Filter], full: bool
+    streams: _Streams,
+    chunk_size: int,
+    filters: Sequence[Filter],
+    full: bool,
+    old: bytes | mmap.mmap = b"",
 ) -> tuple[int, Filter, DiffCoding, list[bytes], list[bytes], int]:
     """Compress the three streams.
 
@@ -191,7 +195,9 @@ def _encode_streams(
     if streams.diff_plain is not None and not full and dense:
         plain = b"".join(streams.diff_plain)
     triples = b"".join(encode_triple(*t) for t in streams.control)
-    repeated = encode_triples(streams.control, repeat=True)
+    repeated = encode_triples(
+        streams.control, repeat=True, read_at=lambda at, n: bytes(old[at : at + n])
+    )
     plain_size = streams.plain_size if streams.diff_plain is not None and not full else 0
     dict_log = _dict_log(
         chunk_size, len(triples), len(repeated), *map(len, runs.values()), len(extra), plain_size
@@ -434,7 +440,7 @@ def create_container(
         lengths: list[int] | None = None
         if zstd is None:
             dict_log, flt, coding, encoded, raw, repeat = _encode_streams(
-                streams, chunk_size, filters, bool(flags & FLAG_FULL)
+                streams, chunk_size, filters, bool(flags & FLAG_FULL), old
             )
             # joining saves a fixed ~30 bytes of framing: tried only where that can matter
             small_streams = sum(map(len, encoded)) <= JOIN_LIMIT

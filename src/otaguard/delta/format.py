@@ -175,44 +175,103 @@ def unzigzag(value: int) -> int:
     return (value >> 1) ^ -(value & 1)
 
 
-def encode_triples(triples: Sequence[tuple[int, int, int]], repeat: bool = False) -> bytes:
-    """A control stream; with ``repeat`` (FLAG_REPEAT) a triple whose copy and seek equal the
-    previous one's is its ``2 * add + 1`` alone, any other ``2 * add`` then copy and seek."""
+#: FLAG_REPEAT's predicted edits: the context is this many old bytes before the previous
+#: step's edit point (where its add ended), looked for at most EDIT_WINDOW bytes ahead.
+EDIT_CONTEXT = 4
+EDIT_WINDOW = 1 << 16
+
+
+def next_edit(read_at: Callable[[int, int], bytes], edit_point: int, old_pos: int) -> int | None:
+    """The ``add`` that reaches, from ``old_pos``, the end of the next EDIT_CONTEXT old bytes
+    equal to those before ``edit_point``: where the same edit would go next (None: nowhere
+    within EDIT_WINDOW). The tar's ``def `` -> ``def release_``, 152 times: a bit each."""
+    if edit_point < EDIT_CONTEXT or old_pos < 0:
+        return None
+    context = read_at(edit_point - EDIT_CONTEXT, EDIT_CONTEXT)
+    if len(context) != EDIT_CONTEXT:
+        return None
+    at = read_at(old_pos, EDIT_WINDOW).find(context)
+    return None if at < 0 else at + EDIT_CONTEXT
+
+
+def encode_triples(
+    triples: Sequence[tuple[int, int, int]],
+    repeat: bool = False,
+    read_at: Callable[[int, int], bytes] | None = None,
+) -> bytes:
+    """A control stream. With ``repeat`` (FLAG_REPEAT) each triple starts ``4 * add + r``:
+    r = 0, copy and seek follow; r = 1, they are the previous triple's; r = 2 (and add 0),
+    they are the previous triple's and ``add`` is :func:`next_edit`'s (``read_at`` reads the
+    old image; without it r = 2 is not used)."""
     if not repeat:
         return b"".join(encode_triple(*t) for t in triples)
     out = []
     previous = None
+    old = 0
+    edit_point = -1
     for add, copy, seek in triples:
         if (copy, seek) == previous:
-            out.append(uvarint(2 * add + 1))
+            predicted = read_at and next_edit(read_at, edit_point, old)
+            out.append(uvarint(2 if predicted == add else 4 * add + 1))
         else:
-            out.append(encode_triple(2 * add, copy, seek))
+            out.append(encode_triple(4 * add, copy, seek))
         previous = (copy, seek)
+        edit_point = old + add
+        old += add + seek
     return b"".join(out)
 
 
-def decode_triples(raw: bytes, repeat: bool = False) -> list[tuple[int, int, int]]:
+def decode_triple_head(
+    value: int,
+    previous: tuple[int, int] | None,
+    predict_add: Callable[[], int | None],
+) -> tuple[int, tuple[int, int] | None]:
+    """A FLAG_REPEAT triple's first varint: (add, (copy, seek)), or (add, None) when copy
+    and seek follow in the stream."""
+    add, kind = value >> 2, value & 3
+    if not kind:
+        return add, None
+    if previous is None:
+        raise MalformedError("delta: a repeated triple without a previous one")
+    if kind == 1:
+        return add, previous
+    if kind == 3 or add:
+        raise MalformedError("delta: an unknown kind of control triple")
+    predicted = predict_add()
+    if predicted is None:
+        raise MalformedError("delta: a predicted edit finds no place in the old image")
+    return predicted, previous
+
+
+def decode_triples(
+    raw: bytes, repeat: bool = False, read_at: Callable[[int, int], bytes] | None = None
+) -> list[tuple[int, int, int]]:
     """All triples of a decompressed control stream (for tests and tools)."""
     it = iter(raw)
     out: list[tuple[int, int, int]] = []
     pos = 0
+    old = 0
+    edit_point = -1
 
     def next_byte() -> int:
         nonlocal pos
         pos += 1
         return next(it)
 
+    def predict() -> int | None:
+        return None if read_at is None else next_edit(read_at, edit_point, old)
+
     while pos < len(raw):
-        add = decode_varint(next_byte)
+        value = decode_varint(next_byte)
+        add, repeated = value, None
         if repeat:
-            add, again = add >> 1, add & 1
-            if again:
-                if not out:
-                    raise MalformedError("delta: a repeated triple without a previous one")
-                out.append((add, *out[-1][1:]))
-                continue
-        copy = decode_varint(next_byte)
-        out.append((add, copy, unzigzag(decode_varint(next_byte))))
+            add, repeated = decode_triple_head(value, out[-1][1:] if out else None, predict)
+        if repeated is None:
+            copy = decode_varint(next_byte)
+            repeated = (copy, unzigzag(decode_varint(next_byte)))
+        out.append((add, *repeated))
+        edit_point = old + add
+        old += add + repeated[1]
     return out
 
 
