@@ -400,6 +400,9 @@ def test_elf_code_range_reads_the_executable_segment() -> None:
     assert elf_code_range(elf[:70], 0) is None  # its program header is cut off
     big_endian = elf[:5] + b"\x02" + elf[6:]
     assert elf_code_range(big_endian, 0) is None
+    far = elf[:32] + (0xC100000000000040).to_bytes(8, "little") + elf[40:]
+    assert elf_code_range(far, 0) is None  # once an OverflowError out of unpack_from
+    assert elf_code_range(elf[:54] + b"\x08\x00" + elf[56:], 0) is None  # entries too short
     with open(sys.executable, "rb") as interpreter:  # a real ELF: the Python running this
         head = interpreter.read(1 << 12)
     if head[:4] == b"\x7fELF":
@@ -550,3 +553,21 @@ def test_mutated_absolute_pointer_containers(key: PrivateKey, data: st.DataObjec
     except RejectedError:
         return
     assert image == new
+
+
+@_SETTINGS
+@given(
+    data=st.data(),
+    wide=st.booleans(),
+)
+def test_elf_code_range_never_fails_on_garbage(data: st.DataObject, wide: bool) -> None:
+    """The creator reads the old payload's ELF headers: any bytes give a range or None."""
+    elf = bytearray(_elf64(b"\x90" * 200) if wide else b"\x7fELF\x01\x01\x01" + bytes(200))
+    for _ in range(data.draw(st.integers(0, 6))):
+        at = data.draw(st.integers(0, len(elf) - 1))
+        elf[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(elf)))
+    found = elf_code_range(bytes(elf[:cut]), data.draw(st.integers(0, 1 << 20)))
+    assert found is None or (found.width in (4, 8) and found.lo < found.hi)
+    found = elf_code_range(data.draw(st.binary(max_size=300)), 0)
+    assert found is None or found.lo < found.hi

@@ -314,6 +314,9 @@ def elf_code_range(payload: bytes, offset: int) -> Absolute | None:
             (phoff,) = struct.unpack_from("<I", payload, 28)
             phentsize, phnum = struct.unpack_from("<HH", payload, 42)
         best = None
+        entry = 56 if wide else 32
+        if phentsize < entry or phoff + phnum * phentsize > len(payload):
+            return None  # (also keeps a hostile offset from reaching unpack_from)
         for i in range(min(phnum, 256)):
             at = phoff + i * phentsize
             if wide:
