@@ -16,13 +16,16 @@ notices.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
 
 from otaguard.device import bootctl, bootloader, campaign
+from otaguard.device.faults import FaultPlan, PowerLoss, TearFill
 from otaguard.device.geometry import PRESETS
 from otaguard.device.install import _running_set
+from otaguard.device.slots import image_id_of
 
 GEOMETRIES = sorted(PRESETS)
 
@@ -95,3 +98,55 @@ def test_campaign_catches_a_single_copy_reset_to_defaults(kit, monkeypatch) -> N
     )
     assert report.bricks > 0
     assert any("recovery" in f for f in report.failures)
+
+
+def test_a_torn_confirm_that_wrote_every_byte_has_landed(kit) -> None:  # type: ignore[no-untyped-def]
+    """The oracle reads whether confirm's record landed; it does not count operations.
+
+    A program torn after every byte of the record (the rest of the erased sector is what it
+    would have written anyway) is a complete write: the new image is then legitimately
+    permanent. Counting "confirm started + 2 operations" called this a brick.
+    """
+
+    make = kit.factory(PRESETS["mram-1k"])
+    device = make()
+    session = campaign.Session()
+    campaign.settle(device, session, [kit.image(1)])
+    assert session.running is not None
+    new = kit.image(2)
+    case = campaign._Case(device.snapshot(), session.running, new, image_id_of(new), "update")
+    case.steps = [campaign.step_install(new), campaign.step_boot, campaign.step_confirm]
+    device.arm()
+    clean = campaign.Session(running=case.running)
+    for step in case.steps:
+        step(device, clean)
+    assert clean.confirm_at is not None
+    program = clean.confirm_at + 1  # confirm: erase, then this program
+    padded = -(-bootctl.RECORD_SIZE // device.config.geometry.write_align) * (
+        device.config.geometry.write_align
+    )
+    seed = next(  # a tear that keeps every byte of the record
+        s
+        for s in range(1, 1000)
+        if random.Random(s * 1_000_003 + program).randrange(padded) >= bootctl.RECORD_SIZE
+    )
+
+    def landed_after(tear_seed: int) -> bool:
+        device.restore(case.base)
+        device.arm(FaultPlan(tear_at=program, fill=TearFill.OLD, seed=tear_seed))
+        torn = campaign.Session(running=case.running)
+        with pytest.raises(PowerLoss):
+            for step in case.steps:
+                step(device, torn)
+        return campaign._confirm_landed(device, case, torn)
+
+    short = next(  # a tear that cuts the record short
+        s
+        for s in range(1, 1000)
+        if random.Random(s * 1_000_003 + program).randrange(padded) < bootctl.RECORD_SIZE - 4
+    )
+    assert landed_after(seed) and not landed_after(short)
+    for tear_seed in (seed, short):  # neither is a brick
+        device.restore(case.base)
+        plan = FaultPlan(tear_at=program, fill=TearFill.OLD, seed=tear_seed)
+        assert campaign._one_fault(device, case, plan) is None

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from otaguard.device.bootloader import boot
 from otaguard.device.faults import FaultPlan, PowerLoss, TearFill
-from otaguard.device.install import Running, confirm, install, running_of
+from otaguard.device.install import OTHER, Running, confirm, install, running_of
 from otaguard.device.model import MAIN, Device
 from otaguard.device.slots import image_id_of
 
@@ -141,16 +141,14 @@ def _one_fault(device: Device, case: _Case, plan: FaultPlan) -> str | None:
     old_counter = device.otp.counters.value(MAIN)
     session = Session(running=case.running)
     device.arm(plan)
-    fault_at = plan.cut_before if plan.cut_before is not None else plan.tear_at
-    assert fault_at is not None
     try:
         for step in case.steps:
             step(device, session)
         return "the fault never fired"
     except PowerLoss:
         pass
-    # Permanent is allowed only once confirm's record (erase, then program) has landed.
-    landed = session.confirm_at is not None and fault_at >= session.confirm_at + 2
+    # Permanent is allowed only once confirm's record has landed.
+    landed = _confirm_landed(device, case, session)
     counters = device.otp.counters
     if counters.value(MAIN) != old_counter and not landed:
         return "fuses raised without a confirm"
@@ -182,6 +180,19 @@ def _one_fault(device: Device, case: _Case, plan: FaultPlan) -> str | None:
     if final.image_id == old_id:
         return _can_update(device, running_of(result), case)
     return None
+
+
+def _confirm_landed(device: Device, case: _Case, session: Session) -> bool:
+    """Whether confirm's record is in flash: the newest valid copy marks the new slot successful.
+
+    Op numbers cannot say it ("confirm started + 2 operations"): a torn program whose
+    written prefix already holds every byte that differs from the erased value has
+    landed just the same, and its record is valid (its CRC says so). Read, not counted.
+    """
+    if session.confirm_at is None:
+        return False
+    record = device.bootctl.load()
+    return record is not None and record.slot(OTHER[case.running.slot]).successful
 
 
 def _can_update(device: Device, running: Running | None, case: _Case) -> str | None:
