@@ -39,7 +39,7 @@ from otaguard.delta.predict import (
     _thumb_decode,
     _thumb_encode,
     elf_code_range,
-    payload_phase,
+    payload_offset,
     predict,
     raw_range,
     references,
@@ -147,11 +147,12 @@ def test_predict_rewrites_branches_whose_target_moved() -> None:
     assert plain == old[:split] != new[:split]
 
 
-def test_payload_phase_is_the_payload_offset_mod_4(key: PrivateKey) -> None:
+def test_phase_is_the_payload_offset_mod_4(key: PrivateKey) -> None:
     image = make_image(b"x" * 64, [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
     header_length = struct.unpack(">I", image[12:16])[0]
-    assert payload_phase(image) == (16 + header_length) % 4
-    assert payload_phase(b"not an image") == 0
+    assert payload_offset(image) == 16 + header_length
+    assert payload_offset(image) & 3 == (16 + header_length) % 4
+    assert payload_offset(b"not an image") == 0
 
 
 def _header(delta: bytes):  # type: ignore[no-untyped-def]
@@ -305,7 +306,7 @@ def test_mutated_predicted_containers(code_pair: Pair, data: st.DataObject) -> N
 
 def test_predicted_delta_opens_with_trust(code_pair: Pair) -> None:
     opened = open_delta(io.BytesIO(_predicted(code_pair)), code_pair.trusted)
-    assert opened.header.predictor is Arch.THUMB2 and opened.header.phase == payload_phase(
+    assert opened.header.predictor is Arch.THUMB2 and opened.header.phase == 3 & payload_offset(
         code_pair.old
     )
 

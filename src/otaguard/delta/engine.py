@@ -273,21 +273,24 @@ def _join(raw: Sequence[bytes], chunk_size: int) -> tuple[int, bytes] | None:
 
 
 def _predicted_diff(
-    old: bytes | mmap.mmap,
+    old: bytes,
     new: bytes,
     control: Sequence[tuple[int, int, int]],
     arch: Arch,
     phase: int,
     absolute: Absolute | None = None,
+    alignment: Alignment | None = None,
 ) -> bytes:
-    """The chunk's diff against the predictor's view of the old image (one chunk, old at 0)."""
-    alignment = Alignment.from_triples(control)
-    view = bytes(old)
+    """The chunk's diff against the predictor's view of the old image (one chunk, old at 0).
+
+    ``alignment``: the control's :class:`Alignment`, when the caller already has it.
+    """
+    alignment = alignment or Alignment.from_triples(control)
     pieces = []
     new_pos = old_pos = 0
     for add, copy, seek in control:
         if add:
-            guess = predict(view, old_pos, new_pos, add, arch, phase, alignment, absolute)
+            guess = predict(old, old_pos, new_pos, add, arch, phase, alignment, absolute)
             pieces.append(sub_bytes(new[new_pos : new_pos + add], guess))
         new_pos += add + copy
         old_pos += add + seek
@@ -318,19 +321,20 @@ def _predict_streams(
     """
     if len(streams.control) > MAX_SEGMENTS or forced is Arch.NONE:
         return Arch.NONE, 0, None
-    head = bytes(old[: 16 + (1 << 20)])
-    offset = payload_offset(head)
+    view = bytes(old)  # at most 4 MiB here; copied once for every trial below
+    alignment = Alignment.from_triples(streams.control)
+    offset = payload_offset(view)
     phase = offset & 3
+
+    def trial(arch: Arch, absolute: Absolute | None = None) -> bytes:
+        return _predicted_diff(view, new, streams.control, arch, phase, absolute, alignment)
+
     best, best_diff, best_size = Arch.NONE, b"", -1
     if forced is None:
-        plain = (
-            b"".join(streams.diff_plain)
-            if streams.diff_plain is not None
-            else _predicted_diff(old, new, streams.control, Arch.NONE, phase)
-        )
+        plain = b"".join(streams.diff_plain) if streams.diff_plain is not None else trial(Arch.NONE)
         best, best_diff, best_size = Arch.NONE, plain, _estimate(plain)
     for arch in candidates:
-        diff = _predicted_diff(old, new, streams.control, arch, phase)
+        diff = trial(arch)
         size = _estimate(diff)
         if best_size < 0 or size < best_size:
             best, best_diff, best_size = arch, diff, size
@@ -339,9 +343,9 @@ def _predict_streams(
     if load_address is not None:
         absolute = raw_range(load_address, len(old) - offset, offset)
     else:
-        absolute = elf_code_range(bytes(old[offset : offset + (1 << 12)]), offset)
+        absolute = elf_code_range(view[offset : offset + (1 << 12)], offset)
     if absolute is not None:
-        diff = _predicted_diff(old, new, streams.control, best, phase, absolute)
+        diff = trial(best, absolute)
         size = _estimate(diff)
         if size < best_size:
             best_diff, best_size = diff, size

@@ -211,7 +211,7 @@ def encode_triples(
     edit_point = -1
     for add, copy, seek in triples:
         if (copy, seek) == previous:
-            predicted = read_at and next_edit(read_at, edit_point, old)
+            predicted = next_edit(read_at, edit_point, old) if read_at else None
             out.append(uvarint(2 if predicted == add else 4 * add + 1))
         else:
             out.append(encode_triple(4 * add, copy, seek))

@@ -278,11 +278,6 @@ def payload_offset(old: bytes) -> int:
     return 0
 
 
-def payload_phase(old: bytes) -> int:
-    """Offset of the old image's payload modulo 4 (its instructions' alignment), 0 if unknown."""
-    return payload_offset(old) & 3
-
-
 def raw_range(load_address: int, length: int, offset: int) -> Absolute | None:
     """32-bit pointers into a raw image of ``length`` bytes loaded at ``load_address``.
 

@@ -6,7 +6,7 @@ import mmap
 from collections.abc import Sequence
 from typing import Any
 
-from otaguard.delta.apply import sub_bytes
+from otaguard.delta.apply import sub_bytes, xor_bytes
 from otaguard.delta.matcher import Matcher
 from otaguard.delta.realign import Steps, realign
 
@@ -138,10 +138,9 @@ def xor_diff(old: bytes | mmap.mmap, new: bytes, control: Sequence[tuple[int, in
     old_pos = new_pos = 0
     for add, copy, seek in control:
         if add:
-            x = int.from_bytes(new[new_pos : new_pos + add], "little") ^ int.from_bytes(
-                old[old_pos : old_pos + add], "little"
+            pieces.append(
+                xor_bytes(bytes(old[old_pos : old_pos + add]), new[new_pos : new_pos + add])
             )
-            pieces.append(x.to_bytes(add, "little"))
         new_pos += add + copy
         old_pos += add + seek
     return b"".join(pieces)
