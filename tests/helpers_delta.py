@@ -6,11 +6,16 @@ import io
 import random
 from dataclasses import dataclass
 
+from hypothesis import strategies as st
+
 from otaguard.crypto.keys import PrivateKey
 from otaguard.crypto.signer import KeySigner
 from otaguard.delta import create, open_delta, reconstruct
 from otaguard.delta.engine import DeltaStats
+from otaguard.delta.format import CHUNK_HASH, DeltaHeader, header_dictionary, read_header
+from otaguard.errors import RejectedError
 from otaguard.image import Digest, HashAlgorithm, PayloadKind, TrustedKeys, sign_stream
+from otaguard.image.envelope_format import parse_signature_block
 from otaguard.image.envelope_verify import read_protected
 
 HW = "acme-ecu-v2"
@@ -80,6 +85,59 @@ def resign(key: PrivateKey, delta: bytes, container: bytes, **override: object) 
     args.update(override)
     sign_stream(io.BytesIO(container), out, [KeySigner(key)], **args)  # type: ignore[arg-type]
     return out.getvalue()
+
+
+def zdict_of(delta: bytes) -> bytes:
+    """The deflate dictionary of the new image's header, as the applier derives it."""
+    signed, meta = read_protected(io.BytesIO(delta))
+    entries = parse_signature_block(delta[len(signed) + meta.payload_length :])
+    return header_dictionary(meta, [e.key_id for e in entries])
+
+
+def split_container(delta: bytes) -> tuple[DeltaHeader, bytes, bytes]:
+    """The container's header, the bytes after it, and the dictionary it was read with."""
+    zdict = zdict_of(delta)
+    stream = io.BytesIO(container_of(delta))
+    head = read_header(stream, zdict=zdict)
+    return head, stream.read(), zdict
+
+
+def header_of(delta: bytes) -> DeltaHeader:
+    return split_container(delta)[0]
+
+
+def parts_of(container: bytes, zdict: bytes) -> tuple[DeltaHeader, list[bytes], list[bytes]]:
+    """Header, chunk table entries and the three streams of a (not joined) container."""
+    stream = io.BytesIO(container)
+    head = read_header(stream, zdict=zdict)
+    table = [stream.read(CHUNK_HASH) for _ in range(head.table_length // CHUNK_HASH)]
+    lengths = (head.control_length, head.diff_length, head.extra_length)
+    streams = [stream.read(n) for n in lengths]
+    assert not stream.read()
+    return head, table, streams
+
+
+def refused_or_exact(old: bytes, new: bytes, delta: bytes) -> None:
+    """Applied without trust, a delta is refused cleanly or rebuilds exactly ``new``."""
+    try:
+        image = apply_bytes(old, delta, None)
+    except RejectedError:
+        return
+    assert image == new  # nothing else may ever come out
+
+
+def flip_bits(container: bytes, data: st.DataObject, most: int = 3) -> bytes:
+    """``container`` with 1 to ``most`` bits flipped where hypothesis says."""
+    out = bytearray(container)
+    for _ in range(data.draw(st.integers(1, most))):
+        out[data.draw(st.integers(0, len(out) - 1))] ^= 1 << data.draw(st.integers(0, 7))
+    return bytes(out)
+
+
+def assert_mutations_refused_or_exact(pair: Pair, delta: bytes, data: st.DataObject) -> None:
+    """Bit flips anywhere in the container, re-signed: refused cleanly or the exact image."""
+    mutated = flip_bits(container_of(delta), data)
+    refused_or_exact(pair.old, pair.new, resign(pair.key, delta, mutated))
 
 
 def sha_digest(value: bytes) -> Digest:

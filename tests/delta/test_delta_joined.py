@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import lzma
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
-from helpers_delta import Pair, apply_bytes, container_of, resign
+from helpers_delta import Pair, apply_bytes, resign, split_container
 from otaguard.delta.format import (
     FLAG_FULL,
     FLAG_JOINED,
@@ -19,23 +18,13 @@ from otaguard.delta.format import (
     Filter,
     encode_header,
     lzma_filters,
-    read_header,
 )
 from otaguard.errors import MalformedError, RejectedError, TruncatedError
-
-from .test_delta_tamper import zdict_of
-
-
-def _split(delta: bytes) -> tuple[DeltaHeader, bytes, bytes]:
-    zdict = zdict_of(delta)
-    stream = io.BytesIO(container_of(delta))
-    head = read_header(stream, zdict=zdict)
-    return head, stream.read(), zdict
 
 
 def _joined(code_pair: Pair) -> bytes:
     delta = code_pair.delta(chunk_size=1 << 16, zstd=False)
-    assert _split(delta)[0].joined
+    assert split_container(delta)[0].joined
     return delta
 
 
@@ -54,7 +43,7 @@ def test_small_images_join_their_streams_and_round_trip(code_pair: Pair) -> None
     separate = code_pair.delta(chunk_size=1 << 16, zstd=False, predictor=None)
     assert apply_bytes(code_pair.old, joined, code_pair.trusted) == code_pair.new
     assert apply_bytes(code_pair.old, joined, None) == code_pair.new
-    head, rest, _zdict = _split(joined)
+    head, rest, _zdict = split_container(joined)
     assert head.streams_length == head.extra_length == len(rest)
     raw = _raw(head, rest)
     assert len(raw) > head.control_length + head.diff_length  # raw lengths, extra after them
@@ -62,7 +51,7 @@ def test_small_images_join_their_streams_and_round_trip(code_pair: Pair) -> None
 
 
 def test_several_chunks_never_join(pair: Pair) -> None:
-    head, _rest, _zdict = _split(pair.delta())
+    head, _rest, _zdict = split_container(pair.delta())
     assert head.chunk_count > 1 and not head.joined
 
 
@@ -70,7 +59,7 @@ def _forge(
     code_pair: Pair, edit: Callable[[DeltaHeader, bytes], tuple[DeltaHeader, bytes]]
 ) -> bytes:
     delta = _joined(code_pair)
-    head, rest, zdict = _split(delta)
+    head, rest, zdict = split_container(delta)
     head, rest = edit(head, rest)
     return resign(code_pair.key, delta, encode_header(head, zdict) + rest)
 

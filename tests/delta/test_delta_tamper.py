@@ -14,7 +14,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import make_image, verify_bytes
-from helpers_delta import HW, Pair, apply_bytes, container_of, resign, sha_digest
+from helpers_delta import (
+    HW,
+    Pair,
+    apply_bytes,
+    container_of,
+    parts_of,
+    resign,
+    sha_digest,
+    zdict_of,
+)
 from otaguard.delta import open_delta, reconstruct
 from otaguard.delta.format import (
     CHUNK_HASH,
@@ -29,9 +38,7 @@ from otaguard.delta.format import (
     encode_header,
     encode_triple,
     encode_zero_runs,
-    header_dictionary,
     lzma_filters,
-    read_header,
     uvarint,
 )
 from otaguard.delta.predict import Arch
@@ -45,28 +52,10 @@ from otaguard.errors import (
     UnknownKeyError,
 )
 from otaguard.image import Digest, HashAlgorithm, PayloadKind
-from otaguard.image.envelope_format import parse_signature_block
 from otaguard.image.envelope_verify import read_protected
 
 #: (header, chunk table entries, [control, diff, extra] streams)
 Parts = tuple[DeltaHeader, list[bytes], list[bytes]]
-
-
-def zdict_of(delta: bytes) -> bytes:
-    """The deflate dictionary of the new image's header, as the applier derives it."""
-    signed, meta = read_protected(io.BytesIO(delta))
-    entries = parse_signature_block(delta[len(signed) + meta.payload_length :])
-    return header_dictionary(meta, [e.key_id for e in entries])
-
-
-def parse(container: bytes, zdict: bytes) -> Parts:
-    stream = io.BytesIO(container)
-    head = read_header(stream, zdict=zdict)
-    table = [stream.read(CHUNK_HASH) for _ in range(head.table_length // CHUNK_HASH)]
-    lengths = (head.control_length, head.diff_length, head.extra_length)
-    streams = [stream.read(n) for n in lengths]
-    assert not stream.read()
-    return head, table, streams
 
 
 def build(head: DeltaHeader, table: list[bytes], streams: list[bytes], tail: bytes = b"") -> bytes:
@@ -93,7 +82,7 @@ def unxz(data: bytes, head: DeltaHeader, flt: Filter = Filter.NONE) -> bytes:
 def rebuild(pair: Pair, mutate: Callable[[DeltaHeader, list[bytes], list[bytes]], bytes]) -> bytes:
     delta = pair.delta()
     ZDICT[0] = zdict_of(delta)
-    head, table, streams = parse(container_of(delta), ZDICT[0])
+    head, table, streams = parts_of(container_of(delta), ZDICT[0])
     return resign(pair.key, delta, mutate(head, table, streams))
 
 
@@ -179,7 +168,7 @@ def headers_digest_flipped(head, table, streams):  # type: ignore[no-untyped-def
 
 def _control_of(pair: Pair) -> list[tuple[int, int, int]]:
     delta = pair.delta()
-    head, _table, streams = parse(container_of(delta), zdict_of(delta))
+    head, _table, streams = parts_of(container_of(delta), zdict_of(delta))
     return decode_triples(unxz(streams[0], head), head.repeat)
 
 
@@ -242,7 +231,7 @@ def test_tampered_container_is_refused(pair: Pair, name: str) -> None:
 def test_the_pair_has_several_chunks_and_both_kinds_of_step(pair: Pair) -> None:
     """The cases above rely on it: a chunk table, and triples that read and copy."""
     delta = pair.delta()
-    head, table, _streams = parse(container_of(delta), zdict_of(delta))
+    head, table, _streams = parts_of(container_of(delta), zdict_of(delta))
     assert head.chunk_count >= 4 and len(table) == head.chunk_count - 1
     triples = _control_of(pair)
     assert any(a for a, _c, _s in triples) and any(c for _a, c, _s in triples)
@@ -296,7 +285,7 @@ def test_hostile_control_triples_are_refused(
 def _chunk_adds(pair: Pair) -> list[int]:
     """Old bytes each chunk reads (so, its diff length)."""
     delta = pair.delta()
-    head, _table, _streams = parse(container_of(delta), zdict_of(delta))
+    head, _table, _streams = parts_of(container_of(delta), zdict_of(delta))
     adds = [0] * head.chunk_count
     index = produced = 0
     for add, copy, _seek in _control_of(pair):
@@ -331,7 +320,7 @@ def _uvarint_at(data: bytes, pos: int) -> tuple[int, int]:
 def _chunk_diffs(pair: Pair) -> list[bytes]:
     """Each chunk's diff bytes, decoded from the pair's delta (plain or zero-run coded)."""
     delta = pair.delta()
-    head, _table, streams = parse(container_of(delta), zdict_of(delta))
+    head, _table, streams = parts_of(container_of(delta), zdict_of(delta))
     raw = unxz(streams[1], head) if streams[1] else b""
     out, pos = [], 0
     for n in _chunk_adds(pair):
@@ -540,7 +529,7 @@ def test_base_digest_is_the_sha256_of_the_old_file(pair: Pair) -> None:
     assert opened.outer.delta_base == sha_digest(hashlib.sha256(pair.old).digest())
     _signed, new_meta = read_protected(io.BytesIO(pair.new))
     assert opened.header.payload_digest == new_meta.payload_digest
-    head, _table, _streams = parse(container_of(delta), zdict_of(delta))
+    head, _table, _streams = parts_of(container_of(delta), zdict_of(delta))
     assert head.target_length == len(pair.new)
 
 
@@ -548,7 +537,7 @@ def test_new_header_is_carried_compactly(pair: Pair) -> None:
     """The new image's header and signature block cost little more than their digest and
     signature: the rest is predicted from the delta's own envelope."""
     delta = pair.delta()
-    head, _table, _streams = parse(container_of(delta), zdict_of(delta))
+    head, _table, _streams = parts_of(container_of(delta), zdict_of(delta))
     raw = len(head.new_signed) + len(head.new_signatures)
     packed = container_of(delta)[_blob_at(head)]
     assert packed < 32 + 64 + 40 < raw, (packed, raw)
