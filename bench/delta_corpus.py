@@ -5,7 +5,11 @@
   ``gcc-arm-none-eabi``, before and after a four-line change early in the
   source (everything after it moves), as raw ``objcopy -O binary`` images;
 * ``fw-cortex-m4-release``: the same program, "upstream release": a dozen
-  functions changed, some added, a constant table changed;
+  functions changed, eight added, ten entries of a constant table changed;
+* ``fw-cortex-m4-rewrite``: a stress pair, not a release: the same source
+  structure with the constants of every function drawn anew (this was the
+  "release" pair until 2026-12-02, by accident: its table change consumed ten
+  draws of the generator every later constant came from);
 * ``so-patch-release``: the compiled extension of two consecutive patch
   releases of a PyPI wheel (``pip download --no-deps``), x86-64;
 * ``rootfs-tar``: a tar of a directory tree (installed Python packages) and of
@@ -41,6 +45,7 @@ class Pair:
     old: Path
     new: Path
     load_address: int | None = None  # raw firmware: where it is linked to run
+    stress: bool = False  # reported, but not one of the issue's goals (not a real release)
 
 
 def _apt(package: str, command: str) -> bool:
@@ -60,14 +65,21 @@ def _apt(package: str, command: str) -> bool:
 
 
 def _firmware_source(functions: int, variant: int) -> str:
-    """A deterministic C program; ``variant`` 1 = small fix, 2 = upstream release."""
+    """A deterministic C program.
+
+    ``variant`` 0 = base, 1 = small fix, 2 = upstream release (of the fix), 3 = rewrite.
+    The release draws its changes from a generator of its own, so every constant it does not
+    change stays what it was (3 shares one generator: every later constant moves).
+    """
     rnd = random.Random(42)
+    change = random.Random(4242) if variant == 2 else rnd
     out = ["#include <stdio.h>", "#include <stdint.h>", "#include <string.h>", ""]
     table = [rnd.randrange(1 << 16) for _ in range(256)]
-    if variant == 2:
-        table[10:20] = [rnd.randrange(1 << 16) for _ in range(10)]
+    if variant >= 2:
+        table[10:20] = [change.randrange(1 << 16) for _ in range(10)]
     out.append("static const uint16_t table[256] = {" + ",".join(map(str, table)) + "};")
     out.append("volatile uint32_t sink;")
+    changed = 100 if variant == 2 else 40  # the release changes 12 of 1200 functions
     for i in range(functions):
         a, b, c = rnd.randrange(1, 97), rnd.randrange(1, 13), rnd.randrange(256)
         body = [
@@ -86,18 +98,19 @@ def _firmware_source(functions: int, variant: int) -> str:
                 "    return 0;",
                 "  }",
             ]
-        if variant == 2 and i % 40 == 5:
+        if variant >= 2 and i % changed == 5:
             body.append(f"  acc ^= (uint32_t)strlen(s) * {a + 1}u;")
         body += ["  return acc;", "}"]
         out += body
-    if variant == 2:
+    added = range(0, 30, 4) if variant == 2 else range(3, 4)  # called from main: kept by the linker
+    if variant >= 2:
         out += [
             f'uint32_t g{i}(uint32_t x) {{ return f{i}(x, "release") + {i}; }}' for i in range(30)
         ]
     calls = " + ".join(
         f'f{i}(sink, "abcdefgh")' for i in range(0, functions, max(1, functions // 40))
     )
-    extra = " + g3(sink)" if variant == 2 else ""
+    extra = "".join(f" + g{i}(sink)" for i in added) if variant >= 2 else ""
     out += [
         "int main(void) {",
         f"  sink = {calls}{extra};",
@@ -155,6 +168,7 @@ def firmware_pairs(work: Path, quick: bool) -> tuple[list[Pair], list[str]]:
     base = _compile_firmware(work, 0, functions)
     fix = _compile_firmware(work, 1, functions)
     release = _compile_firmware(work, 2, functions)
+    rewrite = _compile_firmware(work, 3, functions)
     return [
         Pair("fw-cortex-m4-fix", "Cortex-M4 firmware, 4-line fix", base, fix, _load_address(base)),
         Pair(
@@ -163,6 +177,14 @@ def firmware_pairs(work: Path, quick: bool) -> tuple[list[Pair], list[str]]:
             fix,
             release,
             _load_address(fix),
+        ),
+        Pair(
+            "fw-cortex-m4-rewrite",
+            "Cortex-M4 firmware, every constant redrawn (stress, not a release)",
+            fix,
+            rewrite,
+            _load_address(fix),
+            stress=True,
         ),
     ], []
 
