@@ -96,16 +96,13 @@ def _window_log(*paths: Path) -> int:
     return max(27, max(p.stat().st_size for p in paths).bit_length() + 1)
 
 
-def _tools(
-    old: Path, new: Path, key: Path, work: Path, load_address: int | None = None
-) -> dict[str, tuple[list[str], list[str]]]:
+def _tools(old: Path, new: Path, key: Path, work: Path) -> dict[str, tuple[list[str], list[str]]]:
     """name -> (create argv, apply argv); patch at work/NAME.patch, output at work/NAME.out."""
     tools = {}
     p = {n: work / f"{n}.patch" for n in ("otaguard", "bsdiff4", "hdiffpatch", "zstd", "xdelta3")}
     o = {n: work / f"{n}.out" for n in p}
-    address = [] if load_address is None else ["--load-address", hex(load_address)]
     tools["otaguard"] = (
-        _otaguard("delta", "create", *address, "--key", key, old, new, p["otaguard"]),
+        _otaguard("delta", "create", "--key", key, old, new, p["otaguard"]),
         _otaguard("delta", "apply", old, p["otaguard"], o["otaguard"]),
     )
     if old.stat().st_size <= _bsdiff4_limit():
@@ -222,7 +219,7 @@ def _pair_rows(pair, key: Path, work: Path) -> tuple[list[str], dict[str, int]]:
     _sign(pair.new, new, key, "1.1.0", 2)
     size = new.stat().st_size
     rows, sizes = [], {}
-    for name, (create, apply) in _tools(old, new, key, work, pair.load_address).items():
+    for name, (create, apply) in _tools(old, new, key, work).items():
         patch, out = work / f"{name}.patch", work / f"{name}.out"
         try:
             made = _run(create)

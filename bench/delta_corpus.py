@@ -44,7 +44,6 @@ class Pair:
     what: str
     old: Path
     new: Path
-    load_address: int | None = None  # raw firmware: where it is linked to run
     stress: bool = False  # reported, but not one of the issue's goals (not a real release)
 
 
@@ -147,18 +146,6 @@ def _compile_firmware(work: Path, variant: int, functions: int) -> Path:
     return binary
 
 
-def _load_address(binary: Path) -> int:
-    """The lowest loaded address of the ELF behind a raw binary (where objcopy starts it)."""
-    out = subprocess.run(
-        ["arm-none-eabi-readelf", "-lW", str(binary.with_suffix(".elf"))],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    loads = [line.split() for line in out.splitlines() if line.strip().startswith("LOAD")]
-    return min(int(f[2], 16) for f in loads if int(f[4], 16))  # VirtAddr of segments with bytes
-
-
 def firmware_pairs(work: Path, quick: bool) -> tuple[list[Pair], list[str]]:
     if not _apt("gcc-arm-none-eabi", "arm-none-eabi-gcc") or not _apt(
         "libnewlib-arm-none-eabi", "arm-none-eabi-gcc"
@@ -170,20 +157,18 @@ def firmware_pairs(work: Path, quick: bool) -> tuple[list[Pair], list[str]]:
     release = _compile_firmware(work, 2, functions)
     rewrite = _compile_firmware(work, 3, functions)
     return [
-        Pair("fw-cortex-m4-fix", "Cortex-M4 firmware, 4-line fix", base, fix, _load_address(base)),
+        Pair("fw-cortex-m4-fix", "Cortex-M4 firmware, 4-line fix", base, fix),
         Pair(
             "fw-cortex-m4-release",
             "Cortex-M4 firmware, upstream release",
             fix,
             release,
-            _load_address(fix),
         ),
         Pair(
             "fw-cortex-m4-rewrite",
             "Cortex-M4 firmware, every constant redrawn (stress, not a release)",
             fix,
             rewrite,
-            _load_address(fix),
             stress=True,
         ),
     ], []

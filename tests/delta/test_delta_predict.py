@@ -43,6 +43,8 @@ from otaguard.delta.format import (
     uvarint,
 )
 from otaguard.delta.predict import (
+    GUESS_ALIGN,
+    GUESS_FLOOR,
     MAX_SEGMENTS,
     Absolute,
     Alignment,
@@ -50,6 +52,7 @@ from otaguard.delta.predict import (
     _thumb_decode,
     _thumb_encode,
     elf_code_range,
+    guess_load_addresses,
     payload_offset,
     predict,
     raw_range,
@@ -487,13 +490,83 @@ def test_raw_firmware_pointers_are_predicted_with_its_load_address(key: PrivateK
     old, new = _raw_firmware_pair(key, 0x08000000)
     pair = Pair(key, old, new)
     told = pair.delta(chunk_size=1 << 16, zstd=False, load_address=0x08000000)
-    untold = pair.delta(chunk_size=1 << 16, zstd=False)
+    # told a wrong address, the creator finds no pointers there and predicts none
+    unpredicted = pair.delta(chunk_size=1 << 16, zstd=False, load_address=0x30000000)
     head = header_of(told)
     assert head.absolute is not None and head.absolute.width == 4
     assert (head.absolute.lo, head.absolute.new_bias) == (0x08000000, 0x08000000)
-    assert header_of(untold).absolute is None
-    assert len(told) < len(untold) - 20, (len(told), len(untold))
+    assert header_of(unpredicted).absolute is None
+    assert len(told) < len(unpredicted) - 20, (len(told), len(unpredicted))
     assert apply_bytes(old, told, pair.trusted) == new
+
+
+@pytest.mark.parametrize("base", [0x08000000, 0x00010000, 0x10004000, 0x0000C200])
+def test_raw_firmware_load_address_is_guessed_from_its_pointers(key: PrivateKey, base: int) -> None:
+    old, new = _raw_firmware_pair(key, base)
+    pair = Pair(key, old, new)
+    guessed = pair.delta(chunk_size=1 << 16, zstd=False)
+    told = pair.delta(chunk_size=1 << 16, zstd=False, load_address=base)
+    head = header_of(guessed)
+    assert head.absolute is not None
+    assert head.absolute.lo == base  # page-aligned bases exactly, others to GUESS_ALIGN
+    assert len(guessed) == len(told)
+    assert apply_bytes(old, guessed, pair.trusted) == new
+
+
+def test_guessed_load_addresses_are_the_densest_pointer_windows() -> None:
+    rnd = random.Random(5)
+    code = rnd.randbytes(8000)
+    targets = [0x08001345] + [0x08001345 + rnd.randrange(7000) for _ in range(199)]
+    pool = b"".join(t.to_bytes(4, "little") for t in targets)
+    # the lowest pointer rounded down to a page, and to GUESS_ALIGN
+    assert guess_load_addresses(code + pool) == [0x08001000, 0x08001300]
+    # no crowd of pointers: random words, small integers, too short a payload
+    assert guess_load_addresses(rnd.randbytes(16000)) == []
+    assert guess_load_addresses(b"".join(i.to_bytes(4, "little") for i in range(4000))) == []
+    assert guess_load_addresses(pool[: GUESS_FLOOR - 4]) == []
+    # fewer than the minimum of pointers crowding together
+    few = b"".join((0x20000000 + 4 * i).to_bytes(4, "little") for i in range(15))
+    assert guess_load_addresses(rnd.randbytes(8000) + few) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=512),
+    st.lists(st.integers(0, (1 << 32) - 1), max_size=64),
+    st.integers(0, 1 << 31),
+    st.integers(0, 1 << 14),
+)
+def test_guessed_load_addresses_are_aligned_and_in_range(
+    data: bytes, words: list[int], base: int, pad: int
+) -> None:
+    pointers = b"".join((base + 4 * i).to_bytes(4, "little") for i in range(40))
+    raw = b"".join(w.to_bytes(4, "little") for w in words) + data
+    for head in (b"", pointers):
+        payload = head + raw + bytes(pad)  # zeros: small integers, never pointers
+        guesses = guess_load_addresses(payload)
+        if len(payload) < GUESS_FLOOR:
+            assert guesses == []
+        assert len(guesses) == len(set(guesses)) <= 4
+        for g in guesses:
+            assert g % GUESS_ALIGN == 0
+            assert 0 <= g < (1 << 32) - len(payload) + GUESS_ALIGN
+
+
+def test_a_wrong_guess_is_not_kept(key: PrivateKey) -> None:
+    """A crowd of words that are no pointers (a table of constants) is tried and dropped."""
+    rnd = random.Random(9)
+    table = b"".join((0x40000000 + rnd.randrange(20000)).to_bytes(4, "little") for _ in range(300))
+
+    def payload(grow: int) -> bytes:
+        code, _at = code_layout("thumb2", 12, grow=grow, functions=60)
+        return code + table
+
+    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(payload(8), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    assert guess_load_addresses(payload(0))[:1] == [0x40000000]
+    delta = Pair(key, old, new).delta(chunk_size=1 << 16, zstd=False)
+    assert header_of(delta).absolute is None
+    assert apply_bytes(old, delta, Pair(key, old, new).trusted) == new
 
 
 def test_raw_range_is_validated() -> None:

@@ -65,6 +65,7 @@ from otaguard.delta.predict import (
     Alignment,
     Arch,
     elf_code_range,
+    guess_load_addresses,
     payload_offset,
     predict,
     raw_range,
@@ -340,17 +341,22 @@ def _predict_streams(
             best, best_diff, best_size = arch, diff, size
     if best is Arch.NONE:
         return Arch.NONE, 0, None
+    length = len(old) - offset
     if load_address is not None:
-        absolute = raw_range(load_address, len(old) - offset, offset)
+        ranges = [raw_range(load_address, length, offset)]
     else:
-        absolute = elf_code_range(view[offset : offset + (1 << 12)], offset)
-    if absolute is not None:
-        diff = trial(best, absolute)
+        ranges = [elf_code_range(view[offset : offset + (1 << 12)], offset)]
+        if ranges[0] is None:  # raw firmware: its pointers say where it is loaded
+            guesses = guess_load_addresses(view[offset:])
+            ranges = [raw_range(base, length, offset) for base in guesses]
+    absolute = None
+    for candidate in ranges:
+        if candidate is None:
+            continue
+        diff = trial(best, candidate)
         size = _estimate(diff)
         if size < best_size:
-            best_diff, best_size = diff, size
-        else:
-            absolute = None
+            best_diff, best_size, absolute = diff, size, candidate
     streams.diff_runs = {k: [encode_zero_runs(best_diff, k)] for k in ZERO_RUN_MINIMA}
     streams.xor_runs = {}  # the predictor's view is added to, not XORed
     streams.diff_plain = [best_diff]

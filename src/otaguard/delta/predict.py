@@ -33,6 +33,7 @@ import enum
 import heapq
 import re
 import struct
+import sys
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -287,6 +288,64 @@ def raw_range(load_address: int, length: int, offset: int) -> Absolute | None:
     if not length or not 0 <= load_address < load_address + length <= 1 << 32:
         return None
     return Absolute(4, load_address, load_address + length, load_address - offset, load_address)
+
+
+#: Guessed load addresses: pointer values below this are not looked at (small integers
+#: abound in code and data and would always win), nor windows with fewer pointers than this.
+GUESS_FLOOR = 1 << 12
+GUESS_MIN_POINTERS = 16
+#: A guess is rounded down to these alignments (flash slots are page-aligned, vector tables
+#: at least so); how far off it may be costs little: see :func:`guess_load_addresses`.
+GUESS_PAGE = 1 << 12
+GUESS_ALIGN = 1 << 8
+
+
+def guess_load_addresses(payload: bytes, most: int = 3) -> list[int]:
+    """Where a raw firmware payload may be loaded, best guess first (creator side only).
+
+    Why: ``objcopy -O binary`` firmware carries no headers, and without its load address its
+    literal pools' pointers cannot be predicted. Such pointers name places in the image, so
+    the aligned 32-bit words of the payload crowd into the window ``[base, base + length)``:
+    the densest such windows (at most ``most``, disjoint, each with at least a quarter of the
+    densest one's pointers) give the guesses (two for the densest). A guess off by
+    ``d`` bytes still predicts every pointer whose target moved like the byte ``d`` before
+    it, so rounding down is nearly free; a wrong guess (RAM pointers, a table of constants)
+    only fails to shrink the delta, and the creator keeps it only if it does (0 and the ELF
+    case are tried by the caller).
+    """
+    length = len(payload)
+    if not GUESS_FLOOR <= length < 1 << 32:
+        return []
+    words = array("I")
+    words.frombytes(payload[: length - length % 4])
+    if words.itemsize != 4:  # pragma: no cover - every CPython platform has a 4-byte "I"
+        return []
+    if sys.byteorder == "big":  # pragma: no cover
+        words.byteswap()
+    top = (1 << 32) - length
+    values = sorted(v for v in words if GUESS_FLOOR <= v <= top)
+    windows: list[tuple[int, int]] = []  # (-count, first value)
+    end = 0
+    for i, value in enumerate(values):
+        if i and values[i - 1] == value:
+            continue
+        end = max(end, i)
+        while end < len(values) and values[end] < value + length:
+            end += 1
+        windows.append((i - end, value))
+    windows.sort()
+    guesses: list[int] = []
+    found = 0
+    for negative, value in windows:
+        if -negative < max(GUESS_MIN_POINTERS, -windows[0][0] // 4) or found == most:
+            break
+        if all(abs(value - g) >= length for g in guesses):
+            # the window's lowest pointer, rounded down to a page; for the densest, also less
+            for align in (GUESS_PAGE, GUESS_ALIGN)[: 2 if not found else 1]:
+                if value & -align not in guesses:
+                    guesses.append(value & -align)
+            found += 1
+    return guesses
 
 
 _PT_LOAD, _PF_X = 1, 1
