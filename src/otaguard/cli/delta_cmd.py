@@ -77,7 +77,7 @@ def delta() -> None:
     "--load-address",
     metavar="ADDR",
     help="Where a raw (non-ELF) firmware payload is loaded, e.g. 0x08000000: lets the "
-    "delta predict its 32-bit pointers.",
+    "delta predict its 32-bit pointers (guessed from them if not given).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument("old_path", metavar="OLD_IMAGE", type=_path)
