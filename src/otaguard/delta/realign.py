@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import re
+from collections.abc import Iterator
 
 from otaguard.delta.apply import sub_bytes
 
@@ -34,15 +35,31 @@ def _differing(a: bytes, b: bytes) -> int:
     return len(a) - x.to_bytes(len(a), "little").count(0)
 
 
+_ZERO_BLOCK = bytes(1 << 12)
+
+
+def _changes(diff: bytes) -> Iterator[tuple[int, int]]:
+    """The stretches of non-zero bytes, a stretch that crosses a 4 KiB boundary in two.
+
+    Why blocks: a diff is mostly zeros, which a memcmp per block skips far faster than the
+    regular expression can.
+    """
+    size = len(_ZERO_BLOCK)
+    for at in range(0, len(diff), size):
+        if diff[at : at + size] != _ZERO_BLOCK[: min(size, len(diff) - at)]:
+            for m in _CHANGES.finditer(diff, at, at + size):
+                yield m.start(), m.end()
+
+
 def _clusters(diff: bytes) -> list[tuple[int, int, int]]:
     """Stretches of the diff with at least _ALIGN_MIN_CHANGES differing bytes."""
     found: list[list[int]] = []  # [start, end, changes]
-    for m in _CHANGES.finditer(diff):
-        if found and m.start() - found[-1][1] <= _ALIGN_GAP:
-            found[-1][1] = m.end()
-            found[-1][2] += m.end() - m.start()
+    for start, end in _changes(diff):
+        if found and start - found[-1][1] <= _ALIGN_GAP:
+            found[-1][1] = end
+            found[-1][2] += end - start
         else:
-            found.append([m.start(), m.end(), m.end() - m.start()])
+            found.append([start, end, end - start])
     return [
         (s, e, changes)
         for s, e, changes in found
@@ -50,16 +67,32 @@ def _clusters(diff: bytes) -> list[tuple[int, int, int]]:
     ]
 
 
-def _gram_index(old: bytes | mmap.mmap, low: int, high: int) -> dict[bytes, list[int]]:
-    """Where each 16-byte piece of old[low:high] occurs (its first four places)."""
-    window = bytes(old[max(0, low) : min(len(old), high)])
-    low = max(0, low)
-    index: dict[bytes, list[int]] = {}
-    for i in range(len(window) - _ALIGN_GRAM + 1):
-        at = index.setdefault(window[i : i + _ALIGN_GRAM], [])
-        if len(at) < 4:
-            at.append(low + i)
-    return index
+class _Grams:
+    """Where 16-byte pieces occur in old[low:high]: their first four places.
+
+    Why this shape: a dict from each piece to its first place is built by one comprehension
+    (the loop that collected four places per piece took most of the re-alignment's time);
+    the few pieces asked for that occur again get their next places from ``bytes.find``.
+    """
+
+    def __init__(self, old: bytes | mmap.mmap, low: int, high: int) -> None:
+        self._low = max(0, low)
+        window = self._window = bytes(old[self._low : min(len(old), high)])
+        gram = _ALIGN_GRAM
+        # from the end, so that each piece keeps its first place
+        self._first = {window[i : i + gram]: i for i in range(len(window) - gram, -1, -1)}
+        self._found: dict[bytes, list[int]] = {}
+
+    def get(self, gram: bytes) -> list[int]:
+        places = self._found.get(gram)
+        if places is None:
+            at = self._first.get(gram, -1)
+            places = []
+            while at >= 0 and len(places) < 4:
+                places.append(self._low + at)
+                at = self._window.find(gram, at + 1)
+            self._found[gram] = places
+        return places
 
 
 def _diagonals(
@@ -68,7 +101,7 @@ def _diagonals(
     old_pos: int,
     new_pos: int,
     n: int,
-    index: dict[bytes, list[int]],
+    index: _Grams,
 ) -> list[int]:
     """Per block of new[new_pos : new_pos + n], the old diagonal (old - new) to read it at.
 
@@ -88,19 +121,24 @@ def _diagonals(
         candidates = {base, *costs}
         if bytes(old[s + base : e + base]) != piece:
             for p in range(s, e - gram + 1, 4):
-                candidates.update(q - p for q in index.get(new[p : p + gram], ()))
+                candidates.update(q - p for q in index.get(new[p : p + gram]))
         current: dict[int, int] = {}
         links: dict[int, int] = {}
+        # costs is ordered by cost: the cheapest way to come from another diagonal is from
+        # its first; staying wins when strictly cheaper (the first minimum, as min() picks)
+        first = next(iter(costs), None)
         for d in candidates:
             if s + d < 0 or e + d > len(old):
                 continue
             here = _differing(piece, bytes(old[s + d : e + d]))
-            if not costs:
+            if first is None:
                 current[d], links[d] = here + (0 if d == base else _ALIGN_SWITCH), d
                 continue
-            came = min(costs, key=lambda x: costs[x] + (0 if x == d else _ALIGN_SWITCH))
-            current[d] = here + costs[came] + (0 if came == d else _ALIGN_SWITCH)
-            links[d] = came
+            stay = costs.get(d)
+            if stay is not None and (d == first or stay < costs[first] + _ALIGN_SWITCH):
+                current[d], links[d] = here + stay, d
+            else:
+                current[d], links[d] = here + costs[first] + _ALIGN_SWITCH, first
         costs = {d: current[d] for d in sorted(current, key=current.__getitem__)[:_ALIGN_KEEP]}
         back.append(links)
     d = min(costs, key=lambda x: costs[x])
@@ -143,7 +181,7 @@ def realign(
                     continue
                 if s > done:
                     pieces.append((s - done, old_pos + done))
-                index = _gram_index(old, old_pos + s - _ALIGN_WINDOW, old_pos + e + _ALIGN_WINDOW)
+                index = _Grams(old, old_pos + s - _ALIGN_WINDOW, old_pos + e + _ALIGN_WINDOW)
                 path = _diagonals(old, new, old_pos + s, new_pos + s, e - s, index)
                 for k, d in enumerate(path):
                     b = s + k * _ALIGN_BLOCK
