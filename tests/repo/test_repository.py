@@ -267,14 +267,59 @@ def test_unsigned_or_forged_staged_role_never_goes_live(world: World) -> None:
     assert cli("repo", "status", world.dir) == 1
 
 
-def test_stale_staged_role_refused(world: World) -> None:
+def test_stale_staged_role_refused(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     """Two copies staged from the same base: the second one cannot roll the first back."""
     assert world.add(world.image()) == 0
+    staged = world.dir / "staged" / "targets.json"
+    base = staged.read_bytes()  # the other release manager's copy, before the first's edit
     assert world.sign("--key", targets_key(world)) == 0
-    stale = (world.dir / "staged" / "targets.json").read_bytes()
     assert world.publish() == 0
-    (world.dir / "staged" / "targets.json").write_bytes(stale)
+    other = json.loads(base)
+    other["signed"]["targets"] = {}  # the other manager's edit: same version, other content
+    base = json.dumps(other).encode()
+    staged.write_bytes(base)
+    assert world.sign("--key", targets_key(world)) == 0  # signed, yet stale
+    before = world.published()
+    capsys.readouterr()
     assert world.publish() == 1
+    assert "is stale" in capsys.readouterr().err
+    assert json.loads(staged.read_bytes())["signed"] == other["signed"]  # kept, not lost
+    assert world.published() == before
+
+
+def test_publish_cut_short_leaves_no_wedge(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A publish that crashed after its timestamp, before clearing staged/, blocks nothing.
+
+    The timestamp is publish's commit point; the staged files it leaves are exactly what
+    was published. Status says so, the next edit starts from the published version + 1,
+    and the next publish drops them (before, both were refused as stale until somebody
+    deleted staged/ by hand).
+    """
+    assert world.add(world.image()) == 0
+    assert world.sign("--key", targets_key(world)) == 0
+    staged = world.dir / "staged" / "targets.json"
+    left = staged.read_bytes()
+    assert world.publish() == 0
+    published = (world.dir / "metadata" / "2.targets.json").read_bytes()
+    staged.write_bytes(left)  # what the crash between timestamp and unlink leaves
+    capsys.readouterr()
+    assert cli("repo", "status", world.dir) == 0
+    assert "already published" in capsys.readouterr().out
+    assert world.publish() == 0
+    out = capsys.readouterr().out
+    assert "dropped staged targets" in out and "no role changed" in out
+    assert not staged.exists()
+    assert (world.dir / "metadata" / "2.targets.json").read_bytes() == published
+    # the next release starts from the published version, not from the leftover
+    staged.write_bytes(left)
+    assert world.add(world.image("other.img"), "eu/acme-ecu-v2/1.6.0.img") == 0
+    assert json.loads(staged.read_bytes())["signed"]["version"] == 3
+    assert world.sign("--key", targets_key(world)) == 0
+    assert world.publish() == 0
+    assert world.client.download("eu/acme-ecu-v2/1.6.0.img")
+    assert world.client.download(NAME)
 
 
 def test_usage_errors(world: World) -> None:

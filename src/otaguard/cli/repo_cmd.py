@@ -109,6 +109,8 @@ def _publish(
     }
     with _closing(online["snapshot"] + online["timestamp"]):
         result = repository.publish(online["snapshot"], online["timestamp"])
+    for role in result.leftovers:
+        click.echo(f"dropped staged {role}: already published (an earlier publish was cut short)")
     roles = ", ".join(result.published) or "no role changed"
     click.echo(
         f"published ({roles}); snapshot v{result.snapshot_version}, "
@@ -120,6 +122,9 @@ def _report(repository: ImageRepository) -> bool:
     """Print every staged role's status; True if all are ready."""
     ready = True
     for role in repository.layout.staged_roles():
+        if repository.leftover(role):
+            click.echo(f"staged {role}: already published (dropped at the next publish)")
+            continue
         status = repository.status(role)
         ready = ready and status.ok
         click.echo(f"staged {status.describe()}")

@@ -94,6 +94,8 @@ class PublishResult:
     published: list[str]
     snapshot_version: int
     timestamp_version: int
+    #: staged roles an interrupted publish had already published, removed from staged/
+    leftovers: list[str] = field(default_factory=list)
 
 
 def utcnow() -> datetime.datetime:
@@ -268,7 +270,7 @@ class ImageRepository:
         Signatures are dropped: they would not cover the modified content.
         """
         md = self.staged(role, fresh=True)
-        if md is None:
+        if md is None or self.leftover(role, md):
             md = self.published(role, fresh=True)
             if md is None:
                 raise UsageError(f"no role {role!r} in this repository")
@@ -276,6 +278,23 @@ class ImageRepository:
         md.signed.expires = self.expiry(role)
         md.signatures.clear()
         return md
+
+    def leftover(self, role: str, md: Metadata[Any] | None = None) -> bool:
+        """Whether staged ``role`` is exactly what is published at its version.
+
+        Why: publish clears staged/ only after writing the timestamp (its commit point); a
+        crash in between leaves each staged role behind, already published. Such a file is
+        not a release manager's pending work, and treating it as one wedges the repository
+        (a stale version, refused). A stale staged role with *other* content is still
+        refused by :meth:`publish`: it may be somebody's edit, which must not be lost.
+        """
+        md = md or self.staged(role, fresh=True)
+        if md is None or md.signed.version > self.published_version(role):
+            return False
+        path = self.layout.published_path(role, md.signed.version)
+        if not path.exists():
+            return False
+        return _canonical(self._read(path, role, fresh=True)) == _canonical(md)
 
     def stage(self, role: str, md: Metadata[Any]) -> None:
         path = self.layout.staged_path(role)
@@ -586,6 +605,9 @@ class ImageRepository:
     ) -> PublishResult:
         """Publish every staged role (all or nothing), then new snapshot and timestamp."""
         staged = {role: self.staged(role) for role in self.layout.staged_roles()}
+        leftovers = [role for role, md in staged.items() if self.leftover(role, md)]
+        for role in leftovers:
+            del staged[role]
         missing = []
         for role, md in staged.items():
             assert md is not None
@@ -638,10 +660,10 @@ class ImageRepository:
                 self.layout.published_path(Snapshot.type, snapshot.version), snapshot_md
             )
         self.layout.write(self.layout.published_path(Timestamp.type, 0), timestamp_md)
-        for role in staged:
+        for role in [*staged, *leftovers]:
             self.layout.staged_path(role).unlink(missing_ok=True)
         self._cache.clear()
-        return PublishResult(sorted(staged), snapshot.version, timestamp.version)
+        return PublishResult(sorted(staged), snapshot.version, timestamp.version, leftovers)
 
     @staticmethod
     def _sign_online(md: Metadata[Any], signers: Sequence[Signer]) -> None:
