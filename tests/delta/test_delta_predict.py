@@ -51,6 +51,7 @@ from otaguard.delta.predict import (
     Arch,
     _thumb_decode,
     _thumb_encode,
+    elf_arch,
     elf_code_range,
     guess_load_addresses,
     payload_offset,
@@ -375,17 +376,38 @@ def test_absolute_ranges_are_validated() -> None:
             Absolute(width, lo, hi, 0, 0)
 
 
-def _elf64(body: bytes, vaddr: int = 0x400000) -> bytes:
+def _elf64(body: bytes, vaddr: int = 0x400000, machine: int = 62) -> bytes:
     """A minimal little-endian ELF64 file: its header, one PT_LOAD R+X segment, ``body``."""
     phoff, phnum = 64, 1
     header = (
         b"\x7fELF\x02\x01\x01"
         + bytes(9)
-        + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, vaddr, phoff, 0, 0, 64, 56, phnum, 64, 0, 0)
+        + struct.pack("<HHIQQQIHHHHHH", 3, machine, 1, vaddr, phoff, 0, 0, 64, 56, phnum, 64, 0, 0)
     )
     total = 64 + 56 + len(body)
     phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, vaddr, vaddr, total, total, 0x1000)
     return header + phdr + body
+
+
+def test_elf_arch_names_the_predictor_of_its_machine() -> None:
+    elf = _elf64(b"\x90" * 100)
+    assert elf_arch(elf) is Arch.X86_64
+    assert elf_arch(elf[:18] + (40).to_bytes(2, "little") + elf[20:]) is Arch.THUMB2
+    assert elf_arch(elf[:18] + (183).to_bytes(2, "little") + elf[20:]) is Arch.NONE  # AArch64
+    assert elf_arch(elf[:5] + b"\x02" + elf[6:]) is None  # big-endian
+    assert elf_arch(b"\x7fELF") is None
+    assert elf_arch(b"raw firmware, no header") is None
+
+
+def test_an_elf_of_another_machine_is_not_predicted(key: PrivateKey) -> None:
+    """The trials are spared: its header says no predictor of ours reads its code."""
+    old, new = _elf_pair(key, grow=9, machine=183)  # x86-64 code in an AArch64 ELF
+    pair = Pair(key, old, new)
+    delta = pair.delta(chunk_size=1 << 16, zstd=False)
+    assert header_of(delta).predictor is Arch.NONE and header_of(delta).absolute is None
+    assert apply_bytes(old, delta, pair.trusted) == new
+    forced = pair.delta(chunk_size=1 << 16, zstd=False, predictor=Arch.X86_64)
+    assert header_of(forced).predictor is Arch.X86_64  # a forced predictor still applies
 
 
 def test_elf_code_range_reads_the_executable_segment() -> None:
@@ -406,7 +428,7 @@ def test_elf_code_range_reads_the_executable_segment() -> None:
         assert real is not None and real.width in (4, 8) and real.hi > real.lo
 
 
-def _elf_pair(key: PrivateKey, grow: int) -> tuple[bytes, bytes]:
+def _elf_pair(key: PrivateKey, grow: int, machine: int = 62) -> tuple[bytes, bytes]:
     """x86-64 code plus a table of absolute pointers to its functions, as an ELF."""
 
     def payload(grow: int) -> bytes:
@@ -415,7 +437,7 @@ def _elf_pair(key: PrivateKey, grow: int) -> tuple[bytes, bytes]:
         table = b"".join(
             (0x400000 + 120 + p + (grow if p >= at else 0)).to_bytes(8, "little") for p in places
         )
-        return _elf64(code + table)
+        return _elf64(code + table, machine=machine)
 
     old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
     new = make_image(payload(grow), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))

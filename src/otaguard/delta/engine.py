@@ -64,6 +64,7 @@ from otaguard.delta.predict import (
     Absolute,
     Alignment,
     Arch,
+    elf_arch,
     elf_code_range,
     guess_load_addresses,
     payload_offset,
@@ -437,7 +438,12 @@ def create_container(
     tiny = small and len(old) + len(new_payload) <= MAX_PREDICTED  # predictor, joined streams
     phase = 0
     if tiny and not literal_chunks:
-        candidates = PREDICTORS if predictor is None else (predictor,)
+        candidates: tuple[Arch, ...] = PREDICTORS if predictor is None else (predictor,)
+        if predictor is None:  # an ELF says which code it holds (or that none is ours)
+            start = payload_offset(bytes(old[:16]))
+            machine = elf_arch(bytes(old[start : start + 20]))
+            if machine is not None:
+                candidates = () if machine is Arch.NONE else (machine,)
         chosen, phase, absolute = _predict_streams(
             streams, old, bytes(new_payload), candidates, predictor, load_address
         )

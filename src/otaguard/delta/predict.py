@@ -348,6 +348,21 @@ def guess_load_addresses(payload: bytes, most: int = 3) -> list[int]:
     return guesses
 
 
+#: ELF ``e_machine`` values whose code one predictor reads.
+_ELF_MACHINES = {40: Arch.THUMB2, 62: Arch.X86_64}
+
+
+def elf_arch(payload: bytes) -> Arch | None:
+    """The predictor for a little-endian ELF payload's machine; None if not such an ELF.
+
+    Creator side only: it spares the trial of a predictor that cannot win (Thumb-2 on an
+    x86-64 .so); an unknown machine gets ``Arch.NONE``.
+    """
+    if len(payload) < 20 or payload[:4] != b"\x7fELF" or payload[5] != 1:
+        return None
+    return _ELF_MACHINES.get(int.from_bytes(payload[18:20], "little"), Arch.NONE)
+
+
 _PT_LOAD, _PF_X = 1, 1
 
 
