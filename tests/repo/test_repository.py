@@ -322,6 +322,29 @@ def test_publish_cut_short_leaves_no_wedge(
     assert world.client.download(NAME)
 
 
+def test_remove_target_pulls_a_release(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    other = "eu/acme-ecu-v2/1.4.0.img"
+    assert world.add(world.image()) == 0
+    assert world.add(world.image("old.img"), other) == 0
+    assert world.sign("--key", targets_key(world)) == 0
+    assert world.publish() == 0
+    assert world.client.download(NAME)
+    capsys.readouterr()
+    assert cli("repo", "remove-target", world.dir, NAME) == 0
+    assert f"staged removal of {NAME} from targets" in capsys.readouterr().out
+    assert world.publish() == 1  # unsigned: nothing goes live
+    assert world.sign("--key", targets_key(world)) == 0
+    assert world.publish() == 0
+    fresh = OurClient(world.served, world.tmp / "fresh-client")
+    with pytest.raises(LookupError):
+        fresh.download(NAME)
+    assert fresh.download(other)  # the other release stays
+    # unknown or hostile names: a usage error, nothing staged
+    assert cli("repo", "remove-target", world.dir, NAME) == 2
+    assert cli("repo", "remove-target", world.dir, "../etc/passwd") == 2
+    assert not (world.dir / "staged" / "targets.json").exists()
+
+
 def test_usage_errors(world: World) -> None:
     d = world.dir
     pub = world.keys.pub("x")

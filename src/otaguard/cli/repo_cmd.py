@@ -278,6 +278,25 @@ def add_target(
     )
 
 
+@repo.command("remove-target")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("name")
+def remove_target(directory: str, name: str) -> None:
+    """Stage the removal of target NAME (a release pulled: clients stop finding it).
+
+    Like any change it goes live when its role's keys have signed and `publish` ran.
+    The image file stays under targets/: published files never change under a mirror,
+    and no client is told of it any more.
+    """
+    from otaguard.repo.layout import check_target_path
+    from otaguard.repo.repository import ImageRepository, locked
+
+    target = check_target_path(name)
+    with locked(directory):
+        role = ImageRepository(directory).remove_target(target)
+    click.echo(f"staged removal of {target} from {role}")
+
+
 @repo.command("sign")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.argument("roles", nargs=-1)

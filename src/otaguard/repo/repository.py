@@ -448,6 +448,7 @@ class ImageRepository:
         return {name: [i.path for i in infos] for name, infos in by_role.items()}
 
     def remove_target(self, path: str) -> str:
+        """Stage ``path``'s removal from the role that records it; returns that role."""
         for name in reversed(self.route(path)):
             md = self.latest(name)
             if md is not None and path in md.signed.targets:
