@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from otaguard.delta.apply import add_bytes, sub_bytes
-from otaguard.delta.matcher import Matcher
+from otaguard.delta.matcher import Matcher, _last
 from otaguard.delta.realign import realign
 from otaguard.delta.steps import chunk_steps
 
@@ -61,3 +61,30 @@ def test_chunk_steps_rebuild_the_chunk(seed: int, cut: int) -> None:
     finally:
         matcher.close()
     assert _rebuild(old, *steps) == new
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=300)
+    | st.lists(st.sampled_from([b"\x00" * 7, b"\x00", b"\x01", b"ab"])).map(b"".join),
+    st.binary(min_size=1, max_size=6) | st.sampled_from([b"\x00" * 4, b"\x00\x01", b"a"]),
+    st.integers(0, 320),
+    st.integers(0, 320),
+)
+def test_last_is_rfind(data: bytes, needle: bytes, start: int, end: int) -> None:
+    """The matcher's linear-time rfind (CPython's own is quadratic on periodic runs)."""
+    assert _last(data, needle, start, end) == data.rfind(needle, start, end)
+
+
+def test_a_long_run_near_periodic_old_bytes_is_found_before() -> None:
+    """A zero run whose nearest copy in the old image lies before it (the rfind case)."""
+    old = bytearray(300_000)
+    for at in range(0, len(old), 997):
+        old[at] = 1  # zeros cut every ~1 KB: no 2 KiB run of zeros anywhere ...
+    old[100_000:140_000] = bytes(40_000)  # ... but here
+    matcher = Matcher(bytes(old))
+    try:
+        zeros_end = 997 * 141  # the first 1 after the region
+        assert matcher._find_run(bytes(30_000), 150_000) == zeros_end - 30_000  # the last fit
+    finally:
+        matcher.close()
