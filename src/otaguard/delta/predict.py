@@ -310,8 +310,10 @@ def guess_load_addresses(payload: bytes, most: int = 3) -> list[int]:
     densest one's pointers) give the guesses (two for the densest). A guess off by
     ``d`` bytes still predicts every pointer whose target moved like the byte ``d`` before
     it, so rounding down is nearly free; a wrong guess (RAM pointers, a table of constants)
-    only fails to shrink the delta, and the creator keeps it only if it does (0 and the ELF
-    case are tried by the caller).
+    only fails to shrink the delta, and the creator keeps it only if it does. Values below
+    ``GUESS_FLOOR`` are not counted, so 0 is never guessed: an image linked there has its
+    pointers among the small integers that fill code, which no count tells apart (the
+    creator can still be told: ``--load-address 0``).
     """
     length = len(payload)
     if not GUESS_FLOOR <= length < 1 << 32:
