@@ -30,5 +30,13 @@ printf '\x42' | dd of="$served" bs=1 seek=1000 conv=notrunc status=none
 rm -f "$WORK"/car/dl/*
 refuse 1 otaguard tuf-client --metadata-dir "$WORK/car/meta" --metadata-url "$URL/metadata/" \
   --target-name acme-ecu-v2/1.5.0.img --target-base-url "$URL/targets/" --target-dir "$WORK/car/dl" download
+
+chapter "Repository: a bad release is pulled; the vehicle no longer finds it"
+run otaguard repo remove-target "$WORK/repo" acme-ecu-v2/1.5.0.img
+run otaguard repo sign "$WORK/repo" --key "$WORK/alice.pem"
+run otaguard repo sign "$WORK/repo" --key "$WORK/carol.pem"
+run otaguard repo publish "$WORK/repo"
+refuse 1 otaguard tuf-client --metadata-dir "$WORK/car/meta" --metadata-url "$URL/metadata/" \
+  --target-name acme-ecu-v2/1.5.0.img --target-base-url "$URL/targets/" --target-dir "$WORK/car/dl" download
 kill $HTTP_PID 2>/dev/null || true
 trap - EXIT
