@@ -58,8 +58,11 @@ def test_artifact_cache(repo, client) -> None:
     assert not any(r.startswith("/targets/") for r in repo.requests)
 
 
-def test_unknown_target_fails(repo, client) -> None:
+def test_unknown_target_fails(repo, client, capsys) -> None:
+    capsys.readouterr()
     assert client.download("missing.bin") == 1
+    err = capsys.readouterr().err
+    assert err.endswith("failed: target 'missing.bin' is not in the repository\n"), err
 
 
 def test_multiple_targets_stop_at_first_failure(repo, client) -> None:

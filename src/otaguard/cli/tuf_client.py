@@ -143,7 +143,8 @@ def run_tuf_client(args: list[str]) -> int:
         click.echo(f"{_PROG}: aborted", err=True)
         return EXIT_FAIL
     except Exception as exc:  # every failure is exit 1, reported in one line
-        click.echo(f"{_PROG}: failed: {type(exc).__name__}: {one_line(str(exc))}", err=True)
+        kind = "" if isinstance(exc, _Failure) else f"{type(exc).__name__}: "  # ours say it all
+        click.echo(f"{_PROG}: failed: {kind}{one_line(str(exc))}", err=True)
         return EXIT_FAIL
     return EXIT_OK
 
