@@ -43,12 +43,14 @@ class Pair:
     key: PrivateKey
     old: bytes
     new: bytes
+    join: bool = True  # False: deltas keep three streams (for tests that read them)
 
     @property
     def trusted(self) -> TrustedKeys:
         return TrustedKeys.of([self.key.public_key()])
 
     def delta(self, *, chunk_size: int = CHUNK, **kw: object) -> bytes:
+        kw.setdefault("join", self.join)
         return make_delta(self.key, self.old, self.new, chunk_size=chunk_size, **kw)[0]
 
 

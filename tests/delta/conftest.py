@@ -24,7 +24,9 @@ def pair(key: PrivateKey) -> Pair:
     new = make_image(
         edit(payload, 1), [key], version="1.5.0", security_counter=8, hardware_ids=(HW,)
     )
-    return Pair(key, old, new)
+    # three streams, as the tamper tests read them; joined many-chunk deltas:
+    # tests/delta/test_delta_joined.py
+    return Pair(key, old, new, join=False)
 
 
 @pytest.fixture(scope="session")

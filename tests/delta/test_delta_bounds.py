@@ -69,7 +69,7 @@ def test_documented_layout_matches_the_code() -> None:
     text = DOC.read_text()
     assert HEAD.size == 11 and "| 11 | 1-10 | base length: varint" in text
     assert HEADERS_HASH == 16 and "| ... | 16 | SHA-256 of the new image's preamble" in text
-    assert CHUNK_HASH == 8 and "(N - 1) x 8" in text
+    assert CHUNK_HASH == 4 and "(N - 1) x 4" in text
     assert re.search(r"\| 0 \| 4 \| magic `OTAD`", text)
     assert MAX_SEGMENTS == 1 << 15 and "at most 32,768" in text
     assert MAX_PREDICTED == 1 << 22 and "4 MiB" in text

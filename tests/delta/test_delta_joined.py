@@ -1,4 +1,4 @@
-"""FLAG_JOINED: small images carry one LZMA2 stream for control, diff and extra bytes."""
+"""FLAG_JOINED: small deltas carry one LZMA2 stream for control, diff and extra bytes."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ from dataclasses import replace
 
 import pytest
 
-from helpers_delta import Pair, apply_bytes, resign, split_container
+from helpers_delta import Pair, apply_bytes, container_of, resign, split_container
 from otaguard.delta.format import (
     FLAG_FULL,
     FLAG_JOINED,
     FLAG_ZSTD,
+    MAX_JOINED_STREAM,
     MAX_PREDICTED,
     DeltaHeader,
     Filter,
     encode_header,
     lzma_filters,
 )
-from otaguard.errors import MalformedError, RejectedError, TruncatedError
+from otaguard.errors import DigestMismatchError, MalformedError, RejectedError, TruncatedError
 
 
 def _joined(code_pair: Pair) -> bytes:
@@ -50,9 +51,23 @@ def test_small_images_join_their_streams_and_round_trip(code_pair: Pair) -> None
     assert len(separate) == len(joined)  # the same choice, deterministic
 
 
-def test_several_chunks_never_join(pair: Pair) -> None:
-    head, _rest, _zdict = split_container(pair.delta())
-    assert head.chunk_count > 1 and not head.joined
+def test_several_chunks_join_too_and_keep_their_chunk_checks(pair: Pair) -> None:
+    """A many-chunk delta whose streams are small joins them (a rootfs tar: -28 bytes)."""
+    pair = Pair(pair.key, pair.old, pair.new)  # may join
+    delta = pair.delta()
+    head, rest, zdict = split_container(delta)
+    assert head.chunk_count > 1 and head.joined
+    assert len(delta) < len(Pair(pair.key, pair.old, pair.new, join=False).delta())
+    assert apply_bytes(pair.old, delta, pair.trusted) == pair.new
+    assert apply_bytes(pair.old, delta, None) == pair.new
+    # a chunk's output check still stops a wrong chunk: here the first entry of the table
+    assert head.table_length == 4 * (head.chunk_count - 1)
+    header = len(container_of(delta)) - len(rest)  # the table follows the header
+    raw = bytearray(container_of(delta))
+    raw[header] ^= 0xFF
+    with pytest.raises(DigestMismatchError, match="chunk 0"):
+        apply_bytes(pair.old, resign(pair.key, delta, bytes(raw)), None)
+    assert zdict
 
 
 def _forge(
@@ -85,11 +100,11 @@ CASES: dict[str, tuple[Callable[..., tuple[DeltaHeader, bytes]], type[RejectedEr
         lambda h, r: (replace(h, extra_filter=Filter.X86), r),
         MalformedError,
     ),
-    "joined on a large chunk table": (
-        lambda h, r: (replace(h, chunk_size=1 << 12), r),
+    "joined stream longer than its cap": (
+        lambda h, r: (replace(h, extra_length=MAX_JOINED_STREAM + 1), r),
         MalformedError,
     ),
-    "control + diff larger than a small image": (
+    "control + diff over 4 MiB": (
         lambda h, r: (replace(h, control_length=MAX_PREDICTED, diff_length=1), r),
         MalformedError,
     ),
@@ -115,7 +130,7 @@ CASES: dict[str, tuple[Callable[..., tuple[DeltaHeader, bytes]], type[RejectedEr
     ),
     "extra part with trailing bytes": (_reencoded(lambda raw: raw + b"\x00"), MalformedError),
     "extra part short": (_reencoded(lambda raw: raw[:-1]), MalformedError),
-    "joined stream decoding past a small image": (
+    "joined stream decoding past 4 MiB": (
         _reencoded(lambda raw: raw + bytes(MAX_PREDICTED)),
         MalformedError,
     ),

@@ -176,7 +176,7 @@ class _Stream:
 
 
 class _Held:
-    """One part of a FLAG_JOINED container's stream, decoded whole (small images only)."""
+    """One part of a FLAG_JOINED container's stream, decoded whole (at most 4 MiB)."""
 
     def __init__(self, data: bytes, what: str) -> None:
         self._data = data
@@ -208,7 +208,7 @@ def _joined(src: BinaryIO, head: DeltaHeader, offset: int) -> tuple[_Held, _Held
     except lzma.LZMAError as exc:
         raise MalformedError(f"the joined stream is corrupt: {exc}") from None
     if len(raw) > MAX_PREDICTED:
-        raise MalformedError("the joined stream is longer than a small image's")
+        raise MalformedError("the joined stream decodes to more than 4 MiB")
     if not dec.eof or dec.unused_data:
         raise MalformedError("the joined stream does not end with the container")
     cut = head.control_length + head.diff_length

@@ -405,6 +405,7 @@ def create_container(
     zstd: bool | None = None,
     predictor: Arch | None = None,
     load_address: int | None = None,
+    join: bool = True,
 ) -> tuple[list[bytes], DeltaStats]:
     """Encode the container; returns its parts (to write in order) and what was decided.
 
@@ -417,6 +418,8 @@ def create_container(
     keeps the best (or none), an ``Arch`` forces that one (``Arch.NONE``: plain bsdiff).
     ``load_address``: where a raw (non-ELF) old payload is loaded, so that its 32-bit
     pointers can be predicted too (an ELF payload's own headers say it).
+    ``join``: False keeps the three streams apart even where one joined stream is smaller
+    (for tools and tests that read them).
     """
     if len(old) > MAX_OLD_LENGTH:
         raise ValueError("the old image is larger than 2 GiB")
@@ -435,7 +438,7 @@ def create_container(
     finally:
         matcher.close()
     small = bool(old) and len(old) + len(new_payload) <= chunk_size
-    tiny = small and len(old) + len(new_payload) <= MAX_PREDICTED  # predictor, joined streams
+    tiny = small and len(old) + len(new_payload) <= MAX_PREDICTED  # the predictor applies
     phase = 0
     if tiny and not literal_chunks:
         candidates: tuple[Arch, ...] = PREDICTORS if predictor is None else (predictor,)
@@ -460,7 +463,7 @@ def create_container(
             )
             # joining saves a fixed ~30 bytes of framing: tried only where that can matter
             small_streams = sum(map(len, encoded)) <= JOIN_LIMIT
-            joined = _join(raw, chunk_size) if not flags and tiny and small_streams else None
+            joined = _join(raw, chunk_size) if join and not flags and small_streams else None
             if joined is not None and len(joined[1]) < sum(map(len, encoded)):
                 flags, flt, (dict_log, stream) = FLAG_JOINED, Filter.NONE, joined
                 encoded = [stream]

@@ -54,7 +54,7 @@ from otaguard.image.envelope_format import (
 )
 
 MAGIC = b"OTAD"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 #: flags bit 0: no chunk reads the old image (the "compressed full image" fallback).
 FLAG_FULL = 0x0001
 #: flags bit 1: the new payload is one zstd frame (in the extra stream's place) with the whole
@@ -62,8 +62,9 @@ FLAG_FULL = 0x0001
 #: old image and new payload together at most one chunk.
 FLAG_ZSTD = 0x0002
 #: flags bit 2: one LZMA2 stream holds control, diff and extra bytes back to back (three
-#: streams' framing costs ~30 bytes: a tenth of a small firmware fix). Small images only;
-#: the control and diff lengths are then raw lengths, the extra length the joined stream's.
+#: streams' framing costs ~30 bytes: a tenth of a small firmware fix). Decoded whole, so at
+#: most MAX_PREDICTED bytes of streams (any number of chunks); the control and diff lengths
+#: are then raw lengths, the extra length the joined stream's.
 FLAG_JOINED = 0x0004
 #: flags bit 3: control triples whose ``add`` field is ``2 * add + r``: r = 1 means this
 #: triple's copy and seek are the previous triple's (across chunks) and are not sent.
@@ -73,11 +74,12 @@ _KNOWN_FLAGS = FLAG_FULL | FLAG_ZSTD | FLAG_JOINED | FLAG_REPEAT
 HEAD = struct.Struct(">4sBBBBBBB")
 #: Size of the digest of the new image's header + signature block (SHA-256, cut to 128 bits).
 HEADERS_HASH = 16
-#: Size of one entry of the chunk table: an output SHA-256 cut to 64 bits. It is an early
+#: Size of one entry of the chunk table: an output SHA-256 cut to 32 bits. It is an early
 #: failure check and a resume point, not the security check: the container is signed, the
 #: old image hashed whole before any write, and the whole payload's full digest is checked
-#: before anything can boot. 64 bits catch any corruption; 8 bytes per 4 MiB chunk.
-CHUNK_HASH = 8
+#: before anything can boot. A corrupt chunk slips past it once in 2^32 and is then caught
+#: by that digest; 4 bytes per 4 MiB chunk (a rootfs tar's table: 44 bytes).
+CHUNK_HASH = 4
 #: A varint is at most 10 bytes (64 bits, 7 per byte).
 MAX_VARINT = 10
 
@@ -88,6 +90,9 @@ MAX_IMAGE_LENGTH = 1 << 48
 #: A predicted delta's old image + new payload, at most (the applier holds the old image and
 #: one predicted range: at most this much on top of its decoders, whatever the chunk size).
 MAX_PREDICTED = 1 << 22
+#: A joined stream is read whole: its compressed length is capped too (LZMA2 expands
+#: incompressible data by well under 64 KiB per 4 MiB).
+MAX_JOINED_STREAM = MAX_PREDICTED + (1 << 16)
 MAX_CHUNKS = 1 << 24
 MIN_DICT_LOG = 16  # 64 KiB
 #: The new image's preamble + protected header + signature block, decompressed.
@@ -589,11 +594,11 @@ def read_header(
         head.full
         or head.zstd
         or flt
-        or base_len + payload_length > min(chunk_size, MAX_PREDICTED)
         or 1 << dict_log > MAX_PREDICTED
         or head.control_length + head.diff_length > MAX_PREDICTED
+        or head.extra_length > MAX_JOINED_STREAM
     ):
-        raise MalformedError("delta: a joined delta is a plain delta of a small image")
+        raise MalformedError("delta: a joined delta is a plain delta of at most 4 MiB of streams")
     if (predictor or phase or absolute) and (
         head.full
         or head.zstd

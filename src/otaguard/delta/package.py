@@ -91,6 +91,7 @@ def create(
     zstd: bool | None = None,
     predictor: Arch | None = None,
     load_address: int | None = None,
+    join: bool = True,
 ) -> tuple[ImageMetadata, DeltaStats]:
     """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``."""
     image = split_image(new)
@@ -109,6 +110,7 @@ def create(
             zstd=zstd,
             predictor=predictor,
             load_address=load_address,
+            join=join,
             **kwargs,  # type: ignore[arg-type]
         )
         base_sha256 = base.result()
