@@ -179,6 +179,7 @@ def _full_reading_old(head, table, streams):  # type: ignore[no-untyped-def]
 CASES: dict[str, tuple[Callable[..., bytes], type[RejectedError]]] = {
     "bad magic": (lambda h, t, c: b"X" + build(h, t, c)[1:], MalformedError),
     "version 2": (raw_byte(4, 2), MalformedError),
+    "version 3 (8-byte chunk hashes)": (raw_byte(4, 3), MalformedError),
     "unknown flag": (header_field(flags=0x80), MalformedError),
     "chunk size too small": (raw_byte(6, 11), MalformedError),
     "chunk size too large": (raw_byte(6, 24), MalformedError),
