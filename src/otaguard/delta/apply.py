@@ -104,7 +104,7 @@ def check_base(head: DeltaHeader, old_length: int, read_at: ReadAt) -> None:
     hasher = hashlib.sha256()
     pos = 0
     while pos < old_length:
-        data = read_at(pos, min(1 << 20, old_length - pos))
+        data = read_at(pos, min(PIECE, old_length - pos))  # small reads: RSS stays flat
         if not data:
             raise TruncatedError("the old image ended early")
         hasher.update(data)
