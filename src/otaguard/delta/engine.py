@@ -312,14 +312,14 @@ def _predict_streams(
     streams: _Streams,
     old: bytes | mmap.mmap,
     new: bytes,
-    candidates: Sequence[Arch],
     forced: Arch | None,
     load_address: int | None = None,
 ) -> tuple[Arch, int, Absolute | None]:
     """Replace the single chunk's diff by the best predictor's, if one beats plain bsdiff.
 
-    The architecture is chosen first; then, if the old payload is an ELF, whether its
-    code segment's absolute pointers are predicted too.
+    The architecture is chosen first (``forced``, else the one an ELF's machine names, else
+    each of PREDICTORS); then whether absolute pointers are predicted too: at the given load
+    address, in an ELF's code segment, or at the addresses a raw payload's pointers suggest.
     """
     if len(streams.control) > MAX_SEGMENTS or forced is Arch.NONE:
         return Arch.NONE, 0, None
@@ -327,6 +327,11 @@ def _predict_streams(
     alignment = Alignment.from_triples(streams.control)
     offset = payload_offset(view)
     phase = offset & 3
+    machine = elf_arch(view[offset : offset + 20]) if forced is None else forced
+    if machine is None:
+        candidates: tuple[Arch, ...] = PREDICTORS
+    else:  # an ELF names the code it holds (Arch.NONE: none of ours)
+        candidates = () if machine is Arch.NONE else (machine,)
 
     def trial(arch: Arch, absolute: Absolute | None = None) -> bytes:
         return _predicted_diff(view, new, streams.control, arch, phase, absolute, alignment)
@@ -351,9 +356,7 @@ def _predict_streams(
             guesses = guess_load_addresses(view[offset:])
             ranges = [raw_range(base, length, offset) for base in guesses]
     absolute = None
-    for candidate in ranges:
-        if candidate is None:
-            continue
+    for candidate in filter(None, ranges):
         diff = trial(best, candidate)
         size = _estimate(diff)
         if size < best_size:
@@ -441,14 +444,8 @@ def create_container(
     tiny = small and len(old) + len(new_payload) <= MAX_PREDICTED  # the predictor applies
     phase = 0
     if tiny and not literal_chunks:
-        candidates: tuple[Arch, ...] = PREDICTORS if predictor is None else (predictor,)
-        if predictor is None:  # an ELF says which code it holds (or that none is ours)
-            start = payload_offset(bytes(old[:16]))
-            machine = elf_arch(bytes(old[start : start + 20]))
-            if machine is not None:
-                candidates = () if machine is Arch.NONE else (machine,)
         chosen, phase, absolute = _predict_streams(
-            streams, old, bytes(new_payload), candidates, predictor, load_address
+            streams, old, bytes(new_payload), predictor, load_address
         )
     else:
         chosen, absolute = Arch.NONE, None
