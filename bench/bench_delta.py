@@ -212,8 +212,8 @@ def _overhead(delta: Path) -> int:
     return len(signed) + signatures + container_head + head.table_length
 
 
-#: pair -> (otaguard create s, HDiffPatch create s, otaguard's suffix sort alone s)
-times: dict[str, tuple[float, float, float]] = {}
+#: (otaguard create s, HDiffPatch create s, otaguard's suffix sort alone s)
+Timing = tuple[float, float, float]
 
 
 def _suffix_sort(old: Path) -> float:
@@ -302,7 +302,7 @@ def _apply_memory_by_size(pair, key: Path, work: Path) -> list[str]:  # type: ig
     return rows
 
 
-def _pair_rows(pair, key: Path, work: Path) -> tuple[list[str], dict[str, int]]:  # type: ignore[no-untyped-def]
+def _pair_rows(pair, key: Path, work: Path) -> tuple[list[str], dict[str, int], Timing | None]:  # type: ignore[no-untyped-def]
     old, new = work / "old.img", work / "new.img"
     os.environ["SOURCE_DATE_EPOCH"] = "1790000000"
     _sign(pair.old, old, key, "1.0.0", 1)
@@ -339,11 +339,12 @@ def _pair_rows(pair, key: Path, work: Path) -> tuple[list[str], dict[str, int]]:
         f"| {pair.name} | xz -9 (full) | {_fmt_size(sizes['xz -9'], size)} | {made.seconds:.2f} | "
         f"{made.rss_mib:.0f} | {unxz.seconds:.2f} | {unxz.rss_mib:.0f} |"
     )
+    timing = None
     if "otaguard" in created and "hdiffpatch" in created:
-        times[pair.name] = (created["otaguard"], created["hdiffpatch"], _suffix_sort(old))
+        timing = (created["otaguard"], created["hdiffpatch"], _suffix_sort(old))
     for f in (old, new, xz, work / "unxz.out"):
         f.unlink()
-    return rows, sizes
+    return rows, sizes, timing
 
 
 def _versus(ours: int, peers: dict[str, int]) -> str:
@@ -382,12 +383,15 @@ def run(workdir: Path) -> str:
         "|---|---|---|---|---|---|",
     ]
     by_size: list[str] = []
+    times: dict[str, Timing] = {}
     try:
         ext4 = [p for p in pairs if p.name == "rootfs-ext4"]
         if ext4 and not is_quick:
             by_size = _apply_memory_by_size(ext4[0], key, workdir)
         for pair in pairs:
-            rows, sizes = _pair_rows(pair, key, workdir)
+            rows, sizes, timing = _pair_rows(pair, key, workdir)
+            if timing is not None:
+                times[pair.name] = timing
             lines += rows
             peers = {
                 k: v
