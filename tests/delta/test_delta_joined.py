@@ -55,7 +55,7 @@ def test_several_chunks_join_too_and_keep_their_chunk_checks(pair: Pair) -> None
     """A many-chunk delta whose streams are small joins them (a rootfs tar: -28 bytes)."""
     pair = Pair(pair.key, pair.old, pair.new)  # may join
     delta = pair.delta()
-    head, rest, zdict = split_container(delta)
+    head, rest, _zdict = split_container(delta)
     assert head.chunk_count > 1 and head.joined
     assert len(delta) < len(Pair(pair.key, pair.old, pair.new, join=False).delta())
     assert apply_bytes(pair.old, delta, pair.trusted) == pair.new
@@ -67,7 +67,6 @@ def test_several_chunks_join_too_and_keep_their_chunk_checks(pair: Pair) -> None
     raw[header] ^= 0xFF
     with pytest.raises(DigestMismatchError, match="chunk 0"):
         apply_bytes(pair.old, resign(pair.key, delta, bytes(raw)), None)
-    assert zdict
 
 
 def _forge(

@@ -8,6 +8,7 @@ import random
 import struct
 import sys
 from array import array
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -376,6 +377,13 @@ def test_absolute_ranges_are_validated() -> None:
             Absolute(width, lo, hi, 0, 0)
 
 
+def _release(key: PrivateKey, payload: Callable[[int], bytes], grow: int) -> tuple[bytes, bytes]:
+    """Images 1.0.0 of ``payload(0)`` and 1.1.0 of ``payload(grow)``, signed by ``key``."""
+    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
+    new = make_image(payload(grow), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    return old, new
+
+
 def _elf64(body: bytes, vaddr: int = 0x400000, machine: int = 62) -> bytes:
     """A minimal little-endian ELF64 file: its header, one PT_LOAD R+X segment, ``body``."""
     phoff, phnum = 64, 1
@@ -439,9 +447,7 @@ def _elf_pair(key: PrivateKey, grow: int, machine: int = 62) -> tuple[bytes, byt
         )
         return _elf64(code + table, machine=machine)
 
-    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
-    new = make_image(payload(grow), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
-    return old, new
+    return _release(key, payload, grow)
 
 
 def test_absolute_pointers_of_an_elf_are_predicted(key: PrivateKey) -> None:
@@ -503,9 +509,7 @@ def _raw_firmware_pair(key: PrivateKey, base: int) -> tuple[bytes, bytes]:
         )
         return code + pool
 
-    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
-    new = make_image(payload(8), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
-    return old, new
+    return _release(key, payload, 8)
 
 
 def test_raw_firmware_pointers_are_predicted_with_its_load_address(key: PrivateKey) -> None:
@@ -583,8 +587,7 @@ def test_a_wrong_guess_is_not_kept(key: PrivateKey) -> None:
         code, _at = code_layout("thumb2", 12, grow=grow, functions=60)
         return code + table
 
-    old = make_image(payload(0), [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
-    new = make_image(payload(8), [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
+    old, new = _release(key, payload, 8)
     assert guess_load_addresses(payload(0))[:1] == [0x40000000]
     delta = Pair(key, old, new).delta(chunk_size=1 << 16, zstd=False)
     assert header_of(delta).absolute is None
