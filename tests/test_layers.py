@@ -17,6 +17,7 @@ RANK = {
     "pki": 2,
     "delta": 2,
     "audit": 2,
+    "protocol": 3,
     "device": 3,
     "repo": 3,
     "agent": 4,

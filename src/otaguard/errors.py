@@ -226,3 +226,21 @@ class RepositoryRejectedError(RejectedError):
     """The image repository (TUF) refused to vouch for what was offered."""
 
     check = "repository"
+
+
+class RequestSignatureError(RejectedError):
+    """A device request is not signed by the key enrolled for the device it names."""
+
+    check = "request-signature"
+
+
+class StaleRequestError(RejectedError):
+    """A device request signed too far from the server's clock (an old capture, or a bad clock)."""
+
+    check = "request-time"
+
+
+class ReplayedRequestError(RejectedError):
+    """A device request whose nonce was already used: a replay."""
+
+    check = "request-replay"
