@@ -12,6 +12,8 @@ Order matters for safety:
 
 A failure at any step leaves the device's flash untouched (steps 1-3) or the
 running slot untouched (step 4: the install writes only the inactive slot).
+A network failure (``repo.fetcher.FetchError``) is not a refusal and is
+raised as it is; the update agent (``agent.runner``) retries it.
 """
 
 from __future__ import annotations
@@ -102,8 +104,15 @@ def apply_plan(
 
 @contextlib.contextmanager
 def _repository_step(step: str) -> Iterator[None]:
-    """TUF client failures become one otaguard rejection naming the step."""
+    """TUF client refusals become one otaguard rejection naming the step.
+
+    A :class:`FetchError` is the network failing, not the repository refusing:
+    it goes through unchanged, so that the caller (the agent) retries it
+    later instead of reporting a refusal.
+    """
     try:
         yield
-    except (TufClientError, tuf_exceptions.RepositoryError, FetchError) as exc:
+    except FetchError:
+        raise
+    except (TufClientError, tuf_exceptions.RepositoryError) as exc:
         raise RepositoryRejectedError(f"image repository {step}: {exc}") from exc
