@@ -102,6 +102,7 @@ def make_car(
     fleet: Fleet, ca: DeviceCa, base: Path, device_id: str, factory: bytes, *, enrolled: bool = True
 ) -> Car:
     directory = base / device_id
+    base.mkdir(parents=True, exist_ok=True)
     config = DeviceConfig(
         PRESETS["nor-4k"].with_slot_size(64 * 1024), (Component(MAIN, HW),), trial_tries=2
     )

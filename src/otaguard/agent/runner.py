@@ -145,12 +145,16 @@ class Agent:
         self._fetcher = HttpxFetcher(
             connect_timeout=self.config.connect_timeout, read_timeout=self.config.read_timeout
         )
-        self.state, reset = self.paths.load_state()
-        if reset is not None:
-            self._log("state-reset", reason=reset)
         self._booted_since_install = False
         self._sent_this_cycle = False
-        self._power_on()
+        try:
+            self.state, reset = self.paths.load_state()
+            if reset is not None:
+                self._log("state-reset", reason=reset)
+            self._power_on()
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -485,6 +489,9 @@ class Agent:
         deltas = [t for t in plan.targets if t.kind == "delta"]
         running = load_running(self.paths.device)
         with self._device("install") as device, contextlib.ExitStack() as stack:
+            if running is not None and running.trial and _runs_plan(device, running, plan):
+                self._log("install-skipped", slot=running.slot, reason="already booted on trial")
+                return m.Installed_(self._at(), running.slot)
             slot = _committed(device, running, plan)
             if slot is not None:
                 self._log("install-skipped", slot=slot, reason="already committed")
@@ -509,9 +516,16 @@ class Agent:
     # -- REBOOT / TRIAL ------------------------------------------------------------------------
 
     def _reboot(self) -> m.Input:
-        if not self._booted_since_install:
+        running = load_running(self.paths.device)
+        if not self._booted_since_install and not self._running_plan(running):
             self._boot()
         return self._judge_boot(health=False)
+
+    def _running_plan(self, running: Running | None) -> bool:
+        if running is None:
+            return False
+        with open_device(self.paths.device) as device:
+            return _runs_plan(device, running, _need(self.state.plan))
 
     def _trial(self) -> m.Input:
         return self._judge_boot(health=True)
