@@ -68,7 +68,7 @@ def test_a_crash_before_every_state_write_resumes(
         fleet.assign(device_id, releases.v2_name)
         calls = 0
 
-        def crashing(self: AgentDir, state: object) -> None:
+        def crashing(self: AgentDir, state: object, crash_at: int = crash_at) -> None:
             nonlocal calls
             calls += 1
             if calls == crash_at + 1:
