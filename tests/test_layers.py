@@ -56,3 +56,22 @@ def test_lower_layers_never_import_higher_ones() -> None:
                 if RANK[there] > RANK[here] or (here, there) in APART:
                     problems.append(f"{rel}:{node.lineno} imports {name}")
     assert problems == []
+
+
+def test_the_device_side_never_imports_the_server() -> None:
+    """The agent, the device model and the protocol run on a vehicle: no server code there."""
+    problems = []
+    for package in ("agent", "device", "protocol"):
+        for path in (SRC / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                problems += [
+                    f"{path.relative_to(SRC)}:{node.lineno} imports {name}"
+                    for name in names
+                    if name == "otaguard.server" or name.startswith("otaguard.server.")
+                ]
+    assert problems == []
