@@ -60,9 +60,15 @@ class DeviceCa:
         self.base = base
         cli("pki", "init-root", "--out-dir", base / "root", "--subject", "CN=Acme Devices Root")
         cli(
-            "pki", "issue-intermediate", "--ca", base / "root", "--out-dir", base / "ca",
-            "--purpose", "device-identity",
-        )  # fmt: skip
+            "pki",
+            "issue-intermediate",
+            "--ca",
+            base / "root",
+            "--out-dir",
+            base / "ca",
+            "--purpose",
+            "device-identity",
+        )
         self.cert = base / "ca" / "cert.pem"
 
     def issue(self, device_id: str, out: Path) -> Path:
@@ -99,8 +105,15 @@ class Fleet:
         self._key("root")
         self._key("targets")
         self.repo_dir = base / "repo"
-        cli("repo", "init", self.repo_dir, "--root-key", base / "root.pem",
-            "--targets-key", base / "targets.pub")  # fmt: skip
+        cli(
+            "repo",
+            "init",
+            self.repo_dir,
+            "--root-key",
+            base / "root.pem",
+            "--targets-key",
+            base / "targets.pub",
+        )
         cli(
             "repo", "sign", self.repo_dir, "--key", base / "root.pem", "--key", base / "targets.pem"
         )
@@ -140,17 +153,28 @@ class Fleet:
 
     def image(self, version: str, counter: int, payload: bytes) -> bytes:
         return make_image(
-            payload, [self.release_key], version=version, security_counter=counter,
+            payload,
+            [self.release_key],
+            version=version,
+            security_counter=counter,
             hardware_ids=(HW,),
-        )  # fmt: skip
+        )
 
     def publish(self, name: str, data: bytes) -> str:
         """Add ``data`` as target ``name`` (verified by add-target), sign, publish."""
         file = self.base / "staging" / name.replace("/", "_")
         file.parent.mkdir(exist_ok=True)
         file.write_bytes(data)
-        cli("repo", "add-target", self.repo_dir, file, "--name", name,
-            "--trusted-key", self.base / "release.pub")  # fmt: skip
+        cli(
+            "repo",
+            "add-target",
+            self.repo_dir,
+            file,
+            "--name",
+            name,
+            "--trusted-key",
+            self.base / "release.pub",
+        )
         cli("repo", "sign", self.repo_dir, "--key", self.base / "targets.pem")
         cli("repo", "publish", self.repo_dir)
         return name
@@ -190,8 +214,13 @@ class Fleet:
 
     # -- the device API ---------------------------------------------------------------------
 
-    def _answer(self, request: http.server.BaseHTTPRequestHandler, status: int, body: Any = None,
-                headers: dict[str, str] | None = None) -> bool:  # fmt: skip
+    def _answer(
+        self,
+        request: http.server.BaseHTTPRequestHandler,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> bool:
         data = b"" if body is None else json.dumps(body).encode()
         request.send_response(status)
         for name, value in (headers or {}).items():
@@ -223,9 +252,14 @@ class Fleet:
             return self._answer(request, 401, {"error": "unknown-device"})
         try:
             signed = verify_request(
-                key, request.headers, method=method, path=split.path, query=split.query,
-                body=body, now=int(time.time()),
-            )  # fmt: skip
+                key,
+                request.headers,
+                method=method,
+                path=split.path,
+                query=split.query,
+                body=body,
+                now=int(time.time()),
+            )
         except RejectedError as exc:
             return self._answer(request, 401, {"error": exc.check})
         with self._lock:
@@ -238,8 +272,14 @@ class Fleet:
                 if created:
                     ecus = {e["serial"]: e["hardware_id"] for e in payload["ecus"]}
                     self.devices[signed.device_id] = DeviceRecord(key, ecus)
-            answer = {"device_id": signed.device_id, "group": "eu", "hardware_id": HW,
-                      "region": "eu", "tags": {}, "poll_interval_s": 60}  # fmt: skip
+            answer = {
+                "device_id": signed.device_id,
+                "group": "eu",
+                "hardware_id": HW,
+                "region": "eu",
+                "tags": {},
+                "poll_interval_s": 60,
+            }
             return self._answer(request, 201 if created else 200, answer)
         assert record is not None
         if endpoint == "/state" and method == "POST":
@@ -264,8 +304,13 @@ class Fleet:
         key = f"{record.generation}:{record.state_hash}:{self.timestamp_version()}"
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
-    def _update(self, request: http.server.BaseHTTPRequestHandler, record: DeviceRecord,
-                device_id: str, query: dict[str, list[str]]) -> bool:  # fmt: skip
+    def _update(
+        self,
+        request: http.server.BaseHTTPRequestHandler,
+        record: DeviceRecord,
+        device_id: str,
+        query: dict[str, list[str]],
+    ) -> bool:
         if query.get("state", [""])[0] != record.state_hash:
             return self._answer(request, 409, {"error": "state-unknown"})
         etag = self.etag(record)

@@ -1,4 +1,4 @@
-"""``otaguard agent provision`` and ``agent run``: exit codes, JSON lines, a SIGKILL mid-download."""
+"""``otaguard agent provision`` and ``agent run``: exit codes, JSON lines, a SIGKILL mid-fetch."""
 
 from __future__ import annotations
 
@@ -23,8 +23,11 @@ FAST = {
     "chunk_size": 4096,
     "read_timeout": 5.0,
     "min_rate": 0,
-    "backoff": {f: {"base": 0.0, "attempts": 3} for f in ("network", "server", "slow", "bad-response", "power")},
-}  # fmt: skip
+    "backoff": {
+        f: {"base": 0.0, "attempts": 3}
+        for f in ("network", "server", "slow", "bad-response", "power")
+    },
+}
 
 
 @pytest.fixture
@@ -38,11 +41,28 @@ def _run(
     car: Car, config: Path, *extra: str, server: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "otaguard.cli.main", "agent", "run", "--device-dir", str(car.dir),
-         "--server", server or car.fleet.url, "--identity", str(car.identity_dir), "--once",
-         "--config", str(config), *extra],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "otaguard.cli.main",
+            "agent",
+            "run",
+            "--device-dir",
+            str(car.dir),
+            "--server",
+            server or car.fleet.url,
+            "--identity",
+            str(car.identity_dir),
+            "--once",
+            "--config",
+            str(config),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 def _lines(out: str) -> list[dict]:  # type: ignore[type-arg]
@@ -61,11 +81,26 @@ def test_provision_through_the_cli(cli, car: Car, fleet: Fleet, tmp_path: Path) 
     assert other.code == 2
     assert_one_line(other.err)
     (roots / "bad.json").write_bytes(b"{not json")
-    bad = cli("agent", "provision", *args[:2], "--repo-root", roots / "bad.json",
-              "--director-root", roots / "director.json")  # fmt: skip
+    bad = cli(
+        "agent",
+        "provision",
+        *args[:2],
+        "--repo-root",
+        roots / "bad.json",
+        "--director-root",
+        roots / "director.json",
+    )
     assert bad.code == 1 and "rejected" in bad.err
-    none = cli("agent", "provision", "--device-dir", tmp_path / "nothing", "--repo-root",
-               roots / "repo.json", "--director-root", roots / "director.json")  # fmt: skip
+    none = cli(
+        "agent",
+        "provision",
+        "--device-dir",
+        tmp_path / "nothing",
+        "--repo-root",
+        roots / "repo.json",
+        "--director-root",
+        roots / "director.json",
+    )
     assert none.code == 2
 
 
@@ -121,7 +156,7 @@ def test_usage_errors_exit_2(car: Car, config_file: Path, tmp_path: Path) -> Non
             capture_output=True,
             text=True,
             check=False,
-        ),  # fmt: skip
+        ),
     ):
         assert proc.returncode == 2, proc.stderr
         assert_one_line(proc.stderr)
@@ -143,11 +178,25 @@ def test_sigkill_mid_download_then_resume(
     served = f"/targets/acme-ecu-v2/{info.hashes['sha256']}.2.0.0.img"
     fleet.server.fault(served, Fault(trickle=0.0005))  # ~12 s for the image: time to kill
     proc = subprocess.Popen(
-        [sys.executable, "-m", "otaguard.cli.main", "agent", "run", "--device-dir", str(car.dir),
-         "--server", fleet.url, "--identity", str(car.identity_dir), "--once",
-         "--config", str(config_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "otaguard.cli.main",
+            "agent",
+            "run",
+            "--device-dir",
+            str(car.dir),
+            "--server",
+            fleet.url,
+            "--identity",
+            str(car.identity_dir),
+            "--once",
+            "--config",
+            str(config_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 60
     while _journal_records(car) < 2 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -63,10 +63,13 @@ def test_director_names_an_image_the_repository_does_not_hold(
     rogue = fleet.image("9.0.0", 9, b"rogue firmware" * 100)  # signed by the release key!
     fleet.extra_instructions = [
         EcuInstruction(
-            f"{HW}/9.0.0.img", len(rogue), {"sha256": hashlib.sha256(rogue).hexdigest()},
-            {"main": HW}, 9,
+            f"{HW}/9.0.0.img",
+            len(rogue),
+            {"sha256": hashlib.sha256(rogue).hexdigest()},
+            {"main": HW},
+            9,
         )
-    ]  # fmt: skip
+    ]
     fleet.assign(car.device_id, releases.v1_name)
     _refused(car, fleet, "director-only")
 

@@ -66,11 +66,15 @@ def states(draw: Any) -> State:
         director_version=draw(st.integers(0, 1 << 40)),
         reported_local=draw(st.none() | HEX),
         reported_server=draw(st.none() | st.text(max_size=40)),
-        installed=draw(st.dictionaries(NAME, st.builds(Installed, st.text(max_size=20), HEX), max_size=2)),
-        attempts=draw(st.dictionaries(st.sampled_from([f.value for f in Failure]), st.integers(0, 99))),
+        installed=draw(
+            st.dictionaries(NAME, st.builds(Installed, st.text(max_size=20), HEX), max_size=2)
+        ),
+        attempts=draw(
+            st.dictionaries(st.sampled_from([f.value for f in Failure]), st.integers(0, 99))
+        ),
         plan=plan,
         result=draw(st.none() | st.sampled_from(list(Result))),
-    )  # fmt: skip
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -81,9 +85,11 @@ def test_state_round_trips(state: State) -> None:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
-)  # fmt: skip
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -156,8 +162,11 @@ def test_giving_up_a_download_keeps_nothing_but_the_chunks() -> None:
     state = m.step(State(salt="1" * 32), m.Planned(AT, _plan(), None))
     state = m.step(state, m.GaveUp(AT, Failure.SLOW, "too slow"))
     assert (state.phase, state.plan, state.etag, state.result) == (
-        Phase.IDLE, None, None, Result.FAILED,
-    )  # fmt: skip
+        Phase.IDLE,
+        None,
+        None,
+        Result.FAILED,
+    )
     assert state.outbox[-1].kind == "download-failed" and state.outbox[-1].failure == "transient"
 
 
