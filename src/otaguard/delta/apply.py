@@ -20,6 +20,16 @@ were the base's: an output byte is the old byte plus a signed diff byte), and
 the SHA-256 of the whole reconstructed image -- checked *before* its last
 bytes (the signature block) are handed out, so a consumer never sees a
 complete image that does not match. The last chunk's check is that one.
+
+Resuming (``written``): an install cut short by a power loss left a prefix of
+the new image in the target slot. Given a reader of that slot, the applier
+first finds how many leading chunks are already there (the new image's
+header, then each chunk read back and checked against the chunk table, up to
+the first that is not), then hands those bytes out as read back, decoding
+their part of the streams without producing it (no old-image reads, no
+diffs); the chunks after them are decoded as usual. Every byte handed out,
+read back or decoded, still goes into the payload digest checked before the
+end: a prefix that only seemed right fails there, like any corrupt chunk.
 """
 
 from __future__ import annotations
@@ -347,7 +357,15 @@ class Reconstruction:
     offset where the container (the delta's payload) ends.
     """
 
-    def __init__(self, head: DeltaHeader, src: BinaryIO, end: int, read_at: ReadAt) -> None:
+    def __init__(
+        self,
+        head: DeltaHeader,
+        src: BinaryIO,
+        end: int,
+        read_at: ReadAt,
+        *,
+        written: ReadAt | None = None,
+    ) -> None:
         self.head = head
         self._src = src
         self._table = src.tell()
@@ -385,10 +403,44 @@ class Reconstruction:
         self._old_pos = 0  # carried from chunk to chunk
         self._previous: tuple[int, int] | None = None  # (copy, seek), for FLAG_REPEAT
         self._edit_point = -1  # where the previous triple's add ended, for FLAG_REPEAT
+        self._written = written
+        #: Leading chunks found already in place (``written``): read back, not decoded.
+        self.resumed_chunks = 0 if written is None else self._verified_prefix(written)
         self._pieces = self._produce()
         self._buffer = b""
         self._done = False
         self.produced = 0
+
+    def _chunk_hash(self, index: int) -> bytes:
+        self._src.seek(self._table + CHUNK_HASH * index)
+        return self._src.read(CHUNK_HASH)
+
+    def _chunk_offset(self, index: int) -> int:
+        return len(self.head.new_signed) + index * self.head.chunk_size
+
+    def _read_back(self, written: ReadAt, index: int) -> Iterator[bytes]:
+        start, length = self._chunk_offset(index), self.head.chunk_length(index)
+        for done in range(0, length, PIECE):
+            data = written(start + done, min(PIECE, length - done))
+            if len(data) != min(PIECE, length - done):
+                raise TruncatedError("the target ended early")
+            yield data
+
+    def _verified_prefix(self, written: ReadAt) -> int:
+        """How many leading chunks ``written`` already holds (the last chunk never counts)."""
+        head = self.head
+        if head.predictor is not Arch.NONE or written(0, len(head.new_signed)) != head.new_signed:
+            return 0  # a predicted delta is one chunk: nothing to resume
+        for index in range(head.chunk_count - 1):  # the last one's check is the whole payload's
+            digest = hashlib.sha256()
+            try:
+                for data in self._read_back(written, index):
+                    digest.update(data)
+            except TruncatedError:
+                return index
+            if not hmac.compare_digest(digest.digest()[:CHUNK_HASH], self._chunk_hash(index)):
+                return index
+        return max(0, head.chunk_count - 1)
 
     def read(self, size: int = -1, /) -> bytes:
         if size is None or size < 0:
@@ -415,14 +467,19 @@ class Reconstruction:
         count = head.chunk_count
         for index in range(count):
             out_hash = hashlib.sha256()
-            for piece in self._chunk(index):
+            if index < self.resumed_chunks:
+                assert self._written is not None
+                self._skip_chunk(index)
+                pieces = self._read_back(self._written, index)
+            else:
+                pieces = self._chunk(index)
+            for piece in pieces:
                 out_hash.update(piece)
                 payload.update(piece)
                 self.produced += len(piece)
                 yield piece
             if index + 1 < count:  # the last chunk's check is the whole payload's, just below
-                self._src.seek(self._table + CHUNK_HASH * index)
-                expected = self._src.read(CHUNK_HASH)
+                expected = self._chunk_hash(index)
                 if not hmac.compare_digest(out_hash.digest()[:CHUNK_HASH], expected):
                     raise DigestMismatchError(
                         f"delta chunk {index}: output hash mismatch (the old image read differs "
@@ -438,6 +495,29 @@ class Reconstruction:
             )
         self.produced += len(head.new_signatures)
         yield head.new_signatures
+
+    def _skip_chunk(self, index: int) -> None:
+        """Decode the chunk's part of the streams (they run on) without producing its output.
+
+        Control triples are read and checked as usual; the diff and extra bytes
+        are decoded and dropped, and the old image is not read.
+        """
+        head = self.head
+        out_length = head.chunk_length(index)
+        if head.zstd:
+            for start in range(0, out_length, PIECE):
+                self._extra.read(min(PIECE, out_length - start))
+            return
+        diff: _Stream | _Held | _ZeroRuns = self._diff
+        if head.diff_coding in (DiffCoding.ZERO_RUNS, DiffCoding.ZERO_RUNS_XOR):
+            diff = _ZeroRuns(self._diff, max_triples(out_length))
+        for add, copy, _old_pos in self._triples(out_length):
+            for done in range(0, add, PIECE):
+                diff.read(min(PIECE, add - done))
+            for _piece in self._copy(copy):
+                pass
+        if isinstance(diff, _ZeroRuns):
+            diff.end_chunk()
 
     def _chunk(self, index: int) -> Iterator[bytes]:
         """Run the chunk's control triples; they may not read or write past the chunk."""

@@ -224,9 +224,18 @@ def _read_container_header(
 
 
 def reconstruct(
-    opened: OpenedDelta, stream: BinaryIO, old_length: int, read_at: ReadAt
+    opened: OpenedDelta,
+    stream: BinaryIO,
+    old_length: int,
+    read_at: ReadAt,
+    *,
+    written: ReadAt | None = None,
 ) -> Reconstruction:
-    """Check the base (reads the old image, writes nothing), then return the new image's reader."""
+    """Check the base (reads the old image, writes nothing), then return the new image's reader.
+
+    ``written`` reads what an earlier, interrupted run left where the new image
+    goes: the chunks found intact there are not decoded again (see ``apply``).
+    """
     check_base(opened.header, old_length, read_at)
     _read_container_header(
         stream,
@@ -236,5 +245,9 @@ def reconstruct(
         opened.header.base_sha256,
     )
     return Reconstruction(
-        opened.header, stream, opened.payload_offset + opened.outer.payload_length, read_at
+        opened.header,
+        stream,
+        opened.payload_offset + opened.outer.payload_length,
+        read_at,
+        written=written,
     )

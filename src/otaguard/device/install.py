@@ -184,6 +184,12 @@ def install_delta(
     and the single boot-control write follow, exactly as for a full image.
     The active slot is only ever read, so a power cut anywhere is as safe as
     during any install.
+
+    Rerun after a power cut, it resumes from the last verified chunk written
+    to the target slot: the chunks found intact there (read back, checked
+    against the delta's chunk table) are not decoded again, and every byte,
+    kept or new, still goes through the payload digest and the verification
+    from flash before the slot can boot.
     """
     from otaguard.delta import open_delta, reconstruct
 
@@ -219,7 +225,14 @@ def install_delta(
         n = max(0, min(n, base_length - offset))
         return device.flash.read(base_region.offset + offset, n)
 
-    image = reconstruct(opened, delta, base_length, read_at)  # refuses a wrong base: no write yet
+    target_region = device.config.layout.slot(target, component)
+
+    def written(offset: int, n: int) -> bytes:  # what an interrupted run left in the slot
+        n = max(0, min(n, target_region.size - offset))
+        return device.flash.read(target_region.offset + offset, n)
+
+    # refuses a wrong base before any write
+    image = reconstruct(opened, delta, base_length, read_at, written=written)
     return _program_and_commit(device, record, target, {component: (image, length)}, start)
 
 
