@@ -293,7 +293,7 @@ class Fleet:
             events = json.loads(body)["events"]
             with self._lock:
                 known = {e["id"] for e in self.events}
-                new = [e for e in events if e["id"] not in known]
+                new = [{**e, "device": signed.device_id} for e in events if e["id"] not in known]
                 self.events.extend(new)
             return self._answer(request, 200, {"accepted": len(new)})
         if endpoint == "/update" and method == "GET":

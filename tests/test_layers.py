@@ -23,6 +23,7 @@ RANK = {
     "agent": 4,
     "server": 5,
     "cli": 6,
+    "tools": 6,
 }
 #: Same rank, still forbidden: the device side and the repository side meet only in agent.
 APART = {("device", "repo"), ("repo", "device")}

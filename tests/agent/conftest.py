@@ -93,6 +93,17 @@ class Car:
         assert result.main is not None
         return result.main.metadata.version
 
+    def refusal(self) -> str:
+        """The check named by this device's last refusal (from the agent's own state)."""
+        from otaguard.agent.store import AgentDir
+
+        state, _ = AgentDir(self.dir).load_state()
+        sent = [
+            e for e in self.fleet.events if e["kind"] == "refused" and e["device"] == self.device_id
+        ]
+        queued = [r.to_json() for r in state.outbox if r.kind == "refused"]
+        return str((sent + queued)[-1]["check"]) if sent + queued else "?"
+
     def flash(self) -> bytes:
         with open_device(self.dir) as device:
             return device.flash.snapshot()
