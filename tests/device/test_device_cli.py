@@ -245,3 +245,34 @@ def test_subprocess_entry_point_has_no_traceback(tmp_path: Path, files) -> None:
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert_one_line(proc.stderr)
+
+
+def test_init_json(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+    dev = tmp_path / "dev"
+    args = ("--trusted-key", files["pub"], "--hardware-id", "acme-ecu-v2", "--slot-size", "32768")
+    made = cli("device", "init", dev, *args, "--component", "radio=acme-radio", "--json")
+    assert made.code == 0, made.err
+    assert made.json == {
+        "device": str(dev),
+        "geometry": {
+            "name": "nor-4k",
+            "sector_size": 4096,
+            "write_align": 1,
+            "erased": 255,
+            "program_size": 256,
+            "slot_size": 32768,
+        },
+        "anchors": 1,
+        "components": {"main": "acme-ecu-v2", "radio": "acme-radio"},
+        "counter_backend": "fuses",
+        "fuse_bits": 64,
+        "trial_tries": 3,
+        "strict_counter": False,
+        "region": None,
+    }
+    assert cli("device", "status", dev, "--json").json["geometry"] == made.json["geometry"]
+    text = cli("device", "init", tmp_path / "d2", *args)
+    assert text.out == (
+        f"device {tmp_path / 'd2'}: nor-4k flash (4096-byte sectors, erased 0xff), "
+        "1 anchor(s) in OTP, components main\n"
+    )
