@@ -9,7 +9,6 @@ import pytest
 
 from helpers import assert_one_line
 from helpers_delta import make_delta
-from otaguard.crypto.keys import public_key_pem
 from otaguard.device.bootloader import boot
 from otaguard.device.install import (
     StagedUpdateError,
@@ -22,7 +21,7 @@ from otaguard.device.install import (
 from otaguard.device.model import MAIN, Component
 from otaguard.errors import UsageError
 
-from .conftest import HW, Kit
+from .conftest import HW, Kit, init_device_dir
 
 
 def test_is_delta_reads_the_claimed_kind_and_rewinds(kit: Kit) -> None:
@@ -101,20 +100,8 @@ def test_a_reverted_or_confirmed_update_is_no_obstacle(kit: Kit) -> None:
     assert install(device, kit.files(kit.image(3)), running=after).replaced == ()
 
 
-def _files(tmp_path: Path, kit: Kit) -> dict[str, Path]:
-    out = {"pub": tmp_path / "k.pub"}
-    out["pub"].write_bytes(public_key_pem(kit.key.public_key()))
-    for n in (1, 2, 3):
-        out[f"v{n}"] = tmp_path / f"v{n}.img"
-        out[f"v{n}"].write_bytes(kit.image(n))
-    return out
-
-
-def test_cli_refuses_a_second_install_unless_told(cli, tmp_path: Path, kit: Kit) -> None:  # type: ignore[no-untyped-def]
-    files = _files(tmp_path, kit)
-    dev = tmp_path / "dev"
-    init = ("--trusted-key", files["pub"], "--hardware-id", HW, "--slot-size", "32768")
-    assert cli("device", "init", dev, *init).code == 0
+def test_cli_refuses_a_second_install_unless_told(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+    dev = init_device_dir(cli, tmp_path / "dev", files)
     for step in (("install", files["v1"]), ("boot",), ("confirm",), ("install", files["v2"])):
         assert cli("device", step[0], dev, *step[1:]).code == 0
     flash = (dev / "flash.bin").read_bytes()

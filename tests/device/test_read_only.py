@@ -20,25 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from otaguard.crypto.keys import public_key_pem
 from otaguard.device.model import MAIN
 from otaguard.device.status import device_status
 from otaguard.device.store import load_running, open_device
 
-from .conftest import HW, Kit
+from .conftest import init_device_dir
 
 STATUS = [sys.executable, "-m", "otaguard.cli.main", "device", "status"]
 
 
-def _device(cli, tmp_path: Path, kit: Kit) -> Path:  # type: ignore[no-untyped-def]
-    pub = tmp_path / "k.pub"
-    pub.write_bytes(public_key_pem(kit.key.public_key()))
-    image = tmp_path / "v1.img"
-    image.write_bytes(kit.image(1))
-    dev = tmp_path / "dev"
-    init = ("--trusted-key", pub, "--hardware-id", HW, "--slot-size", "32768")
-    assert cli("device", "init", dev, *init).code == 0
-    for step in (("install", image), ("boot",)):  # running.json exists: a trial runs
+def _device(cli, tmp_path: Path, files: dict[str, Path]) -> Path:  # type: ignore[no-untyped-def]
+    dev = init_device_dir(cli, tmp_path / "dev", files)
+    for step in (("install", files["v1"]), ("boot",)):  # running.json exists: a trial runs
         assert cli("device", step[0], dev, *step[1:]).code == 0
     return dev
 
@@ -81,8 +74,8 @@ def _run_read_only(dev: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_status_on_a_read_only_device_directory(cli, tmp_path: Path, kit: Kit) -> None:  # type: ignore[no-untyped-def]
-    dev = _device(cli, tmp_path, kit)
+def test_status_on_a_read_only_device_directory(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+    dev = _device(cli, tmp_path, files)
     expected = cli("device", "status", dev, "--json").out
     before = _tree(dev)
     result = _run_read_only(dev, "--json")
@@ -93,8 +86,8 @@ def test_status_on_a_read_only_device_directory(cli, tmp_path: Path, kit: Kit) -
     assert _tree(dev) == before
 
 
-def test_opening_read_only_writes_nothing_and_refuses_writes(cli, tmp_path: Path, kit: Kit) -> None:  # type: ignore[no-untyped-def]
-    dev = _device(cli, tmp_path, kit)
+def test_opening_read_only_writes_nothing_and_refuses_writes(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+    dev = _device(cli, tmp_path, files)
     before = _tree(dev)
     running = load_running(dev)
     with open_device(dev, writable=False) as device:

@@ -15,7 +15,7 @@ from otaguard.device.model import MAIN, Component
 from otaguard.device.status import CounterStatus, ImageStatus, device_status
 from otaguard.device.update_set import FwuState
 
-from .conftest import HW, Kit
+from .conftest import HW, Kit, init_device_dir
 
 
 def test_status_follows_the_update_story(kit: Kit) -> None:
@@ -130,18 +130,11 @@ def test_status_values_are_frozen(kit: Kit) -> None:
         status.fwu_state = FwuState.READY  # type: ignore[misc]
 
 
-def test_cli_prints_the_model(cli, tmp_path: Path, kit: Kit) -> None:  # type: ignore[no-untyped-def]
-    from otaguard.crypto.keys import public_key_pem
+def test_cli_prints_the_model(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     from otaguard.device.store import load_running, open_device
 
-    pub = tmp_path / "k.pub"
-    pub.write_bytes(public_key_pem(kit.key.public_key()))
-    image = tmp_path / "v1.img"
-    image.write_bytes(kit.image(1))
-    dev = tmp_path / "dev"
-    init = ("--trusted-key", pub, "--hardware-id", HW, "--slot-size", "32768")
-    assert cli("device", "init", dev, *init).code == 0
-    for step in (("install", image), ("boot",)):
+    dev = init_device_dir(cli, tmp_path / "dev", files)
+    for step in (("install", files["v1"]), ("boot",)):
         assert cli("device", step[0], dev, *step[1:]).code == 0
     printed = cli("device", "status", dev, "--json").out
     with open_device(dev, writable=False) as device:

@@ -160,6 +160,14 @@ class _Drill:
     def save(self, name: str, data: bytes) -> None:
         (self.out_dir / name).write_bytes(data)
 
+    def revoke(self, ca: Issuer, revocation: Revocation, *, days: int, name: str) -> None:
+        """``ca`` publishes a CRL (number 1) with ``revocation``; it reaches the device."""
+        crl = build_crl(
+            ca, [revocation], this_update=self.now, next_update=self.now + days * DAY, number=1
+        )
+        self.save(name, crl.public_bytes(Encoding.PEM))
+        self.device.crls.append(crl)
+
     def first_release(self) -> Iterator[str]:
         self.v1 = _sign(self.s1, [self.s1.cert, self.inter.cert], "1.0.0", self.t0 + DAY)
         self.save("release-1.0.0-s1.img", self.v1)
@@ -168,15 +176,8 @@ class _Drill:
     def signer_key_leaks(self) -> Iterator[str]:
         s1, inter, now = self.s1, self.inter, self.now
         leaked = _sign(s1, [s1.cert, inter.cert], "9.9.9", self.t0 + 2 * DAY)  # thief, backdated
-        crl_eu = build_crl(
-            inter,
-            [Revocation(s1.cert.serial_number, now - 3 * DAY, "key-compromise")],
-            this_update=now,
-            next_update=now + 30 * DAY,
-            number=1,
-        )
-        self.save("eu-ca.crl", crl_eu.public_bytes(Encoding.PEM))
-        self.device.crls.append(crl_eu)
+        compromise = Revocation(s1.cert.serial_number, now - 3 * DAY, "key-compromise")
+        self.revoke(inter, compromise, days=30, name="eu-ca.crl")
         yield _expect_refused(
             "release 1.0.0 signed by S1", "revoked", lambda: self.device.verify(self.v1)
         )
@@ -194,15 +195,8 @@ class _Drill:
 
     def intermediate_compromised(self) -> Iterator[str]:
         now = self.now
-        crl_root = build_crl(
-            self.root1,
-            [Revocation(self.inter.cert.serial_number, now, "ca-compromise")],
-            this_update=now,
-            next_update=now + 365 * DAY,
-            number=1,
-        )
-        self.save("root-r1.crl", crl_root.public_bytes(Encoding.PEM))
-        self.device.crls.append(crl_root)
+        compromise = Revocation(self.inter.cert.serial_number, now, "ca-compromise")
+        self.revoke(self.root1, compromise, days=365, name="root-r1.crl")
         yield _expect_refused(
             "release 1.0.0 signed by S2 under the revoked CA",
             "revoked",
