@@ -54,6 +54,8 @@ def test_every_pki_command_reports_json(cli, tmp_path: Path) -> None:  # type: i
         "rel",
         "CN=eu Release CA",
     )
+    stored = x509.load_pem_x509_certificates((tmp_path / "s1" / "chain.pem").read_bytes())
+    assert [c.subject.rfc4514_string() for c in stored] == ["CN=rel", "CN=eu Release CA"]  # no root
     days = dt.datetime.fromisoformat(signer["not_after"]) - dt.datetime.fromisoformat(
         signer["not_before"]
     )

@@ -197,8 +197,7 @@ def issue_intermediate(
         not_after=now + dt.timedelta(days=365 * years),
         path_length=path_length,
     )
-    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
-    write_ca_dir(Path(out_dir), cert, chain, **storage)
+    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), **storage)
     report = _certificate("intermediate", cert, dir=out_dir)
     report["constraints"] = {
         "purpose": purpose,
@@ -252,8 +251,7 @@ def issue_signer(
         regions=regions,
         hardware_ids=hardware_ids,
     )
-    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
-    write_ca_dir(Path(out_dir), cert, chain, is_ca=False, **storage)
+    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
     _emit(
         as_json,
         _certificate("signer", cert, dir=out_dir, name=name),
@@ -294,8 +292,7 @@ def issue_device(
         not_before=now - _SKEW,
         not_after=now + dt.timedelta(days=days),
     )
-    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
-    write_ca_dir(Path(out_dir), cert, chain, is_ca=False, **storage)
+    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
     _emit(
         as_json,
         _certificate("device", cert, dir=out_dir, device_id=device_id),

@@ -73,6 +73,11 @@ class CaDir:
     def issuer(self, passphrase: bytes | None = None) -> Issuer:
         return Issuer(self.cert, load_signer(self.key_ref, passphrase))
 
+    def chain_of(self, issued: x509.Certificate) -> list[x509.Certificate]:
+        """What ``issued`` (a certificate this CA issued) is stored with: itself, then this
+        CA's chain up to, not including, the root (a verifier brings its own root)."""
+        return [issued, *[c for c in self.chain if c.subject != c.issuer]]
+
 
 def pem(certs: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
     return b"".join(c.public_bytes(Encoding.PEM) for c in certs)
