@@ -34,7 +34,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otaguard._atomic import write_atomic
-from otaguard.crypto.keys import PublicKey, check_supported, load_public_key, public_key_pem
+from otaguard.crypto.keys import (
+    PublicKey,
+    certificate_key,
+    check_supported,
+    load_public_key,
+    public_key_pem,
+)
 from otaguard.device.faults import OpClock
 from otaguard.device.flash import Flash
 from otaguard.device.fuses import Otp
@@ -61,7 +67,7 @@ def parse_anchor(data: bytes) -> PublicKey | x509.Certificate:
             cert = x509.load_der_x509_certificate(data)
         except ValueError:
             return load_public_key(data)
-    check_supported(cert.public_key())
+    certificate_key(cert)
     return cert
 
 
