@@ -7,7 +7,7 @@ Paths on the command line follow one set of rules, kept here and in :mod:`otagua
 * An output is written atomically, only if the command succeeds, never over a
   non-regular file or one of the command's inputs (``_atomic.check_output``).
 
-Imports stay light (no cryptography at import time): ``otaguard.cli.verifying``
+Imports stay light (no cryptography, no tempfile at import time): ``otaguard.cli.verifying``
 uses this module on the path of ``otaguard verify``, which counts its start-up.
 """
 
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -110,6 +108,9 @@ def input_path(path: str) -> str:
 
 
 def _spool_stdin() -> None:
+    import shutil
+    import tempfile
+
     with tempfile.TemporaryFile() as copy:
         with os.fdopen(os.dup(0), "rb") as stdin:
             shutil.copyfileobj(stdin, copy, 1 << 20)
@@ -137,6 +138,9 @@ def output_file(
     are collected in an unlinked temporary file and copied out at the end, so a
     payload refused half-way is never piped into the next program.
     """
+    import shutil
+    import tempfile
+
     if path != STDIO:
         from otaguard._atomic import atomic_output
 
