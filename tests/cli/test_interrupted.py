@@ -167,27 +167,25 @@ def _one_line(err: bytes) -> str:
 # --- sign ---------------------------------------------------------------------------------
 
 
-def test_sigterm_mid_sign_removes_the_temp_file_and_exits_143(world: dict[str, Path]) -> None:
+SIGNALS = pytest.mark.parametrize(
+    ("sig", "code", "line"),
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
+    ids=["sigterm", "sigint"],
+)
+
+
+@SIGNALS
+def test_a_signal_mid_sign_removes_the_temp_file(
+    world: dict[str, Path], sig: signal.Signals, code: int, line: str
+) -> None:
     out = world["out"] / "fw.img"
     with feeding(world, out) as feeder:
         feeder.send(os.urandom(1 << 20))
         _mid_write(world["out"], feeder.proc)
-        feeder.proc.send_signal(signal.SIGTERM)
-        feeder.proc.wait()
-        assert feeder.proc.returncode == 143
-        assert _one_line(feeder.proc.stderr.read()) == "otaguard: terminated\n"  # type: ignore[union-attr]
-    assert os.listdir(world["out"]) == []
-
-
-def test_sigint_mid_sign_removes_the_temp_file_and_exits_130(world: dict[str, Path]) -> None:
-    out = world["out"] / "fw.img"
-    with feeding(world, out) as feeder:
-        feeder.send(os.urandom(1 << 20))
-        _mid_write(world["out"], feeder.proc)
-        feeder.proc.send_signal(signal.SIGINT)
-        feeder.proc.wait()
-        assert feeder.proc.returncode == 130
-        assert _one_line(feeder.proc.stderr.read()) == "otaguard: interrupted\n"  # type: ignore[union-attr]
+        feeder.proc.send_signal(sig)
+        _, err = feeder.proc.communicate()
+        assert feeder.proc.returncode == code, err
+        assert _one_line(err) == f"otaguard: {line}\n"
     assert os.listdir(world["out"]) == []
 
 
@@ -237,11 +235,7 @@ def _delta_command(world: dict[str, Path], command: str, out: Path) -> list[str]
 
 
 @pytest.mark.parametrize("command", ["create", "apply"])
-@pytest.mark.parametrize(
-    ("sig", "code", "line"),
-    [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "interrupted")],
-    ids=["sigterm", "sigint"],
-)
+@SIGNALS
 def test_a_signal_mid_delta_removes_the_temp_file(
     world: dict[str, Path], command: str, sig: signal.Signals, code: int, line: str
 ) -> None:
