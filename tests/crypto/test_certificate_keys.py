@@ -18,6 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from helpers import CliResult, assert_one_line, cached_key, make_image
+from helpers_pki import make_pki, sign_image
 from otaguard.crypto.keys import (
     KeyType,
     certificate_key,
@@ -27,7 +28,8 @@ from otaguard.crypto.keys import (
     public_key_pem,
 )
 from otaguard.crypto.signer import KeySigner
-from otaguard.errors import KeyLoadError
+from otaguard.errors import KeyLoadError, MalformedError
+from otaguard.pki.anchor import apply_rotation, make_rotation, provision
 from otaguard.pki.issue import build_root, parse_subject
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -156,3 +158,50 @@ def test_every_key_option_refuses_a_broken_certificate_in_one_line(
     assert_one_line(result.err)
     assert "internal error" not in result.err
     assert str(files["cert"]) in result.err, result.err
+
+
+def test_a_rotation_message_with_a_broken_new_root_key_is_malformed(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """Hostile input, not an operator's file: refused as malformed (exit 1), before its
+    signature is even looked at, for every flip that breaks the key (an unknown key type
+    used to end in "internal error: UnsupportedAlgorithm")."""
+    root = _certificate(KeyType.ECDSA_P256)
+    state = provision(root)
+    signer = KeySigner(cached_key(KeyType.ECDSA_P256, 40))
+    flips = _flips(_certificate(KeyType.ED25519, 42))
+    for der, _ in flips:
+        message = make_rotation(signer, x509.load_der_x509_certificate(der), 2)
+        with pytest.raises(MalformedError, match="anchor rotation"):
+            apply_rotation(state, message)
+    (tmp_path / "root.crt").write_bytes(root.public_bytes(Encoding.PEM))
+    made = cli("device", "init", tmp_path / "dev", "--trusted-key", tmp_path / "root.crt",
+               "--hardware-id", "hw")  # fmt: skip
+    assert made.code == 0, made.err
+    (tmp_path / "rotation.bin").write_bytes(
+        make_rotation(signer, x509.load_der_x509_certificate(flips[0][0]), 2)
+    )
+    result = cli("device", "rotate-anchor", tmp_path / "dev", tmp_path / "rotation.bin")
+    assert result.code == 1, result.err
+    assert_one_line(result.err)
+    assert "rejected (malformed)" in result.err
+
+
+def test_an_image_chain_with_a_broken_intermediate_key_is_rejected(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """Hostile input again: the intermediate comes from the image. A flip that breaks its
+    key is a chain rejection (exit 1); an unknown key type used to be exit 3."""
+    pki = make_pki()
+    (tmp_path / "root.crt").write_bytes(pki.root.cert.public_bytes(Encoding.PEM))
+    flips = _flips(pki.inter.cert)
+    kinds = {kind for _, kind in flips}
+    assert kinds == {ValueError, UnsupportedAlgorithm}
+    leaf, signer = pki.leaf.cert.public_bytes(Encoding.DER), pki.leaf.signer
+    assert isinstance(signer, KeySigner)
+    for kind in kinds:  # the first ten flips of each kind (all of them: seconds, same paths)
+        for broken in [flipped for flipped, k in flips if k is kind][:10]:
+            (tmp_path / "fw.img").write_bytes(sign_image(signer, [leaf, broken]))
+            result = cli("verify", "--trusted-root", tmp_path / "root.crt", tmp_path / "fw.img")
+            assert result.code == 1, result.err
+            assert_one_line(result.err)
