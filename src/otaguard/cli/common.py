@@ -72,6 +72,12 @@ def ensure_distinct(paths: list[str]) -> None:
         raise UsageError("the same file was given twice")
 
 
+#: The options of ``sign`` (both formats) and of ``verify``/``extract`` that name files
+#: the command reads: its output may be none of them.
+SIGN_INPUTS = ("input_path", "keys", "cert_chain")
+VERIFY_INPUTS = ("image", "trusted_keys", "trusted_roots", "crls")
+
+
 def inputs_of(opts: Mapping[str, Any], *names: str) -> list[InputPath]:
     """The files named by options ``names`` (one path, None, or a tuple of paths each).
 

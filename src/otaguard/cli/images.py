@@ -17,6 +17,8 @@ import click
 
 from otaguard.cli import verifying
 from otaguard.cli.common import (
+    SIGN_INPUTS,
+    VERIFY_INPUTS,
     ensure_distinct,
     input_path,
     inputs_of,
@@ -28,9 +30,6 @@ from otaguard.cli.verify_args import FORMATS_READ, JSON_OPTION, VERIFY_OPTIONS, 
 from otaguard.errors import UsageError
 
 _FORMATS_SIGN = ["native", "mcuboot"]
-#: The options that name files sign reads: its OUTPUT may be none of them.
-_SIGN_INPUTS = ("input_path", "keys", "cert_chain")
-_EXTRACT_INPUTS = ("image", "trusted_keys", "trusted_roots", "crls")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -160,7 +159,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
     chain = _load_chain(opts["cert_chain"], signers)
     with (
         verifying.open_input(opts["input_path"]) as source,
-        output_file(opts["output_path"], inputs=inputs_of(opts, *_SIGN_INPUTS)) as dest,
+        output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
     ):
         meta = sign_stream(
             source,
@@ -245,7 +244,7 @@ def extract(**opts: Any) -> None:
     """Write IMAGE's payload to OUT, only after full verification (atomic; '-': stdin/stdout)."""
     if opts["as_json"] and to_stdout(opts["out"]):
         raise UsageError("--json and OUT '-' both want stdout: give one")
-    with output_file(opts["out"], inputs=inputs_of(opts, *_EXTRACT_INPUTS)) as sink:
+    with output_file(opts["out"], inputs=inputs_of(opts, *VERIFY_INPUTS)) as sink:
         report = verifying.verified_report(opts, sink)
     if opts["as_json"]:
         click.echo(verifying.to_json({**report, "out": opts["out"]}))

@@ -72,7 +72,7 @@ def _sign_options(opts: dict[str, Any], signers: list[Any]) -> Any:
 
 
 def sign(signers: list[Any], opts: dict[str, Any]) -> None:
-    from otaguard.cli.common import inputs_of, output_file, to_stdout
+    from otaguard.cli.common import SIGN_INPUTS, inputs_of, output_file, to_stdout
     from otaguard.image import mcuboot
 
     options = _sign_options(opts, signers)
@@ -80,7 +80,7 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
         raise UsageError("INPUT and OUTPUT must be different files")
     with (
         open_input(opts["input_path"]) as source,
-        output_file(opts["output_path"], inputs=inputs_of(opts, *images._SIGN_INPUTS)) as dest,
+        output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
     ):
         result = mcuboot.sign_mcuboot(source, dest, signers, options)
     counter = options.security_counter
