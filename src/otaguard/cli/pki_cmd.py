@@ -337,10 +337,11 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
     """Write the CA's signed X.509 CRL (PEM)."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from otaguard._atomic import write_atomic
+    from otaguard._atomic import check_output, write_atomic
     from otaguard.pki.issue import build_crl
     from otaguard.pki.store import next_crl_number, revocations
 
+    check_output(out, inputs=[ca_dir])  # before the CRL number is spent
     ca, issuer = _issuer(ca_dir, ca_passphrase_env)
     now = _now()
     revoked = revocations(ca)
@@ -352,7 +353,7 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
         next_update=now + dt.timedelta(days=days),
         number=number,
     )
-    write_atomic(out, signed.public_bytes(Encoding.PEM))
+    write_atomic(out, signed.public_bytes(Encoding.PEM), inputs=[ca_dir])
     _emit(
         as_json,
         {
@@ -394,7 +395,7 @@ def cross_sign_cmd(
     cert = cross_sign(
         issuer, new.cert, not_before=now - _SKEW, not_after=now + dt.timedelta(days=365 * years)
     )
-    write_atomic(out, pem([cert]))
+    write_atomic(out, pem([cert]), inputs=[ca_dir, new_root])
     _emit(
         as_json,
         _certificate("cross-certificate", cert, out=out),
@@ -425,7 +426,7 @@ def rotation_message_cmd(
 
     _, issuer = _issuer(ca_dir, ca_passphrase_env)
     new = load_ca_dir(Path(new_root))
-    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch))
+    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch), inputs=[ca_dir, new_root])
     subject = new.cert.subject.rfc4514_string()
     _emit(
         as_json,

@@ -40,7 +40,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from otaguard._atomic import write_atomic
 from otaguard._statefile import parse_state
-from otaguard.crypto.keys import PublicKey, check_supported, load_public_key, public_key_pem
+from otaguard.crypto.keys import (
+    PublicKey,
+    certificate_key,
+    check_supported,
+    load_public_key,
+    public_key_pem,
+)
 from otaguard.device import schemas
 from otaguard.device.faults import OpClock
 from otaguard.device.flash import Flash
@@ -68,7 +74,7 @@ def parse_anchor(data: bytes) -> PublicKey | x509.Certificate:
             cert = x509.load_der_x509_certificate(data)
         except ValueError:
             return load_public_key(data)
-    check_supported(cert.public_key())
+    certificate_key(cert)
     return cert
 
 

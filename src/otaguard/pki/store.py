@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from otaguard._atomic import write_atomic
 from otaguard._files import read_bounded
 from otaguard._statefile import load_state
+from otaguard.crypto.keys import certificate_key
 from otaguard.crypto.loader import load_signer
 from otaguard.errors import StorageError, UsageError
 from otaguard.pki.issue import REVOCATION_REASONS, Issuer, Revocation
@@ -94,6 +95,8 @@ def read_certs(
             certs = [x509.load_der_x509_certificate(data)]
         except ValueError as exc:
             raise UsageError(f"{what} {path} holds no X.509 certificate") from exc
+    for cert in certs:  # a broken key is the operator's file's fault: a key error, now
+        certificate_key(cert, f"{what} {path}")
     return certs
 
 
