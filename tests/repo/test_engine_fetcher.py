@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tuf.api import exceptions
 from tuf.api.metadata import Root, Targets, Timestamp
 
@@ -92,3 +94,37 @@ def test_metadata_length_cap(repo, client) -> None:
         )
         with pytest.raises(LengthExceededError):
             capped.refresh()
+
+
+@pytest.fixture(scope="module")
+def signed_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    from repo.conftest import RepoSim
+
+    sim = RepoSim(tmp_path_factory.mktemp("engine-fuzz"))
+    try:
+        return {"root": sim.initial_root, "timestamp": _timestamp_bytes(sim)}
+    finally:
+        sim.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_engine_refuses_any_bytes_with_a_repository_error(
+    signed_files: dict[str, bytes], data: st.DataObject
+) -> None:
+    """Mutated or random root and timestamp bytes: a RepositoryError, never another exception.
+
+    ``tuf-client`` reports anything else as a bug (exit 3), so this is what keeps hostile
+    metadata at exit 1.
+    """
+    role = data.draw(st.sampled_from(["root", "timestamp"]))
+    raw = bytearray(signed_files[role])
+    for _ in range(data.draw(st.integers(1, 6))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    blob = data.draw(st.one_of(st.just(bytes(raw)), st.binary(max_size=300)))
+    try:
+        engine = TrustEngine(blob if role == "root" else signed_files["root"], NOW)
+        if role == "timestamp":
+            engine.update_timestamp(blob)
+    except exceptions.RepositoryError:
+        return
