@@ -220,27 +220,16 @@ def sign(
 @_JSON
 def status(directory: str, as_json: bool) -> None:
     """Show published versions and what each staged role still needs."""
-    from otaguard.repo.layout import TOP_ROLES
+    from otaguard.repo.bootstrap import status_report
     from otaguard.repo.repository import ImageRepository
 
     repository = ImageRepository(directory)
-    published = {role: repository.published_version(role) for role in TOP_ROLES}
-    staged = repository.staged_statuses()
     if as_json:
-        report = {
-            "published": published,
-            "staged": [
-                {"role": role, "already_published": True}
-                if state is None
-                else {**state.as_dict(), "already_published": False}
-                for role, state in staged
-            ],
-            "ready": all(state is None or state.ok for _, state in staged),
-        }
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(status_report(repository), indent=2, sort_keys=True))
         return
     for role in ("root", "targets", "snapshot", "timestamp"):
-        click.echo(f"published {role} v{published[role]}")
+        click.echo(f"published {role} v{repository.published_version(role)}")
+    staged = repository.staged_statuses()
     if not staged:
         click.echo("nothing staged")
     _print_staged(staged)

@@ -24,6 +24,7 @@ The API::
     init_repository(directory, root=..., targets=..., online=..., expiry_days=...) -> InitResult
     publish(directory, online=None, passphrase=None) -> PublishResult
     stage_signed(directory, role, data) -> SignatureStatus
+    status_report(repository) -> dict          published versions, staged roles (JSON-ready)
 
 A fleet server, on its first start and then on every accepted release::
 
@@ -61,6 +62,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from otaguard._atomic import write_atomic
 from otaguard.crypto.keys import KeyType, generate_private_key, private_key_pem
@@ -411,3 +413,18 @@ def stage_signed(directory: str | os.PathLike[str], role: str, data: bytes) -> S
             md.signatures = {**pending.signatures, **md.signatures}
         repository.stage(role, md)
         return repository.status(role, md)
+
+
+def status_report(repository: ImageRepository) -> dict[str, Any]:
+    """Published versions and what each staged role still needs, ready for JSON."""
+    staged = repository.staged_statuses()
+    return {
+        "published": {role: repository.published_version(role) for role in TOP_ROLES},
+        "staged": [
+            {"role": role, "already_published": True}
+            if state is None
+            else {**state.as_dict(), "already_published": False}
+            for role, state in staged
+        ],
+        "ready": all(state is None or state.ok for _, state in staged),
+    }
