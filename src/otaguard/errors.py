@@ -9,6 +9,12 @@ must do and which exit code the CLI returns:
 * :class:`KeyLoadError`, :class:`UsageError`, :class:`StorageError` -- the
   operator's configuration, arguments or local files are wrong or unreadable.
   Nothing was decided about the input's trustworthiness. Exit code 2.
+* :class:`TransportError` -- the network did not deliver (no connection, an
+  HTTP error status, a broken response). Nothing was decided about the
+  content; a later try or another mirror may succeed. Exit code 2. A server
+  that sends what no honest server sends (more bytes than the cap, too slowly,
+  an encoding we refuse) is refused instead (:class:`TransferRefusedError`,
+  exit 1); such errors may be both, so test for :class:`RejectedError` first.
 
 Caller bugs (calling an API in the wrong order, passing the wrong type) are
 plain ``ValueError``/``RuntimeError`` and are never caught as one of these.
@@ -244,3 +250,13 @@ class ReplayedRequestError(RejectedError):
     """A device request whose nonce was already used: a replay."""
 
     check = "request-replay"
+
+
+class TransportError(OtaguardError):
+    """The network did not deliver: no connection, an HTTP error status, a broken response."""
+
+
+class TransferRefusedError(RejectedError):
+    """A download cut off by a cap: longer than allowed, too slow, an encoding refused."""
+
+    check = "transfer"
