@@ -243,7 +243,7 @@ class AuditError(RejectedError):
 
 
 class AuditCheckpointError(AuditError):
-    """A checkpoint or signed note does not follow its format (C2SP tlog-checkpoint, signed-note)."""
+    """A checkpoint or signed note breaks its format (C2SP tlog-checkpoint, signed-note)."""
 
     check = "audit-checkpoint"
 
