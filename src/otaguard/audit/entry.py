@@ -159,27 +159,40 @@ def _check_text(name: str, value: object) -> str:
 
 
 def _check_details(value: object, depth: int = 0) -> None:
-    """JSON values without floats, at most :data:`MAX_DETAILS_DEPTH` levels deep."""
+    """JSON values without floats, at most :data:`MAX_DETAILS_DEPTH` levels deep.
+
+    Exact-type tests first (a verifier checks millions of entries); subclasses of
+    dict and list, which a caller may pass, take the slower isinstance path.
+    """
     if depth > MAX_DETAILS_DEPTH:
         raise AuditEntryError(f"details nest deeper than {MAX_DETAILS_DEPTH} levels")
-    if isinstance(value, dict):
+    if type(value) is dict or isinstance(value, dict):
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise AuditEntryError("details keys must be strings")
-            _check_details(item, depth + 1)
-    elif isinstance(value, list):
+            _check_value(item, depth)
+    elif type(value) is list or isinstance(value, list):
         for item in value:
-            _check_details(item, depth + 1)
-    elif isinstance(value, bool) or value is None or isinstance(value, str):
-        pass
-    elif isinstance(value, int):
-        if not -MAX_INDEX - 1 <= value <= MAX_INDEX:
-            raise AuditEntryError("details integers must fit 64 bits")
+            _check_value(item, depth)
     else:
-        raise AuditEntryError(
-            f"details may hold strings, integers, booleans, null, lists and objects, "
-            f"not {type(value).__name__} (write figures as integers or decimal strings)"
-        )
+        _check_value(value, depth - 1)
+
+
+def _check_value(item: object, depth: int) -> None:
+    kind = type(item)
+    if kind is str or kind is bool or item is None:
+        return
+    if kind is int:
+        if not -MAX_INDEX - 1 <= item <= MAX_INDEX:  # type: ignore[operator]
+            raise AuditEntryError("details integers must fit 64 bits")
+        return
+    if isinstance(item, dict | list):
+        _check_details(item, depth + 1)
+        return
+    raise AuditEntryError(
+        f"details may hold strings, integers, booleans, null, lists and objects, "
+        f"not {kind.__name__} (write figures as integers or decimal strings)"
+    )
 
 
 def _check_event(event: AuditEvent) -> None:
