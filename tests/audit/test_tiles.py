@@ -18,6 +18,7 @@ from otaguard.audit.tiles import (
     parse_bundle,
     parse_tile_path,
     size_cap,
+    tile_hashes,
     tile_path,
     tile_width,
 )
@@ -176,3 +177,22 @@ def test_hash_source_refuses_incomplete_nodes_and_short_tiles() -> None:
     with pytest.raises(AuditTreeError, match="missing"):
         TileHashSource(log.read, 300).node(0, 0)
     assert TILE_WIDTH == 256
+
+
+def test_tile_hashes_of_an_append_are_what_the_appender_stores() -> None:
+    log = MemoryLog()
+    appender = TileAppender(CompactRange.empty(), log.write)
+    leaves = [b"%d" % i for i in range(70_000)]
+    appender.append(leaves[:65_600])
+    tree = appender.flush()
+    from otaguard.audit.merkle import leaf_hash
+
+    _, nodes = tree.append(leaf_hash(x) for x in leaves[65_600:])
+    stored = tile_hashes(nodes)
+    assert stored[0] == (0, 65_600 // 256, 65_600 % 256, leaf_hash(leaves[65_600]))
+    appender.append(leaves[65_600:])
+    appender.flush()
+    for level, index, offset, digest in stored:
+        width = tile_width(70_000, level, index)
+        tile = log.files[tile_path(level, index, width)]
+        assert tile[offset * 32 : (offset + 1) * 32] == digest

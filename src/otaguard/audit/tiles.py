@@ -32,7 +32,7 @@ from pathlib import Path
 
 from otaguard._atomic import write_atomic
 from otaguard.audit.entry import MAX_ENTRY_SIZE
-from otaguard.audit.merkle import HASH_SIZE, CompactRange, leaf_hash, node_hash
+from otaguard.audit.merkle import HASH_SIZE, CompactRange, Node, leaf_hash, node_hash
 from otaguard.errors import AuditCheckpointError, AuditTreeError, StorageError
 
 TILE_HEIGHT = 8
@@ -119,6 +119,18 @@ def size_cap(path: str) -> int:
     if parsed.level is None:
         return parsed.width * (2 + MAX_ENTRY_SIZE)
     return parsed.width * HASH_SIZE
+
+
+def tile_hashes(nodes: Iterable[Node]) -> list[tuple[int, int, int, bytes]]:
+    """What a tiles layout stores of freshly appended nodes (``CompactRange.append``):
+    ``(tile level, tile index, position in the tile, hash)`` for each level-8L node."""
+    stored = []
+    for node in nodes:
+        level, rest = divmod(node.level, TILE_HEIGHT)
+        if not rest:
+            index, offset = divmod(node.index, TILE_WIDTH)
+            stored.append((level, index, offset, node.hash))
+    return stored
 
 
 def tile_width(size: int, level: int, index: int) -> int:
