@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from otaguard.audit.checkpoint import Checkpoint, open_checkpoint
-from otaguard.audit.entry import parse_entry
+from otaguard.audit.entry import entry_index
 from otaguard.audit.merkle import HASH_SIZE, CompactRange, Node, leaf_hash
 from otaguard.audit.note import VerifierKey
 from otaguard.audit.tiles import (
@@ -164,11 +164,11 @@ class _Scan:
         for offset, data in enumerate(entries[:width]):
             position = start + offset
             try:
-                entry = parse_entry(data)
+                claimed = entry_index(data)
             except AuditEntryError as exc:
                 raise AuditEntryError(f"entry {position}: {exc}", index=position) from None
-            if entry.index != position:
-                raise AuditEntryError(_misplaced(position, entry.index), index=position)
+            if claimed != position:
+                raise AuditEntryError(_misplaced(position, claimed), index=position)
             digest = leaf_hash(data)
             if digest != leaves[offset * HASH_SIZE : (offset + 1) * HASH_SIZE]:
                 raise AuditTreeError(
