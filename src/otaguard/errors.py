@@ -260,3 +260,53 @@ class TransferRefusedError(RejectedError):
     """A download cut off by a cap: longer than allowed, too slow, an encoding refused."""
 
     check = "transfer"
+
+
+class AuditError(RejectedError):
+    """The audit log or one of its checkpoints was refused.
+
+    ``index`` names the first bad entry when the check can localise it (the
+    position in the log, counting from 0), else None.
+    """
+
+    check = "audit"
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class AuditCheckpointError(AuditError):
+    """A checkpoint or signed note breaks its format (C2SP tlog-checkpoint, signed-note)."""
+
+    check = "audit-checkpoint"
+
+
+class AuditSignatureError(AuditError):
+    """A checkpoint is not signed by a trusted audit key, or a trusted key's signature fails."""
+
+    check = "audit-signature"
+
+
+class AuditEntryError(AuditError):
+    """An entry does not parse, or its index is not its position (reordered, inserted, deleted)."""
+
+    check = "audit-entry"
+
+
+class AuditTreeError(AuditError):
+    """Entries, stored hash tiles, proofs and the signed root hash do not agree (edited entry)."""
+
+    check = "audit-tree"
+
+
+class AuditConsistencyError(AuditError):
+    """Two checkpoints are not consistent: the history was rewritten (a fork)."""
+
+    check = "audit-consistency"
+
+
+class AuditTruncatedError(AuditError):
+    """The log holds fewer entries than a checkpoint says it has (entries deleted at the end)."""
+
+    check = "audit-truncated"
