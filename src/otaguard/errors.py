@@ -226,3 +226,17 @@ class RepositoryRejectedError(RejectedError):
     """The image repository (TUF) refused to vouch for what was offered."""
 
     check = "repository"
+
+
+class RolloutPolicyError(UsageError):
+    """A rollout policy (TOML) is malformed or out of range; the message names the key."""
+
+
+class CampaignStateError(UsageError):
+    """A campaign event that its current state does not allow (start a draft, resume a halt)."""
+
+
+class TwoPersonRuleError(RejectedError):
+    """The creator of a campaign tried to approve it: two people must agree to a rollout."""
+
+    check = "two-person"

@@ -30,6 +30,7 @@ LAZY_COMMANDS = {
     "tuf-client": "otaguard.cli.tuf_client:tuf_client",
     "repo": "otaguard.cli.repo_cmd:repo",
     "delta": "otaguard.cli.delta_cmd:delta",
+    "sim": "otaguard.cli.sim_cmd:sim",
 }
 
 
