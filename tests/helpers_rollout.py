@@ -154,9 +154,7 @@ def run(
     t = 0.0
 
     def move(device: _Device, after: Stage, failure: FailureClass | None = None) -> None:
-        counters[device.wave] = counters[device.wave].add(
-            Transition(device.stage, after, failure)
-        )
+        counters[device.wave] = counters[device.wave].add(Transition(device.stage, after, failure))
         device.stage = after
         device.booted |= after is Stage.INSTALLED and halted_at is None
 

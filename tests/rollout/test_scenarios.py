@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Callable
 
 import pytest
+
 from helpers_rollout import (
     CONFIRMED,
     DL,
@@ -25,7 +26,6 @@ from helpers_rollout import (
     run,
     succeeds,
 )
-
 from otaguard.rollout import (
     Action,
     FailureClass,
