@@ -31,7 +31,7 @@ class HaltRisk:
     mean_outcomes_at_halt: float | None  # E[outcomes seen at the halt | halted]
 
 
-def halt_boundary(policy: Policy, n_max: int) -> np.ndarray:  # type: ignore[type-arg]
+def halt_boundary(policy: Policy, n_max: int) -> np.ndarray:
     """For each n (0..n_max), the fewest failures among n outcomes that halt (n + 1 if none)."""
     halt = policy.halt
     sprt = stats.Sprt(
@@ -69,7 +69,7 @@ def halt_risk(
     policy: Policy,
     rate: float,
     outcomes: int,
-    boundary: np.ndarray | None = None,  # type: ignore[type-arg]
+    boundary: np.ndarray | None = None,
 ) -> HaltRisk:
     """``boundary`` from :func:`halt_boundary` (for at least ``outcomes``) saves recomputing it
     for each rate."""
