@@ -19,14 +19,20 @@ RANK = {
     "delta": 2,
     "audit": 2,
     "protocol": 3,
+    "rollout": 2,
     "device": 3,
     "repo": 3,
     "agent": 4,
     "server": 5,
+    "sim": 5,
     "cli": 6,
 }
-#: Same rank, still forbidden: the device side and the repository side meet only in agent.
+#: Same rank, still forbidden: the device side and the repository side meet only in agent;
+#: rollout (pure campaign logic) needs no image, PKI, delta or audit code; the server never
+#: runs the simulator, nor the simulator the server.
 APART = {("device", "repo"), ("repo", "device")}
+APART |= {("rollout", p) for p in ("image", "pki", "delta", "audit")}
+APART |= {("server", "sim"), ("sim", "server")}
 
 
 def _package(module: str) -> str | None:

@@ -310,3 +310,17 @@ class AuditTruncatedError(AuditError):
     """The log holds fewer entries than a checkpoint says it has (entries deleted at the end)."""
 
     check = "audit-truncated"
+
+
+class RolloutPolicyError(UsageError):
+    """A rollout policy (TOML) is malformed or out of range; the message names the key."""
+
+
+class CampaignStateError(UsageError):
+    """A campaign event that its current state does not allow (start a draft, resume a halt)."""
+
+
+class TwoPersonRuleError(RejectedError):
+    """The creator of a campaign tried to approve it: two people must agree to a rollout."""
+
+    check = "two-person"

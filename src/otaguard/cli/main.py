@@ -32,6 +32,7 @@ LAZY_COMMANDS = {
     "repo": "otaguard.cli.repo_cmd:repo",
     "delta": "otaguard.cli.delta_cmd:delta",
     "audit": "otaguard.cli.audit_cmd:audit",
+    "sim": "otaguard.cli.sim_cmd:sim",
 }
 
 
