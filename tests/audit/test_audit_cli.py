@@ -129,8 +129,9 @@ def test_prove_inclusion_and_consistency(cli: Cli, tmp_path: Path, pub: Path) ->
     assert cli("audit", "prove", "--log", log, "--index", "123").code == 1
 
 
-def test_ceremony_log_through_the_cli(cli: Cli, tmp_path: Path, pub: Path) -> None:
+def test_ceremony_log_through_the_cli(cli: Cli, tmp_path: Path) -> None:
     key = tmp_path / "audit.key"
+    pub = tmp_path / "ceremony.pub"
     assert (
         cli("key", "generate", "--algorithm", "ed25519", "--out", key, "--public-out", pub).code
         == 0
