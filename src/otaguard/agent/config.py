@@ -17,6 +17,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
+from otaguard.repo.fetcher import FetcherConfig
 from otaguard.repo.trust import Limits
 
 
@@ -120,6 +121,16 @@ class AgentConfig:
 
     def backoff_for(self, failure: Failure) -> Backoff:
         return self.backoff[failure]
+
+    def fetcher_config(self) -> FetcherConfig:
+        """The TUF metadata fetcher's caps, from these (one set of timeouts for all HTTP)."""
+        return FetcherConfig(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            min_speed=max(1, self.min_rate),
+            grace_seconds=max(1.0, self.rate_grace + self.rate_window),
+            max_redirects=self.max_redirects,
+        )
 
 
 _SCALARS = {

@@ -64,24 +64,20 @@ from otaguard.agent.vehicle import CheckIn, plan_update
 from otaguard.device.bootloader import boot
 from otaguard.device.faults import NO_FAULTS, FaultPlan, PowerLoss
 from otaguard.device.flash import FlashReader
-from otaguard.device.install import (
-    OTHER,
-    Running,
-    confirm,
-    install,
-    install_delta,
-    reject,
-    running_of,
-)
+from otaguard.device.install import OTHER, Running, confirm, install_update, reject, running_of
 from otaguard.device.model import Device
-from otaguard.device.slots import extent_in, peek_slot, verify_slot
+from otaguard.device.slots import extent_in, verify_slot
 from otaguard.device.store import load_running, open_device, save_running
 from otaguard.errors import MalformedError, OtaguardError, RejectedError
-from otaguard.image import PayloadKind
+from otaguard.image import ImageMetadata, PayloadKind
+from otaguard.image.envelope_format import MAX_HEADER_SIZE, PREAMBLE_SIZE
 from otaguard.image.envelope_verify import read_protected
 from otaguard.repo.client import TufClient
 from otaguard.repo.fetcher import HttpxFetcher
 from otaguard.repo.uptane import Vehicle, load_director_root
+
+#: Enough of a slot to hold any envelope's signed header.
+MAX_HEADER = PREAMBLE_SIZE + MAX_HEADER_SIZE
 
 #: A health check of the new firmware running on trial: True to confirm it.
 HealthCheck = Callable[[Device, Running], bool]
@@ -142,9 +138,7 @@ class Agent:
         self._lock = self._take_lock()
         self._http = http_client(self.config)
         self.api = DeviceApi(server_url, identity, self._http, self.config)
-        self._fetcher = HttpxFetcher(
-            connect_timeout=self.config.connect_timeout, read_timeout=self.config.read_timeout
-        )
+        self._fetcher = HttpxFetcher(self.config.fetcher_config())
         self._booted_since_install = False
         self._sent_this_cycle = False
         try:
@@ -370,7 +364,7 @@ class Agent:
             }
             if running is not None:
                 sha = _slot_sha256(device, running.slot, name)
-                meta = peek_slot(device, running.slot, name)
+                meta = _header(device, running.slot, name)
                 installed = self.state.installed.get(name)
                 entry.update(
                     target=installed.target if installed and installed.sha256 == sha else None,
@@ -486,7 +480,6 @@ class Agent:
     def _install(self) -> m.Input:
         plan = _need(self.state.plan)
         paths = {t.component: self._fetch(plan, t) for t in plan.targets}  # verified again
-        deltas = [t for t in plan.targets if t.kind == "delta"]
         running = load_running(self.paths.device)
         with self._device("install") as device, contextlib.ExitStack() as stack:
             if running is not None and running.trial and _runs_plan(device, running, plan):
@@ -499,17 +492,9 @@ class Agent:
             files: dict[str, BinaryIO] = {
                 name: stack.enter_context(open(path, "rb")) for name, path in paths.items()
             }
-            if deltas:
-                if len(plan.targets) > 1:
-                    from otaguard.errors import UsageError
-
-                    raise UsageError("a delta is installed on its own, not in a set with others")
-                target = deltas[0]
-                result = install_delta(
-                    device, files[target.component], component=target.component, running=running
-                )
-            else:
-                result = install(device, files, running=running)
+            # a staged update that is not this plan's is superseded: the plan is the newest
+            # verified instruction (this plan's own, committed, was found just above)
+            result = install_update(device, files, running=running, replace_staged=True)
         self._log("installed", slot=result.slot, flash_ops=result.flash_ops)
         return m.Installed_(self._at(), result.slot)
 
@@ -597,6 +582,17 @@ def _slot_sha256(device: Device, letter: str, component: str) -> str | None:
     return digest.hexdigest()
 
 
+def _header(device: Device, letter: str, component: str) -> ImageMetadata | None:
+    """What the image in a slot says about itself (it verified when the slot booted)."""
+    region = device.config.layout.slot(letter, component)
+    try:
+        extent_in(device.flash, region)
+        head = device.flash.read(region.offset, min(region.size, MAX_HEADER))
+        return read_protected(io.BytesIO(head))[1]
+    except MalformedError:
+        return None
+
+
 def _describe_image(stream: BinaryIO) -> tuple[str, str]:
     """Full image or delta, and the id of the image it installs (unverified: picks the path)."""
     signed, meta = read_protected(stream)
@@ -615,7 +611,7 @@ def _image_ids(device: Device, letter: str) -> dict[str, str | None]:
         region = device.config.layout.slot(letter, name)
         try:
             extent_in(device.flash, region)
-            head = device.flash.read(region.offset, min(region.size, (1 << 20) + 16))
+            head = device.flash.read(region.offset, min(region.size, MAX_HEADER))
             signed, _meta = read_protected(io.BytesIO(head))
             ids[name] = hashlib.sha256(signed).hexdigest()
         except MalformedError:

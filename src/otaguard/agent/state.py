@@ -5,11 +5,13 @@ atomically (``_atomic``: temporary file, fsync, rename) after every transition
 of the state machine (:mod:`otaguard.agent.machine`), so a kill or a power cut
 leaves either the state before a transition or the state after it.
 
-Loading validates the whole document against its schema (:func:`from_json`):
-every field, type, enum value and size. Nothing the agent acts on is taken
-from it unchecked; what it says about the device is re-derived from the device
-itself (the bootloader's records, the slots), and a plan's downloads are
-verified again against the plan's signed lengths and hashes before install.
+Loading validates the whole document against its JSON Schema (:data:`SCHEMA`,
+through ``otaguard._statefile`` like every state file): every field, type,
+enum value and size, and that a phase carrying out a plan has one. Nothing
+the agent acts on is taken from it unchecked; what it says about the device
+is re-derived from the device itself (the bootloader's records, the slots),
+and a plan's downloads are verified again against the plan's signed lengths
+and hashes before install.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import binascii
 import enum
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from otaguard._statefile import parse_state
 from otaguard.errors import StorageError
 
 FORMAT = 1
@@ -34,9 +36,6 @@ MAX_URL = 2048
 MAX_DIRECTOR = 1 << 20
 MAX_TARGETS = 64
 MAX_OUTBOX = 10_000
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
 class Phase(enum.Enum):
@@ -207,196 +206,171 @@ class State:
         return json.dumps(self.to_json(), indent=1, sort_keys=True).encode()
 
 
-# -- loading: the schema, checked field by field --------------------------------------------
+# -- loading: the JSON Schema (``otaguard._statefile``), then the dataclasses -----------------
+
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_HEX32 = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
+_TEXT = {"type": "string", "maxLength": MAX_TEXT}
+_TAG = {"type": "string", "maxLength": 256}
+_URL = {"type": "string", "maxLength": MAX_URL}
+_COUNT = {"type": "integer", "minimum": 0, "maximum": 1 << 62}
 
 
-class _Bad(Exception):
-    pass
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [{"type": "null"}, schema]}
 
 
-def _obj(value: object, where: str, keys: set[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _Bad(f"{where} is not an object")
-    if set(value) != keys:
-        extra, missing = sorted(set(value) - keys), sorted(keys - set(value))
-        raise _Bad(f"{where}: unexpected {extra} / missing {missing}")
-    return value
+def _strict(properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": sorted(properties),
+        "additionalProperties": False,
+        "properties": properties,
+    }
 
 
-def _text(
-    value: object, where: str, limit: int = MAX_TEXT, pattern: re.Pattern[str] | None = None
-) -> str:
-    if not isinstance(value, str) or len(value) > limit:
-        raise _Bad(f"{where} is not a string of at most {limit} characters")
-    if pattern is not None and not pattern.match(value):
-        raise _Bad(f"{where} has the wrong form")
-    return value
-
-
-def _opt_text(
-    value: object, where: str, limit: int = MAX_TEXT, pattern: re.Pattern[str] | None = None
-) -> str | None:
-    return None if value is None else _text(value, where, limit, pattern)
-
-
-def _int(value: object, where: str, low: int = 0, high: int = 1 << 62) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _Bad(f"{where} is not an integer in [{low}, {high}]")
-    return value
-
-
-def _enum(cls: type[enum.Enum], value: object, where: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise _Bad(f"{where}: {str(value)[:40]!r} is not a {cls.__name__}") from None
-
-
-def _record(value: object, where: str) -> Record:
-    data = _obj(
-        value,
-        where,
-        {"id", "time", "kind", "ecu", "target", "result", "failure", "check", "detail"},
-    )
-    kind = _text(data["kind"], f"{where}.kind")
-    if kind not in EVENT_KINDS:
-        raise _Bad(f"{where}.kind: unknown event kind")
-    result = _text(data["result"], f"{where}.result")
-    failure = _opt_text(data["failure"], f"{where}.failure")
-    if result not in ("ok", "failed") or failure not in (None, "transient", "deterministic"):
-        raise _Bad(f"{where}: bad result or failure")
-    return Record(
-        _text(data["id"], f"{where}.id", 36),
-        _text(data["time"], f"{where}.time", 40),
-        kind,
-        _opt_text(data["ecu"], f"{where}.ecu", 64, _NAME),
-        _opt_text(data["target"], f"{where}.target"),
-        result,
-        failure,
-        _opt_text(data["check"], f"{where}.check", 64),
-        _text(data["detail"], f"{where}.detail"),
-    )
-
-
-def _hashes(value: object, where: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not 1 <= len(value) <= 8:
-        raise _Bad(f"{where} is not a map of 1 to 8 hashes")
-    return {_text(k, f"{where} key", 32): _text(v, f"{where}.{k}", 256) for k, v in value.items()}
-
-
-def _planned(value: object, where: str) -> PlannedTarget:
-    data = _obj(value, where, {"component", "path", "length", "hashes", "kind", "image_id"})
-    kind = _opt_text(data["kind"], f"{where}.kind")
-    if kind not in (None, "full", "delta"):
-        raise _Bad(f"{where}.kind is not full or delta")
-    return PlannedTarget(
-        _text(data["component"], f"{where}.component", 64, _NAME),
-        _text(data["path"], f"{where}.path"),
-        _int(data["length"], f"{where}.length", 1),
-        _hashes(data["hashes"], f"{where}.hashes"),
-        kind,
-        _opt_text(data["image_id"], f"{where}.image_id", 64, _HEX64),
-    )
-
-
-def _plan(value: object) -> Plan | None:
-    if value is None:
-        return None
-    data = _obj(
-        value,
-        "plan",
-        {"etag", "nonce", "director", "director_version", "metadata_url", "targets_url", "targets"},
-    )
-    try:
-        director = base64.b64decode(
-            _text(data["director"], "plan.director", MAX_DIRECTOR * 2), validate=True
-        )
-    except (binascii.Error, ValueError):
-        raise _Bad("plan.director is not base64") from None
-    targets = data["targets"]
-    if not isinstance(targets, list) or not 1 <= len(targets) <= MAX_TARGETS:
-        raise _Bad(f"plan.targets is not a list of 1 to {MAX_TARGETS} targets")
-    return Plan(
-        _text(data["etag"], "plan.etag", 256),
-        _text(data["nonce"], "plan.nonce", 32, _HEX32),
-        director,
-        _int(data["director_version"], "plan.director_version"),
-        _text(data["metadata_url"], "plan.metadata_url", MAX_URL),
-        _text(data["targets_url"], "plan.targets_url", MAX_URL),
-        tuple(_planned(t, f"plan.targets[{i}]") for i, t in enumerate(targets)),
-    )
-
-
-_KEYS = {
-    "format", "salt", "phase", "seq", "enrolled", "poll_interval", "etag", "director_version",
-    "reported_local", "reported_server", "installed", "attempts", "plan", "outbox", "result",
-}  # fmt: skip
-
-
-def from_json(value: object) -> State:
-    """A :class:`State` from its JSON form, every field checked (:class:`StorageError` if not)."""
-    try:
-        return _state(value)
-    except _Bad as exc:
-        raise StorageError(f"agent state: {exc}") from None
-
-
-def _state(value: object) -> State:
-    data = _obj(value, "state", _KEYS)
-    if data["format"] != FORMAT:
-        raise _Bad("unsupported format")
-    phase = _enum(Phase, data["phase"], "phase")
-    plan = _plan(data["plan"])
-    if (phase in PLAN_PHASES and plan is None) or (phase is Phase.IDLE and plan is not None):
-        raise _Bad(f"phase {phase.value} and the plan disagree")
-    if not isinstance(data["enrolled"], bool):
-        raise _Bad("enrolled is not a boolean")
-    installed = data["installed"]
-    if not isinstance(installed, dict) or len(installed) > MAX_TARGETS:
-        raise _Bad("installed is not a map")
-    attempts = data["attempts"]
-    if not isinstance(attempts, dict) or len(attempts) > 16:
-        raise _Bad("attempts is not a map")
-    outbox = data["outbox"]
-    if not isinstance(outbox, list) or len(outbox) > MAX_OUTBOX:
-        raise _Bad("outbox is not a list")
-    interval = data["poll_interval"]
-    return State(
-        salt=_text(data["salt"], "salt", 32, _HEX32),
-        phase=phase,
-        seq=_int(data["seq"], "seq"),
-        enrolled=data["enrolled"],
-        poll_interval=None if interval is None else _int(interval, "poll_interval", 1, 86400 * 30),
-        etag=_opt_text(data["etag"], "etag", 256),
-        director_version=_int(data["director_version"], "director_version"),
-        reported_local=_opt_text(data["reported_local"], "reported_local", 64, _HEX64),
-        reported_server=_opt_text(data["reported_server"], "reported_server", 256),
-        installed={
-            _text(k, "installed key", 64, _NAME): _installed(v, f"installed.{k}")
-            for k, v in installed.items()
+_RECORD = _strict(
+    {
+        "id": {"type": "string", "maxLength": 36},
+        "time": {"type": "string", "maxLength": 40},
+        "kind": {"enum": sorted(EVENT_KINDS)},
+        "ecu": _nullable(_NAME),
+        "target": _nullable(_TEXT),
+        "result": {"enum": ["ok", "failed"]},
+        "failure": {"enum": [None, "transient", "deterministic"]},
+        "check": _nullable({"type": "string", "maxLength": 64}),
+        "detail": _TEXT,
+    }
+)
+_PLANNED = _strict(
+    {
+        "component": _NAME,
+        "path": _TEXT,
+        "length": {"type": "integer", "minimum": 1, "maximum": 1 << 62},
+        "hashes": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 8,
+            "propertyNames": {"maxLength": 32},
+            "additionalProperties": {"type": "string", "maxLength": 256},
         },
-        attempts={
-            _text(k, "attempts key", 32): _int(v, f"attempts.{k}") for k, v in attempts.items()
+        "kind": {"enum": [None, "full", "delta"]},
+        "image_id": _nullable(_HEX64),
+    }
+)
+_PLAN = _strict(
+    {
+        "etag": _TAG,
+        "nonce": _HEX32,
+        "director": {
+            "type": "string",
+            "maxLength": MAX_DIRECTOR * 2,
+            "pattern": "^[A-Za-z0-9+/]*={0,2}$",
         },
-        plan=plan,
-        outbox=tuple(_record(r, f"outbox[{i}]") for i, r in enumerate(outbox)),
-        result=None if data["result"] is None else _enum(Result, data["result"], "result"),
-    )
-
-
-def _installed(value: object, where: str) -> Installed:
-    data = _obj(value, where, {"target", "sha256"})
-    return Installed(
-        _text(data["target"], f"{where}.target"),
-        _text(data["sha256"], f"{where}.sha256", 64, _HEX64),
-    )
+        "director_version": _COUNT,
+        "metadata_url": _URL,
+        "targets_url": _URL,
+        "targets": {"type": "array", "minItems": 1, "maxItems": MAX_TARGETS, "items": _PLANNED},
+    }
+)
+SCHEMA: dict[str, Any] = {
+    **_strict(
+        {
+            "format": {"const": FORMAT},
+            "salt": _HEX32,
+            "phase": {"enum": [p.value for p in Phase]},
+            "seq": _COUNT,
+            "enrolled": {"type": "boolean"},
+            "poll_interval": _nullable({"type": "integer", "minimum": 1, "maximum": 86400 * 30}),
+            "etag": _nullable(_TAG),
+            "director_version": _COUNT,
+            "reported_local": _nullable(_HEX64),
+            "reported_server": _nullable(_TAG),
+            "installed": {
+                "type": "object",
+                "maxProperties": MAX_TARGETS,
+                "propertyNames": _NAME,
+                "additionalProperties": _strict({"target": _TEXT, "sha256": _HEX64}),
+            },
+            "attempts": {
+                "type": "object",
+                "maxProperties": 16,
+                "propertyNames": {"maxLength": 32},
+                "additionalProperties": _COUNT,
+            },
+            "plan": _nullable(_PLAN),
+            "outbox": {"type": "array", "maxItems": MAX_OUTBOX, "items": _RECORD},
+            "result": {"enum": [None, *(r.value for r in Result)]},
+        }
+    ),
+    # a phase that carries out a plan has one; an idle agent has none
+    "allOf": [
+        {
+            "if": {"properties": {"phase": {"enum": sorted(p.value for p in PLAN_PHASES)}}},
+            "then": {"properties": {"plan": {"type": "object"}}},
+        },
+        {
+            "if": {"properties": {"phase": {"const": Phase.IDLE.value}}},
+            "then": {"properties": {"plan": {"type": "null"}}},
+        },
+    ],
+}
 
 
 def parse(data: bytes) -> State:
+    """The state in ``data``, checked against :data:`SCHEMA` (:class:`StorageError` if not)."""
+    value = parse_state(data[: MAX_STATE_BYTES + 1], SCHEMA, "agent state")
     if len(data) > MAX_STATE_BYTES:
         raise StorageError("agent state: larger than the cap")
+    return _state(value)
+
+
+def from_json(value: object) -> State:
+    """A :class:`State` from its JSON form (the same checks as :func:`parse`)."""
+    return parse(json.dumps(value).encode())
+
+
+def _record(data: dict[str, Any]) -> Record:
+    return Record(**data)
+
+
+def _planned(data: dict[str, Any]) -> PlannedTarget:
+    return PlannedTarget(**data)
+
+
+def _plan(data: dict[str, Any] | None) -> Plan | None:
+    if data is None:
+        return None
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StorageError(f"agent state: not JSON ({exc})") from None
-    return from_json(value)
+        director = base64.b64decode(data["director"], validate=True)
+    except (binascii.Error, ValueError):
+        raise StorageError("agent state: plan.director is not base64") from None
+    return Plan(
+        etag=data["etag"],
+        nonce=data["nonce"],
+        director=director,
+        director_version=data["director_version"],
+        metadata_url=data["metadata_url"],
+        targets_url=data["targets_url"],
+        targets=tuple(_planned(t) for t in data["targets"]),
+    )
+
+
+def _state(data: dict[str, Any]) -> State:
+    return State(
+        salt=data["salt"],
+        phase=Phase(data["phase"]),
+        seq=data["seq"],
+        enrolled=data["enrolled"],
+        poll_interval=data["poll_interval"],
+        etag=data["etag"],
+        director_version=data["director_version"],
+        reported_local=data["reported_local"],
+        reported_server=data["reported_server"],
+        installed={k: Installed(**v) for k, v in data["installed"].items()},
+        attempts=dict(data["attempts"]),
+        plan=_plan(data["plan"]),
+        outbox=tuple(_record(r) for r in data["outbox"]),
+        result=None if data["result"] is None else Result(data["result"]),
+    )
