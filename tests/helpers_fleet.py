@@ -71,17 +71,11 @@ class DeviceCa:
         )
         self.cert = base / "ca" / "cert.pem"
 
-    def issue(self, device_id: str, out: Path) -> Path:
-        cli(
-            "pki",
-            "issue-device",
-            "--ca",
-            self.base / "ca",
-            "--out-dir",
-            out,
-            "--device-id",
-            device_id,
-        )
+    def issue(self, device_id: str, out: Path, key: str | None = None) -> Path:
+        """``pki issue-device``; ``key``: an existing key (a PKCS#11 URI: ``key.uri``)."""
+        extra = ["--key", key] if key else []
+        ca = self.base / "ca"
+        cli("pki", "issue-device", "--ca", ca, "--out-dir", out, "--device-id", device_id, *extra)
         return out
 
 

@@ -110,7 +110,13 @@ class Car:
 
 
 def make_car(
-    fleet: Fleet, ca: DeviceCa, base: Path, device_id: str, factory: bytes, *, enrolled: bool = True
+    fleet: Fleet,
+    ca: DeviceCa,
+    base: Path,
+    device_id: str,
+    factory: bytes,
+    *,
+    key: str | None = None,
 ) -> Car:
     directory = base / device_id
     base.mkdir(parents=True, exist_ok=True)
@@ -123,7 +129,7 @@ def make_car(
         install(device, {MAIN: io.BytesIO(factory)})
         confirm(device, running_of(boot(device)))
     provision(directory, fleet.repo_root, fleet.director_root)
-    identity = ca.issue(device_id, base / f"{device_id}-id")
+    identity = ca.issue(device_id, base / f"{device_id}-id", key)
     return Car(fleet, directory, identity, device_id)
 
 

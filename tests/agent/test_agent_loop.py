@@ -97,3 +97,18 @@ def test_state_file_is_validated_and_a_bad_one_set_aside(car: Car, fleet: Fleet)
     assert car.cycle() is Result.UP_TO_DATE
     assert (car.dir / "agent" / "state.json.bad").exists()
     assert _state(car)["phase"] == Phase.IDLE.value
+
+
+def test_an_identity_key_in_an_hsm(  # type: ignore[no-untyped-def]
+    fleet: Fleet, device_ca: DeviceCa, releases: Releases, tmp_path: Path, softhsm
+) -> None:
+    from otaguard.crypto.keys import KeyType
+    from otaguard.crypto.pkcs11 import generate_pkcs11_key
+
+    uri = softhsm["prefix"] + "vin-hsm-1" + softhsm["query"]
+    generate_pkcs11_key(uri, KeyType.ECDSA_P256)
+    car = make_car(fleet, device_ca, tmp_path, "VINHSM1", releases.v1, key=uri)
+    assert (car.identity_dir / "key.uri").exists() and not (car.identity_dir / "key.pem").exists()
+    assert car.cycle() is Result.UP_TO_DATE  # enrolled: every request signed in the token
+    fleet.assign(car.device_id, releases.v2_name)
+    assert car.cycle() is Result.UPDATED

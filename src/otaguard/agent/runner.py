@@ -40,6 +40,7 @@ import hashlib
 import io
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -59,7 +60,7 @@ from otaguard.agent.config import AgentConfig, Failure
 from otaguard.agent.failures import ServerRefusedError, TransientError, classify, describe
 from otaguard.agent.state import Installed, Phase, Plan, PlannedTarget, Record, Result
 from otaguard.agent.store import AgentDir, Identity
-from otaguard.agent.transfer import fetch_target, http_client
+from otaguard.agent.transfer import download_name, fetch_target, http_client
 from otaguard.agent.vehicle import CheckIn, plan_update
 from otaguard.device.bootloader import boot
 from otaguard.device.faults import NO_FAULTS, FaultPlan, PowerLoss
@@ -141,6 +142,7 @@ class Agent:
         self._fetcher = HttpxFetcher(self.config.fetcher_config())
         self._booted_since_install = False
         self._sent_this_cycle = False
+        self._sha_cache: dict[tuple[str, str, str | None], str | None] = {}
         try:
             self.state, reset = self.paths.load_state()
             if reset is not None:
@@ -342,6 +344,16 @@ class Agent:
         if not healthy:
             self._boot()
 
+    def _image_sha256(self, device: Device, letter: str, component: str) -> str | None:
+        """SHA-256 of the image file in a slot, hashed once per image (by its header's id)."""
+        ids = _image_ids(device, letter)
+        key = (letter, component, ids.get(component))
+        if key[2] is None:
+            return None
+        if key not in self._sha_cache:
+            self._sha_cache[key] = _slot_sha256(device, letter, component)
+        return self._sha_cache[key]
+
     def _ecus(self) -> list[dict[str, str]]:
         with open_device(self.paths.device) as device:
             return [
@@ -363,7 +375,7 @@ class Agent:
                 "boot": "none",
             }
             if running is not None:
-                sha = _slot_sha256(device, running.slot, name)
+                sha = self._image_sha256(device, running.slot, name)
                 meta = _header(device, running.slot, name)
                 installed = self.state.installed.get(name)
                 entry.update(
@@ -382,7 +394,7 @@ class Agent:
             components = {c.name: c.hardware_id for c in device.config.components}
             running = load_running(self.paths.device)
             current = {
-                name: _slot_sha256(device, running.slot, name) if running else None
+                name: self._image_sha256(device, running.slot, name) if running else None
                 for name in components
             }
         client = TufClient(
@@ -461,8 +473,16 @@ class Agent:
             progress=progress,
         )
 
+    def _forget_downloads(self, keep: frozenset[str] = frozenset()) -> None:
+        """Remove downloads no plan needs (refused ones are removed when refused)."""
+        with contextlib.suppress(FileNotFoundError):
+            for entry in self.paths.downloads.iterdir():
+                if entry.name not in keep:
+                    shutil.rmtree(entry, ignore_errors=True)
+
     def _download(self) -> m.Input:
         plan = _need(self.state.plan)
+        self._forget_downloads(frozenset(_download_name(t) for t in plan.targets))
         done = []
         for target in plan.targets:
             path = self._fetch(plan, target)
@@ -533,7 +553,7 @@ class Agent:
                 rejected = False
             installed = {}
             for t in plan.targets:
-                sha = _slot_sha256(device, running.slot, t.component)
+                sha = self._image_sha256(device, running.slot, t.component)
                 assert sha is not None  # the slot booted: it holds an image
                 installed[t.component] = Installed(t.path, sha)
         if rejected:
@@ -556,10 +576,16 @@ class Agent:
         local = hashlib.sha256(body).hexdigest()
         if local != self.state.reported_local:
             return m.StateReported(self._at(), local, self.api.report_state(body))
+        self._forget_downloads()  # installed, reverted or refused: nothing left to resume
         return m.Reported(self._at())
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _download_name(target: PlannedTarget) -> str:
+    info = TargetFile(target.length, dict(target.hashes), target.path)
+    return download_name(info)
 
 
 def _need(plan: Plan | None) -> Plan:

@@ -75,6 +75,11 @@ def target_key(info: TargetFile) -> bytes:
     return hashlib.sha256(description.encode()).digest()
 
 
+def download_name(info: TargetFile) -> str:
+    """The directory under ``downloads/`` that holds ``info``'s download."""
+    return target_key(info).hex()[:32]
+
+
 def target_url(base: str, info: TargetFile, consistent_snapshot: bool) -> str:
     """Where the repository serves ``info`` (hash-prefixed names with consistent snapshots)."""
     remote = info.path
@@ -256,7 +261,7 @@ def fetch_target(
         )
     key = target_key(info)
     store = ChunkStore(
-        downloads / key.hex()[:32], key=key, length=info.length, chunk_size=config.chunk_size
+        downloads / download_name(info), key=key, length=info.length, chunk_size=config.chunk_size
     )
     try:
         if progress is not None:
