@@ -259,3 +259,16 @@ def test_parse_journal_never_crashes(data: bytes, cut: int) -> None:
         recorded = parse_journal(blob, 1000, 200, key)
         assert recorded is None or all(0 <= i < 5 for i in recorded)
     assert parse_journal(good, 1000, 200, key) == {i: bytes([i]) * 32 for i in range(5)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_content_range_parser_takes_only_one_exact_range(value: str) -> None:
+    from otaguard.agent.transfer import _parse_content_range
+
+    try:
+        first, last, total = _parse_content_range(value)
+    except TransientError as exc:
+        assert exc.failure is Failure.BAD_RESPONSE
+        return
+    assert value == f"bytes {first}-{last}/{total}"
