@@ -210,3 +210,21 @@ def test_sigkill_mid_download_then_resume(
     ranges = [r for r in fleet.server.ranges(served) if r]
     assert ranges[0].startswith("bytes=0-")
     assert int(ranges[-1].split("=")[1].split("-")[0]) >= kept * 4096  # resumed, not restarted
+
+
+def test_progress_bar_and_json_lines_observers(capsys: pytest.CaptureFixture[str]) -> None:
+    from otaguard.cli.agent_cmd import JsonLines, RichProgress
+
+    bar = RichProgress()
+    bar.log("event", {"kind": "download-started", "target": "fw/2.img", "detail": ""})
+    bar.progress("fw/2.img", 4096, 8192)
+    bar.progress("fw/2.img", 8192, 8192)
+    bar.log("failed", {"failure": "network", "attempt": 1})
+    bar.close()
+    err = capsys.readouterr().err
+    assert "download-started fw/2.img" in err and "failure=network" in err
+    lines = JsonLines()
+    lines.log("cycle", {"result": "updated"})
+    lines.progress("fw/2.img", 1, 2)  # not an event: no line
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and json.loads(out[0])["result"] == "updated"
