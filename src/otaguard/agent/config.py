@@ -113,6 +113,8 @@ class AgentConfig:
             raise ValueError("chunk_size must be between 1 byte and 64 MiB")
         if self.min_rate < 0 or self.rate_window <= 0 or self.rate_grace < 0:
             raise ValueError("min_rate >= 0, rate_window > 0, rate_grace >= 0")
+        if not 1 <= self.max_outbox <= 10_000:
+            raise ValueError("max_outbox must be between 1 and 10000 (the state file's cap)")
         if not 1 <= self.event_batch <= 100:
             raise ValueError("event_batch must be between 1 and 100 (the server's cap)")
         missing = {f for f in Failure if f.transient} - set(self.backoff)
