@@ -157,3 +157,38 @@ def test_power_cut_during_a_delta_install(car: Car, fleet: Fleet, releases: Rele
     fleet.assign(car.device_id, releases.v3_name)
     assert _cut_until_done(car, "install", 5, "2.0.0") >= 2
     assert car.running_version() == "3.0.0"
+
+
+def test_power_cut_during_download_then_torn_storage(
+    car: Car, fleet: Fleet, releases: Releases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Power fails after 3 chunks and a journaled chunk is torn on storage: it is fetched again."""
+    from otaguard.agent.chunks import ChunkStore
+
+    car.cycle()
+    fleet.assign(car.device_id, releases.v2_name)
+    real_put = ChunkStore.put
+    puts = 0
+
+    def put(self: ChunkStore, index: int, data: bytes) -> None:
+        nonlocal puts
+        puts += 1
+        if puts == 4:
+            raise Crash()  # the power fails before chunk 3 is stored
+        real_put(self, index, data)
+
+    monkeypatch.setattr(ChunkStore, "put", put)
+    with pytest.raises(Crash):
+        car.cycle()
+    monkeypatch.setattr(ChunkStore, "put", real_put)
+    save_running(car.dir, None)  # RAM is gone
+    data = next((car.dir / "agent" / "downloads").glob("*/data"))
+    with open(data, "r+b") as handle:  # a torn sector in chunk 2, which was journaled
+        handle.seek(2 * 4096 + 1000)
+        handle.write(b"\xff" * 512)
+    assert car.cycle() is Result.UPDATED
+    assert car.running_version() == "2.0.0"
+    info = fleet.target_info(releases.v2_name)
+    served = f"/targets/acme-ecu-v2/{info.hashes['sha256']}.2.0.0.img"
+    starts = [int(r.split("=")[1].split("-")[0]) for r in fleet.server.ranges(served) if r]
+    assert starts == [0, 2 * 4096]  # chunks 0 and 1 kept; 2 (torn) and the rest fetched
