@@ -1,0 +1,54 @@
+"""The FastAPI application: routers, error handlers, body caps, and the process's lifespan.
+
+:func:`create_app` takes a configuration; :func:`create_app_from_env` is the
+factory uvicorn imports in each worker process (``--workers N``), configured by
+the environment ``otaguard server run`` sets. The lifespan opens the database,
+loads the online keys and starts the process's background threads (last-seen
+flushing, jobs under a lease); on shutdown (SIGTERM, after uvicorn has drained the
+requests in flight) it stops them and flushes what is buffered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from otaguard import __version__
+from otaguard.server import errors
+from otaguard.server.config import ServerConfig
+from otaguard.server.context import ServerContext
+from otaguard.server.limits import BodyLimit
+from otaguard.server.routers import tokens
+
+
+def create_app(config: ServerConfig, *, context: ServerContext | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = context or ServerContext.open(config)
+        app.state.server = ctx
+        try:
+            yield
+        finally:
+            if context is None:
+                ctx.close()
+
+    app = FastAPI(
+        title="otaguard fleet server",
+        version=__version__,
+        description="Schedules signed updates for device fleets; trusted for scheduling, "
+        "never for content (docs/server.md).",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit, limits=config.limits)
+    for module in (tokens,):
+        app.include_router(module.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn's factory in worker processes (``server run --workers N``)."""
+    return create_app(ServerConfig.from_env(os.environ))
