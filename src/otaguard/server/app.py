@@ -21,7 +21,7 @@ from otaguard.server import errors
 from otaguard.server.config import ServerConfig
 from otaguard.server.context import ServerContext
 from otaguard.server.limits import BodyLimit
-from otaguard.server.routers import tokens
+from otaguard.server.routers import device_api, devices, groups, tokens
 
 
 def create_app(config: ServerConfig, *, context: ServerContext | None = None) -> FastAPI:
@@ -29,6 +29,7 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = context or ServerContext.open(config)
         app.state.server = ctx
+        ctx.start()
         try:
             yield
         finally:
@@ -44,7 +45,7 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
     )
     errors.install(app)
     app.add_middleware(BodyLimit, limits=config.limits)
-    for module in (tokens,):
+    for module in (tokens, groups, devices, device_api):
         app.include_router(module.router)
     return app
 

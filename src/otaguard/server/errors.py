@@ -67,9 +67,14 @@ def _line(text: str, limit: int = 500) -> str:
     return " ".join(text.split())[:limit]
 
 
-def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error statuses a route documents in the OpenAPI description."""
-    return {code: {"model": ErrorBody, "description": _STATUS_TEXT[code]} for code in codes}
+def responses(
+    *codes: int, extra: dict[int | str, dict[str, Any]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The error statuses a route documents in the OpenAPI description (and ``extra``)."""
+    out: dict[int | str, dict[str, Any]] = dict(extra or {})
+    for code in codes:
+        out[code] = {"model": ErrorBody, "description": _STATUS_TEXT[code]}
+    return out
 
 
 def _json(

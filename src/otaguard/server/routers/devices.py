@@ -1,0 +1,107 @@
+"""``/api/v1/devices``: the fleet as operators see it; revocation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel
+
+from otaguard.server.auth import allow
+from otaguard.server.errors import responses
+from otaguard.server.routers.common import Server
+from otaguard.server.services import devices
+
+router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=responses(401, 403))
+
+DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+HISTORY = 100
+
+
+class DeviceOut(BaseModel):
+    id: str
+    group: str
+    region: str
+    enrolled_at: int
+    last_seen: int | None
+    revoked_at: int | None
+    generation: int
+
+    @classmethod
+    def of(cls, item: devices.DeviceSummary) -> DeviceOut:
+        return cls(
+            id=item.id,
+            group=item.group,
+            region=item.region,
+            enrolled_at=item.enrolled_at,
+            last_seen=item.last_seen,
+            revoked_at=item.revoked_at,
+            generation=item.generation,
+        )
+
+
+class EcuOut(BaseModel):
+    serial: str
+    hardware_id: str
+    target: str | None
+    version: str | None
+    security_counter: int
+    sha256: str | None
+    slot: str | None
+    boot: str
+    assigned: str | None
+
+
+class EventOut(BaseModel):
+    id: str
+    time: str
+    kind: str
+    ecu: str | None
+    target: str | None
+    result: str
+    failure: str | None
+    check: str | None
+    detail: str | None
+    received_at: int
+
+
+class DeviceDetailOut(DeviceOut):
+    hardware_id: str
+    tags: dict[str, str]
+    cert_serial: str
+    state_at: int | None
+    ecus: list[EcuOut]
+    history: list[EventOut]
+
+
+@router.get("", dependencies=[allow("devices:read")], responses=responses(422))
+def list_devices(
+    srv: Server,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(pattern=DEVICE_ID)] = None,
+) -> list[DeviceOut]:
+    found = devices.list_devices(srv.db, after=after, limit=limit, pending=srv.last_seen.pending())
+    return [DeviceOut.of(d) for d in found]
+
+
+@router.get("/{device_id}", dependencies=[allow("devices:read")], responses=responses(404, 422))
+def show_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server) -> DeviceDetailOut:
+    detail = devices.show_device(
+        srv.db, device_id, history=HISTORY, pending=srv.last_seen.pending()
+    )
+    return DeviceDetailOut(
+        **DeviceOut.of(detail.summary).model_dump(),
+        hardware_id=detail.hardware_id,
+        tags=detail.tags,
+        cert_serial=detail.cert_serial,
+        state_at=detail.state_at,
+        ecus=[EcuOut(**vars(e)) for e in detail.ecus],
+        history=[EventOut(**vars(e)) for e in detail.history],
+    )
+
+
+@router.post(
+    "/{device_id}/revoke", dependencies=[allow("devices:revoke")], responses=responses(404, 422)
+)
+def revoke_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server) -> DeviceOut:
+    return DeviceOut.of(devices.revoke(srv.db, device_id, now=srv.now()))
