@@ -21,7 +21,16 @@ from otaguard.server import errors
 from otaguard.server.config import ServerConfig
 from otaguard.server.context import ServerContext
 from otaguard.server.limits import BodyLimit
-from otaguard.server.routers import device_api, devices, groups, tokens
+from otaguard.server.routers import (
+    artifacts,
+    deployments,
+    device_api,
+    devices,
+    groups,
+    releases,
+    repo_files,
+    tokens,
+)
 
 
 def create_app(config: ServerConfig, *, context: ServerContext | None = None) -> FastAPI:
@@ -45,7 +54,16 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
     )
     errors.install(app)
     app.add_middleware(BodyLimit, limits=config.limits)
-    for module in (tokens, groups, devices, device_api):
+    for module in (
+        tokens,
+        groups,
+        devices,
+        device_api,
+        artifacts,
+        releases,
+        deployments,
+        repo_files,
+    ):
         app.include_router(module.router)
     return app
 

@@ -95,11 +95,9 @@ class Database:
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
+        # closing (not rolling back) ends the transaction and keeps loaded rows readable
         with self._read() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+            yield session
 
     @contextlib.contextmanager
     def writing(self) -> Iterator[Session]:
