@@ -68,7 +68,7 @@ class LiveServer:
 
 
 def start_live(data_dir: Path, db_url: str, **config: Any) -> LiveServer:
-    config.setdefault("timing", Timing(last_seen_flush=0.2, job_interval=0.2))
+    config.setdefault("timing", Timing(last_seen_flush=0.2, job_interval=3600))
     cfg = ServerConfig.create(data_dir, db_url, **config)
     db = Database(cfg.database_url)
     prepare(cfg, db, now=dt.datetime.now(dt.UTC))

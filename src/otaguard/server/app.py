@@ -20,6 +20,7 @@ from otaguard import __version__
 from otaguard.server import errors
 from otaguard.server.config import ServerConfig
 from otaguard.server.context import ServerContext
+from otaguard.server.jobs import JobRunner
 from otaguard.server.limits import BodyLimit
 from otaguard.server.routers import (
     artifacts,
@@ -39,9 +40,13 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
         ctx = context or ServerContext.open(config)
         app.state.server = ctx
         ctx.start()
+        runner = JobRunner(ctx)
+        app.state.jobs = runner
+        runner.start()
         try:
             yield
         finally:
+            runner.stop()
             if context is None:
                 ctx.close()
 
