@@ -64,7 +64,7 @@ def generate(directory: Path) -> list[Path]:
     """Make the online keys that do not exist yet; return the files written."""
     written = []
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o755)  # the .pem files are 0600
     except OSError as exc:
         raise StorageError(f"cannot create {directory}: {exc.strerror or exc}") from exc
     for role in missing(directory):
