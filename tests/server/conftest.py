@@ -45,7 +45,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite+pysqlite:///{tmp_path / 'server.db'}"
         return
-    base: str = request.getfixturevalue("pg_database")
+    yield from _schema(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
+    """A PostgreSQL URL with nothing in it (for what only PostgreSQL can do: several hosts)."""
+    yield from _schema(pg_database)
+
+
+def _schema(base: str) -> Iterator[str]:
     schema = f"t_{secrets.token_hex(6)}"
     with pg_connect(base) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
