@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -70,7 +71,35 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
         repo_files,
     ):
         app.include_router(module.router)
+    _describe_errors_once(app)
     return app
+
+
+def _describe_errors_once(app: FastAPI) -> None:
+    """Every 422 is described as what the handlers send (:class:`ErrorBody`), not FastAPI's own."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        error = {"$ref": "#/components/schemas/ErrorBody"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                answers = operation.get("responses", {})
+                if "422" in answers:
+                    answers["422"] = {
+                        "description": "invalid-request, or a refusal naming its check",
+                        "content": {"application/json": {"schema": error}},
+                    }
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorBody"] = errors.ErrorBody.model_json_schema()
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app_from_env() -> FastAPI:

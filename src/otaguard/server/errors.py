@@ -104,6 +104,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # a body FastAPI cannot decode: invalid, like any other
+            return _json(422, "invalid-request", str(exc.detail))
         code = _STATUS_TEXT.get(exc.status_code, "error")
         return _json(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
