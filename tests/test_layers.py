@@ -12,6 +12,7 @@ RANK = {
     "errors": 0,
     "_atomic": 0,
     "_files": 0,
+    "_statefile": 0,
     "crypto": 1,
     "image": 2,
     "pki": 2,

@@ -10,11 +10,12 @@ import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from helpers import cached_key, make_image
-from otaguard.crypto.keys import KeyType, PrivateKey, key_id_bytes
+from otaguard.crypto.keys import KeyType, PrivateKey, key_id_bytes, public_key_pem
 from otaguard.device.geometry import PRESETS, Geometry
 from otaguard.device.install import Running
 from otaguard.device.model import MAIN, Component, Device, DeviceConfig
@@ -97,3 +98,32 @@ def kit() -> Kit:
         for n in range(1, 6)
     }
     return Kit(key, images)
+
+
+@pytest.fixture
+def files(tmp_path: Path, kit: Kit) -> dict[str, Path]:
+    """For CLI tests: the release public key and images v1..v4 as files."""
+    out = {"pub": tmp_path / "release.pub"}
+    out["pub"].write_bytes(public_key_pem(kit.key.public_key()))
+    for n in range(1, 5):
+        out[f"v{n}"] = tmp_path / f"fw-{n}.img"
+        out[f"v{n}"].write_bytes(kit.image(n))
+    return out
+
+
+def init_device_dir(cli, path: Path, files: dict[str, Path], *extra: str) -> Path:  # type: ignore[no-untyped-def]
+    """``otaguard device init`` of a device trusting ``files["pub"]`` (32 KiB slots)."""
+    result = cli(
+        "device",
+        "init",
+        path,
+        "--trusted-key",
+        files["pub"],
+        "--hardware-id",
+        HW,
+        "--slot-size",
+        "32768",
+        *extra,
+    )
+    assert result.code == 0, result.err
+    return path

@@ -12,39 +12,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from helpers import assert_one_line
 from helpers_pki import DAY, NOW, der, make_pki, sign_image
-from otaguard.crypto.keys import public_key_pem
 from otaguard.pki.issue import Revocation, build_crl
 
-
-@pytest.fixture
-def files(tmp_path: Path, kit) -> dict[str, Path]:  # type: ignore[no-untyped-def]
-    out = {"pub": tmp_path / "release.pub"}
-    out["pub"].write_bytes(public_key_pem(kit.key.public_key()))
-    for n in range(1, 5):
-        out[f"v{n}"] = tmp_path / f"fw-{n}.img"
-        out[f"v{n}"].write_bytes(kit.image(n))
-    return out
-
-
-def _init(cli, path: Path, files, *extra: str) -> None:  # type: ignore[no-untyped-def]
-    result = cli(
-        "device",
-        "init",
-        path,
-        "--trusted-key",
-        files["pub"],
-        "--hardware-id",
-        "acme-ecu-v2",
-        "--slot-size",
-        "32768",
-        *extra,
-    )
-    assert result.code == 0, result.err
+from .conftest import init_device_dir
 
 
 def test_update_story(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     dev = tmp_path / "dev"
-    _init(cli, dev, files)
+    init_device_dir(cli, dev, files)
     status = cli("device", "status", dev, "--json").json
     assert status["fwu_state"] == "FAILED" and status["fuse_counter"] == 0
     assert status["fuses_left"] == 64
@@ -79,7 +54,7 @@ def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) ->
     from otaguard.crypto.keys import KeyType
 
     dev = tmp_path / "dev"
-    _init(cli, dev, files)
+    init_device_dir(cli, dev, files)
     for step in (("install", files["v2"]), ("boot",), ("confirm",), ("boot",)):
         assert cli("device", step[0], dev, *step[1:]).code == 0
     rollback = cli("device", "install", dev, files["v1"])
@@ -132,7 +107,7 @@ def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) ->
 
 def test_fuse_budget_through_the_cli(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     dev = tmp_path / "dev"
-    _init(cli, dev, files, "--fuse-bits", "2", "--counter-backend", "fuses")
+    init_device_dir(cli, dev, files, "--fuse-bits", "2", "--counter-backend", "fuses")
     result = cli("device", "install", dev, files["v3"], "--json")
     assert result.code == 1 and "fuse-budget" in result.err
     assert cli("device", "install", dev, files["v2"]).code == 0
@@ -149,7 +124,7 @@ def _copy(base: Path, dest: Path) -> Path:
 def test_power_cut_before_every_operation_through_the_cli(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
     """Install v2 over a confirmed v1, then boot and confirm it, cutting each operation."""
     base = tmp_path / "base"
-    _init(cli, base, files, "--geometry", "nor-4k-sector-write")
+    init_device_dir(cli, base, files, "--geometry", "nor-4k-sector-write")
     for args in (("install", files["v1"]), ("boot",), ("confirm",), ("boot",)):
         assert cli("device", args[0], base, *args[1:]).code == 0
     probe = _copy(base, tmp_path / "probe")
@@ -224,7 +199,7 @@ def test_multi_component_set_through_the_cli(cli, tmp_path: Path, files, kit) ->
     radio = tmp_path / "radio.img"
     radio.write_bytes(kit.image(1, hardware_ids=("acme-radio-v1",)))
     dev = tmp_path / "dev"
-    _init(cli, dev, files, "--component", "radio=acme-radio-v1")
+    init_device_dir(cli, dev, files, "--component", "radio=acme-radio-v1")
     missing = cli("device", "install", dev, files["v1"])
     assert missing.code == 2 and "carry over" in missing.err
     result = cli("device", "install", dev, files["v1"], f"radio={radio}", "--json")
@@ -245,3 +220,34 @@ def test_subprocess_entry_point_has_no_traceback(tmp_path: Path, files) -> None:
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert_one_line(proc.stderr)
+
+
+def test_init_json(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+    dev = tmp_path / "dev"
+    args = ("--trusted-key", files["pub"], "--hardware-id", "acme-ecu-v2", "--slot-size", "32768")
+    made = cli("device", "init", dev, *args, "--component", "radio=acme-radio", "--json")
+    assert made.code == 0, made.err
+    assert made.json == {
+        "device": str(dev),
+        "geometry": {
+            "name": "nor-4k",
+            "sector_size": 4096,
+            "write_align": 1,
+            "erased": 255,
+            "program_size": 256,
+            "slot_size": 32768,
+        },
+        "anchors": 1,
+        "components": {"main": "acme-ecu-v2", "radio": "acme-radio"},
+        "counter_backend": "fuses",
+        "fuse_bits": 64,
+        "trial_tries": 3,
+        "strict_counter": False,
+        "region": None,
+    }
+    assert cli("device", "status", dev, "--json").json["geometry"] == made.json["geometry"]
+    text = cli("device", "init", tmp_path / "d2", *args)
+    assert text.out == (
+        f"device {tmp_path / 'd2'}: nor-4k flash (4096-byte sectors, erased 0xff), "
+        "1 anchor(s) in OTP, components main\n"
+    )

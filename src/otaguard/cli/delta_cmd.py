@@ -106,7 +106,7 @@ def create_cmd(
     with (
         _mapped(old_path) as old,
         _mapped(new_path) as new,
-        atomic_output(out_path) as dest,
+        atomic_output(out_path, inputs=[old_path, new_path, *keys]) as dest,
     ):
         meta, stats = create(old, new, dest, signers, chunk_size=size, load_address=address)
         new_length = len(new)
@@ -171,7 +171,7 @@ def apply_cmd(trusted_keys: tuple[str, ...], old_path: str, delta_path: str, out
             return os.pread(old.fileno(), n, offset)
 
         image = reconstruct(opened, stream, old_length, read_at)  # base checked: no write yet
-        with atomic_output(out_path) as dest:
+        with atomic_output(out_path, inputs=[old_path, delta_path, *trusted_keys]) as dest:
             image.readall_into(dest)
     note = "" if opened.authenticated else " (signatures not checked: verify OUT)"
     click.echo(

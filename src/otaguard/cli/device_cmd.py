@@ -21,7 +21,7 @@ import click
 
 from otaguard._files import read_bounded
 from otaguard.crypto.loader import MAX_KEY_FILE
-from otaguard.errors import RejectedError, UsageError
+from otaguard.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 _dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
@@ -151,6 +151,7 @@ def device() -> None:
     help="Install only images with a counter ABOVE the fuses (default: at least equal).",
 )
 @click.option("--region", default=None, help="The device's region (checked against chains).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(directory: Path, **opts: Any) -> None:
     """Manufacture a device in DIRECTORY: blank flash, anchors in OTP, counters at 0."""
     from otaguard.device.geometry import preset
@@ -189,10 +190,22 @@ def init(directory: Path, **opts: Any) -> None:
         fuse_bits=opts["fuse_bits"],
         counter_backend=opts["counter_backend"],
     )
-    click.echo(
+    _emit(
+        opts,
+        {
+            "device": str(directory),
+            "geometry": geometry.to_json(),
+            "anchors": len(anchors),
+            "components": {c.name: c.hardware_id for c in components},
+            "counter_backend": opts["counter_backend"],
+            "fuse_bits": opts["fuse_bits"] if opts["counter_backend"] == "fuses" else None,
+            "trial_tries": config.trial_tries,
+            "strict_counter": config.strict_counter,
+            "region": config.region,
+        },
         f"device {directory}: {geometry.name} flash ({geometry.sector_size}-byte sectors, "
         f"erased 0x{geometry.erased:02x}), {len(anchors)} anchor(s) in OTP, "
-        f"components {', '.join(c.name for c in components)}"
+        f"components {', '.join(c.name for c in components)}",
     )
 
 
@@ -214,14 +227,23 @@ def _image_args(device: Any, args: tuple[str, ...]) -> dict[str, str]:
 @device.command("install")
 @_dir_arg
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option(
+    "--replace-staged",
+    is_flag=True,
+    help="Overwrite an installed update that has not been confirmed yet (else refused).",
+)
 @_fault_options
-def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
+def install_cmd(
+    directory: Path, images: tuple[str, ...], replace_staged: bool, **opts: Any
+) -> None:
     """Install IMAGE (or NAME=IMAGE for each component of a set) into the inactive slot.
 
     IMAGE may be a signed delta (``otaguard delta create``): its base is read
     from the active slot and the rebuilt image is verified like any other.
+    An update that is installed and not yet confirmed is never overwritten
+    without --replace-staged.
     """
-    from otaguard.device.install import install
+    from otaguard.device.install import StagedUpdateError, install_update
     from otaguard.device.store import load_running
 
     running = load_running(directory)
@@ -230,16 +252,12 @@ def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
             name: stack.enter_context(_open_image(path))
             for name, path in _image_args(dev, images).items()
         }
-        deltas = [name for name, stream in files.items() if _is_delta(stream)]
-        if deltas and len(files) > 1:
-            raise UsageError("a delta is installed on its own, not as part of an update set")
-        if deltas:
-            from otaguard.device.install import install_delta
-
-            result = install_delta(dev, files[deltas[0]], component=deltas[0], running=running)
-        else:
-            result = install(dev, files, running=running)
+        try:
+            result = install_update(dev, files, running=running, replace_staged=replace_staged)
+        except StagedUpdateError as exc:
+            raise StagedUpdateError(f"{exc} (--replace-staged)") from None
         main = result.images[0]
+        replaced = ", ".join(f"{n} {v or '(did not verify)'}" for n, v in result.replaced)
         _emit(
             opts,
             {
@@ -248,27 +266,19 @@ def install_cmd(directory: Path, images: tuple[str, ...], **opts: Any) -> None:
                 "tries": result.tries,
                 "flash_ops": result.flash_ops,
                 "components": {i.component: _image_json(i) for i in result.images},
+                "replaced_staged": dict(result.replaced) or None,
                 **_image_json(main),
             },
-            f"installed {main.metadata.version} (security counter "
+            (
+                f"replaced the unconfirmed update in slot {result.slot} ({replaced})\n"
+                if replaced
+                else ""
+            )
+            + f"installed {main.metadata.version} (security counter "
             f"{main.metadata.security_counter}) into slot {result.slot}, verified in flash: "
             f"a trial with {result.tries} tries from the next boot "
             f"({result.flash_ops} flash operations)",
         )
-
-
-def _is_delta(stream: Any) -> bool:
-    """Whether the file claims to be a delta (unverified: only picks the install path)."""
-    from otaguard.image import PayloadKind
-    from otaguard.image.envelope_verify import read_protected
-
-    try:
-        _signed, meta = read_protected(stream)
-    except RejectedError:
-        return False  # the full-image path reports it
-    finally:
-        stream.seek(0)
-    return bool(meta.payload_kind is PayloadKind.DELTA)
 
 
 def _open_image(path: str) -> Any:
@@ -400,103 +410,37 @@ def rotate_anchor_cmd(directory: Path, message: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def status_cmd(directory: Path, as_json: bool) -> None:
     """Show slots, images, boot control, fuses and the update state (reads only)."""
+    from otaguard.device.status import device_status
     from otaguard.device.store import load_running, open_device
 
     running = load_running(directory)
-    with open_device(directory) as dev:
-        report = _status(dev, running)
+    with open_device(directory, writable=False) as dev:
+        status = device_status(dev, running)
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(status.to_json(), indent=2, sort_keys=True))
         return
     click.echo(
-        f"update state {report['fwu_state']}; running: "
+        f"update state {status.fwu_state.value}; running: "
         + (f"slot {running.slot}" + (" (trial)" if running.trial else "") if running else "off")
     )
-    for letter, slot in report["slots"].items():
+    for letter, slot in status.slots.items():
         parts = []
-        for name, image in slot["components"].items():
+        for name, image in slot.components.items():
             if image is None:
                 parts.append(f"{name}: empty")
-            elif image["verified"]:
-                parts.append(f"{name}: {image['version']} (counter {image['security_counter']})")
+            elif image.verified:
+                parts.append(f"{name}: {image.version} (counter {image.security_counter})")
             else:
-                parts.append(f"{name}: does not verify ({image['check']})")
+                parts.append(f"{name}: does not verify ({image.check})")
         click.echo(
-            f"slot {letter}: {slot['state']:10} priority {slot['priority']:2} "
-            f"tries {slot['tries_remaining']}  " + "; ".join(parts)
+            f"slot {letter}: {slot.label:10} priority {slot.state.priority:2} "
+            f"tries {slot.state.tries}  " + "; ".join(parts)
         )
-    for name, fuse in report["fuses"].items():
+    for name, fuse in status.counters.items():
         click.echo(
-            f"security counter {name}: {fuse['counter']} ({fuse['left']} of {fuse['capacity']} "
-            f"left, {fuse['backend']})"
+            f"security counter {name}: {fuse.counter} ({fuse.left} of {fuse.capacity} "
+            f"left, {fuse.backend})"
         )
-
-
-def _status(dev: Any, running: Any) -> dict[str, Any]:
-    from otaguard.device.bootctl import UNBOOTABLE, newest
-    from otaguard.device.geometry import SLOTS
-    from otaguard.device.slots import verify_slot
-    from otaguard.device.update_set import fwu_state, slot_label
-    from otaguard.errors import RejectedError
-
-    copies = dev.bootctl.copies()
-    index = newest(copies)
-    record = None if index is None else copies[index]
-    slots: dict[str, Any] = {}
-    for letter in SLOTS:
-        state = record.slot(letter) if record else UNBOOTABLE
-        images: dict[str, Any] = {}
-        for name in dev.config.names:
-            try:
-                image = verify_slot(dev, letter, name, for_install=False)
-                images[name] = {"verified": True, **_image_json(image)}
-            except RejectedError as exc:
-                images[name] = (
-                    None
-                    if exc.check in ("malformed", "truncated")
-                    else {
-                        "verified": False,
-                        "check": exc.check,
-                    }
-                )
-        slots[letter] = {
-            "state": slot_label(state),
-            "priority": state.priority,
-            "tries_remaining": state.tries,
-            "successful": state.successful,
-            "unbootable": state.unbootable,
-            "components": images,
-        }
-    counters = dev.otp.counters
-    fuses = {
-        name: {
-            "counter": counters.value(name),
-            "capacity": counters.capacity(name),
-            "left": _left(counters, name),
-            "backend": counters.kind,
-        }
-        for name in dev.config.names
-    }
-    state = fwu_state(record, dev.config.trial_tries, running)
-    return {
-        "geometry": dev.config.geometry.to_json(),
-        "fwu_state": state.value,
-        "pending": state.value in ("STAGED", "TRIAL", "REJECTED"),
-        "running": (
-            None
-            if running is None
-            else {"slot": running.slot, "trial": running.trial, "image_ids": running.image_ids}
-        ),
-        "metadata": {
-            "sequence": None if record is None else record.seq,
-            "valid_copies": sum(c is not None for c in copies),
-        },
-        "slots": slots,
-        "fuses": fuses,
-        "fuse_counter": fuses["main"]["counter"] if "main" in fuses else None,
-        "fuses_left": fuses["main"]["left"] if "main" in fuses else None,
-        "strict_counter": dev.config.strict_counter,
-    }
 
 
 @device.command("flash-raw")
@@ -511,28 +455,13 @@ def _status(dev: Any, running: Any) -> dict[str, Any]:
 @click.argument("image", type=click.Path(dir_okay=False))
 def flash_raw(directory: Path, letter: str, component: str, activate: bool, image: str) -> None:
     """ATTACK: write IMAGE straight into a slot with physical access, bypassing install."""
-    from otaguard.device.bootctl import BootRecord, SlotState
-    from otaguard.device.bootloader import SECOND, TOP
-    from otaguard.device.install import OTHER
-    from otaguard.device.slots import write_image
+    from otaguard.device.attack import flash_raw
     from otaguard.device.store import open_device
 
     with open_device(directory) as dev, _open_image(image) as source:
-        dev.config.component(component)
-        region = dev.config.layout.slot(letter, component)
         length = source.seek(0, 2)
         source.seek(0)
-        write_image(dev.flash, region, source, length)
-        if activate:
-            record = dev.bootctl.load() or BootRecord(0)
-            record = record.with_slot(letter, SlotState(TOP, 0, successful=True, unbootable=False))
-            other = record.slot(OTHER[letter])
-            if other.priority:
-                record = record.with_slot(
-                    OTHER[letter],
-                    SlotState(SECOND, other.tries, other.successful, other.unbootable),
-                )
-            dev.bootctl.write(record)
+        flash_raw(dev, letter, component, source, length, point_boot_control=activate)
     click.echo(
         f"wrote {length} bytes into slot {letter} ({component}) without any check"
         + ("; boot control now points at it" if activate else "")

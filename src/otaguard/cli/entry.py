@@ -36,8 +36,9 @@ def main() -> None:
     job = prefetch.start(None if opts is None else opts["image"])
     try:
         if opts is None:
-            from otaguard.cli.main import run_click
+            from otaguard.cli.main import raise_on_sigterm, run_click
 
+            raise_on_sigterm()  # not on the fast path: verify writes nothing to clean up
             code = run_click(argv)
         else:
             code = fastpath.run_parsed(opts)

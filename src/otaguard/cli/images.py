@@ -16,7 +16,16 @@ from typing import Any, TypeVar
 import click
 
 from otaguard.cli import verifying
-from otaguard.cli.common import ensure_distinct, passphrase_from_env
+from otaguard.cli.common import (
+    SIGN_INPUTS,
+    VERIFY_INPUTS,
+    ensure_distinct,
+    input_path,
+    inputs_of,
+    output_file,
+    passphrase_from_env,
+    to_stdout,
+)
 from otaguard.cli.verify_args import FORMATS_READ, JSON_OPTION, VERIFY_OPTIONS, Option
 from otaguard.errors import UsageError
 
@@ -116,13 +125,14 @@ def _created() -> int:
     show_default=True,
     help="MCUboot header and TLV byte order.",
 )
-@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False))
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False, allow_dash=True))
 def sign(**opts: Any) -> None:
-    """Sign INPUT into OUTPUT (written atomically)."""
+    """Sign INPUT into OUTPUT (written atomically; '-' is stdin or stdout)."""
     from otaguard.crypto.loader import load_signer
 
     ensure_distinct(list(opts["keys"]))
+    opts["input_path"] = input_path(opts["input_path"])
     passphrase = passphrase_from_env(opts["passphrase_env"])
     signers = [load_signer(k, passphrase) for k in opts["keys"]]
     if opts["fmt"] == "mcuboot":
@@ -137,7 +147,6 @@ def sign(**opts: Any) -> None:
 
 
 def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
-    from otaguard._atomic import atomic_output
     from otaguard.image import HashAlgorithm, sign_stream
 
     if opts["security_counter"] is None:
@@ -150,7 +159,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
     chain = _load_chain(opts["cert_chain"], signers)
     with (
         verifying.open_input(opts["input_path"]) as source,
-        atomic_output(opts["output_path"]) as dest,
+        output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
     ):
         meta = sign_stream(
             source,
@@ -167,7 +176,8 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
     click.echo(
         f"signed {opts['output_path']}: version {meta.version}, security counter "
         f"{meta.security_counter}, {meta.payload_length} payload bytes, "
-        f"{len(signers)} signature(s)"
+        f"{len(signers)} signature(s)",
+        err=to_stdout(opts["output_path"]),
     )
 
 
@@ -227,15 +237,20 @@ def verify(**opts: Any) -> None:
 
 @click.command()
 @_verify_options
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@_click_option(JSON_OPTION)
+@click.argument("image", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
 def extract(**opts: Any) -> None:
-    """Write IMAGE's payload to OUT, only after full verification (atomic)."""
-    from otaguard._atomic import atomic_output
-
-    with atomic_output(opts["out"]) as sink:
+    """Write IMAGE's payload to OUT, only after full verification (atomic; '-': stdin/stdout)."""
+    if opts["as_json"] and to_stdout(opts["out"]):
+        raise UsageError("--json and OUT '-' both want stdout: give one")
+    with output_file(opts["out"], inputs=inputs_of(opts, *VERIFY_INPUTS)) as sink:
         report = verifying.verified_report(opts, sink)
-    click.echo(f"verified; payload of version {report['version']} written to {opts['out']}")
+    if opts["as_json"]:
+        click.echo(verifying.to_json({**report, "out": opts["out"]}))
+        return
+    line = f"verified; payload of version {report['version']} written to {opts['out']}"
+    click.echo(line, err=to_stdout(opts["out"]))
 
 
 @click.command()

@@ -2,9 +2,10 @@
 
 Exit codes and messages are defined in :mod:`otaguard.cli.reporting` (0 ok, 1 refused by a
 security check, 2 usage or I/O error, 3 a bug); every error is one line on stderr, never a
-traceback. Sub-commands import the library lazily, and a plain ``otaguard verify`` does not
-even import click (:mod:`otaguard.cli.fastpath`): start-up is most of what a verification
-of a small image costs.
+traceback. Ctrl-C and SIGTERM end a command the same way (its unfinished output removed),
+with exit 130 and 143. Sub-commands import the library lazily, and a plain ``otaguard
+verify`` does not even import click (:mod:`otaguard.cli.fastpath`): start-up is most of
+what a verification of a small image costs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 
 from otaguard import __version__
 from otaguard.cli import fastpath
-from otaguard.cli.reporting import EXIT_OK, EXIT_USAGE, one_line, report
+from otaguard.cli.reporting import EXIT_OK, EXIT_USAGE, Terminated, one_line, report
 
 #: Sub-command -> "module:attribute". Imported only when that command runs, so
 #: ``otaguard verify`` does not pay for the PKI, device or server code.
@@ -35,8 +36,39 @@ LAZY_COMMANDS = {
 }
 
 
+class _Interrupted(Exception):
+    """Carries Ctrl-C or SIGTERM past click, which would print a blank line and exit 2.
+
+    :func:`otaguard.cli.reporting.report` finds the interrupt behind it.
+    """
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` (a KeyboardInterrupt) in the main thread.
+
+    Why: killed by the default action, a command leaves its temporary output behind
+    (as large as the output). Raised instead, it unwinds through the atomic writer,
+    which removes it. A second SIGTERM during that clean-up kills at once (the
+    default is restored first). Only for the process's own command line: in-process
+    callers (tests, a server) keep their own signal handling.
+    """
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported on first use (start-up time)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Interrupted() from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(LAZY_COMMANDS)
@@ -61,6 +93,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return (and exit with) its exit code."""
+    raise_on_sigterm()
     code = run(argv)
     sys.exit(code)
 

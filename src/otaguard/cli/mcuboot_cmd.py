@@ -72,7 +72,7 @@ def _sign_options(opts: dict[str, Any], signers: list[Any]) -> Any:
 
 
 def sign(signers: list[Any], opts: dict[str, Any]) -> None:
-    from otaguard._atomic import atomic_output
+    from otaguard.cli.common import SIGN_INPUTS, inputs_of, output_file, to_stdout
     from otaguard.image import mcuboot
 
     options = _sign_options(opts, signers)
@@ -80,7 +80,7 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
         raise UsageError("INPUT and OUTPUT must be different files")
     with (
         open_input(opts["input_path"]) as source,
-        atomic_output(opts["output_path"]) as dest,
+        output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
     ):
         result = mcuboot.sign_mcuboot(source, dest, signers, options)
     counter = options.security_counter
@@ -88,5 +88,6 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
         f"signed MCUboot image {opts['output_path']}: version {options.version}, "
         f"security counter {'none' if counter is None else counter}, "
         f"{result.header.img_size} payload bytes, {result.hash_name}, "
-        f"{len(signers)} signature(s)"
+        f"{len(signers)} signature(s)",
+        err=to_stdout(opts["output_path"]),
     )

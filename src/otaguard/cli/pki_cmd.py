@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,9 +11,10 @@ from typing import Any, TypeVar
 import click
 
 from otaguard.cli.common import passphrase_from_env
+from otaguard.crypto.keys import KeyType
+from otaguard.pki.issue import REVOCATION_REASONS
 
 F = TypeVar("F", bound=Callable[..., Any])
-_ALGORITHMS = ["ed25519", "ecdsa-p256", "ecdsa-p384", "rsa-3072", "rsa-4096"]
 _KIND = {"code-signing": "Release", "device-identity": "Device"}
 _SKEW = dt.timedelta(minutes=5)
 
@@ -47,7 +49,7 @@ def _key_options(default_algorithm: str) -> Callable[[F], F]:
         )(func)
         func = click.option(
             "--algorithm",
-            type=click.Choice(_ALGORITHMS),
+            type=click.Choice([k.value for k in KeyType]),
             default=default_algorithm,
             show_default=True,
             help="Algorithm of the key generated when --key is not given.",
@@ -61,6 +63,26 @@ def _key_options(default_algorithm: str) -> Callable[[F], F]:
         return func
 
     return decorate
+
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
+    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else line)
+
+
+def _certificate(kind: str, cert: Any, **where: str) -> dict[str, Any]:
+    """What --json reports for a certificate, and where it was written (``where``)."""
+    return {
+        **where,
+        "kind": kind,
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": f"{cert.serial_number:X}",
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }
 
 
 def _issuer(ca_dir: str, passphrase_env: str | None) -> Any:
@@ -86,6 +108,7 @@ def pki() -> None:
     type=click.IntRange(0, 5),
     help="Limit the CA levels below the root (default: unlimited).",
 )
+@_json_option
 def init_root(
     out_dir: str,
     subject: str,
@@ -94,6 +117,7 @@ def init_root(
     passphrase_env: str | None,
     years: int,
     path_length: int | None,
+    as_json: bool,
 ) -> None:
     """Create a self-signed root CA (keep it offline)."""
     from otaguard.pki.issue import build_root, parse_subject
@@ -109,8 +133,10 @@ def init_root(
         path_length=path_length,
     )
     write_ca_dir(Path(out_dir), cert, [cert], **storage)
-    click.echo(
-        f"root CA {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) in {out_dir}"
+    _emit(
+        as_json,
+        _certificate("root", cert, dir=out_dir),
+        f"root CA {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
 
@@ -135,6 +161,7 @@ def init_root(
     help="Validity (default: 5 for code signing, 15 for a device CA).",
 )
 @click.option("--path-length", default=0, show_default=True, type=click.IntRange(0, 5))
+@_json_option
 def issue_intermediate(
     ca_dir: str,
     ca_passphrase_env: str | None,
@@ -148,6 +175,7 @@ def issue_intermediate(
     passphrase_env: str | None,
     years: int | None,
     path_length: int,
+    as_json: bool,
 ) -> None:
     """Issue a regional intermediate CA (constraints travel in the certificate)."""
     years = years or (5 if purpose == "code-signing" else 15)
@@ -169,11 +197,18 @@ def issue_intermediate(
         not_after=now + dt.timedelta(days=365 * years),
         path_length=path_length,
     )
-    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
-    write_ca_dir(Path(out_dir), cert, chain, **storage)
-    click.echo(
+    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), **storage)
+    report = _certificate("intermediate", cert, dir=out_dir)
+    report["constraints"] = {
+        "purpose": purpose,
+        "regions": sorted(regions) or None,
+        "hardware_ids": sorted(hardware_ids) or None,
+    }
+    _emit(
+        as_json,
+        report,
         f"intermediate CA {cert.subject.rfc4514_string()} "
-        f"(serial {cert.serial_number:X}) in {out_dir}"
+        f"(serial {cert.serial_number:X}) in {out_dir}",
     )
 
 
@@ -186,6 +221,7 @@ def issue_intermediate(
 @click.option("--hardware-id", "hardware_ids", multiple=True, help="Narrow the hardware ids.")
 @_key_options("ed25519")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 825))
+@_json_option
 def issue_signer(
     ca_dir: str,
     ca_passphrase_env: str | None,
@@ -197,6 +233,7 @@ def issue_signer(
     algorithm: str,
     passphrase_env: str | None,
     days: int,
+    as_json: bool,
 ) -> None:
     """Issue a short-lived code-signing certificate."""
     from otaguard.pki.issue import build_signer
@@ -214,9 +251,12 @@ def issue_signer(
         regions=regions,
         hardware_ids=hardware_ids,
     )
-    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
-    write_ca_dir(Path(out_dir), cert, chain, is_ca=False, **storage)
-    click.echo(f"signer {name} (serial {cert.serial_number:X}, valid {days} days) in {out_dir}")
+    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
+    _emit(
+        as_json,
+        _certificate("signer", cert, dir=out_dir, name=name),
+        f"signer {name} (serial {cert.serial_number:X}, valid {days} days) in {out_dir}",
+    )
 
 
 @pki.command("issue-device")
@@ -226,6 +266,7 @@ def issue_signer(
 @click.option("--device-id", required=True, help="Device identity, e.g. the VIN.")
 @_key_options("ecdsa-p256")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 10950))
+@_json_option
 def issue_device(
     ca_dir: str,
     ca_passphrase_env: str | None,
@@ -235,6 +276,7 @@ def issue_device(
     algorithm: str,
     passphrase_env: str | None,
     days: int,
+    as_json: bool,
 ) -> None:
     """Issue a device identity certificate from a device CA (--purpose device-identity)."""
     from otaguard.pki.issue import build_device
@@ -250,42 +292,39 @@ def issue_device(
         not_before=now - _SKEW,
         not_after=now + dt.timedelta(days=days),
     )
-    chain = [cert, *[c for c in ca.chain if c.subject != c.issuer]]
-    write_ca_dir(Path(out_dir), cert, chain, is_ca=False, **storage)
-    click.echo(f"device certificate {device_id} (serial {cert.serial_number:X}) in {out_dir}")
+    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
+    _emit(
+        as_json,
+        _certificate("device", cert, dir=out_dir, device_id=device_id),
+        f"device certificate {device_id} (serial {cert.serial_number:X}) in {out_dir}",
+    )
 
 
 @pki.command("revoke")
 @click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
 @click.argument("serial")
-@click.option(
-    "--reason",
-    required=True,
-    type=click.Choice(
-        [
-            "unspecified",
-            "key-compromise",
-            "ca-compromise",
-            "affiliation-changed",
-            "superseded",
-            "cessation-of-operation",
-        ]
-    ),
-)
-def revoke(ca_dir: str, serial: str, reason: str) -> None:
+@click.option("--reason", required=True, type=click.Choice(list(REVOCATION_REASONS)))
+@_json_option
+def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
-    from otaguard.errors import UsageError
     from otaguard.pki.issue import Revocation
+    from otaguard.pki.serial import parse_serial
     from otaguard.pki.store import load_ca_dir, record_revocation
 
-    text = serial.split("=", 1)[-1].replace(":", "")
-    try:
-        number = int(text, 16)
-    except ValueError:
-        raise UsageError(f"not a hex serial number: {serial!r}") from None
+    number = parse_serial(serial)
     ca = load_ca_dir(Path(ca_dir))
-    record_revocation(ca, Revocation(number, _now(), reason))
-    click.echo(f"serial {number:X} revoked ({reason}); publish it with 'otaguard pki crl'")
+    revocation = Revocation(number, _now(), reason)
+    record_revocation(ca, revocation)
+    _emit(
+        as_json,
+        {
+            "ca": ca_dir,
+            "serial": f"{number:X}",
+            "reason": reason,
+            "date": revocation.date.isoformat(),
+        },
+        f"serial {number:X} revoked ({reason}); publish it with 'otaguard pki crl'",
+    )
 
 
 @pki.command("crl")
@@ -293,26 +332,40 @@ def revoke(ca_dir: str, serial: str, reason: str) -> None:
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the CA's key.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 400))
-def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int) -> None:
+@_json_option
+def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from otaguard._atomic import write_atomic
+    from otaguard._atomic import check_output, write_atomic
     from otaguard.pki.issue import build_crl
     from otaguard.pki.store import next_crl_number, revocations
 
+    check_output(out, inputs=[ca_dir])  # before the CRL number is spent
     ca, issuer = _issuer(ca_dir, ca_passphrase_env)
     now = _now()
     revoked = revocations(ca)
+    number = next_crl_number(ca)
     signed = build_crl(
         issuer,
         revoked,
         this_update=now,
         next_update=now + dt.timedelta(days=days),
-        number=next_crl_number(ca),
+        number=number,
     )
-    write_atomic(out, signed.public_bytes(Encoding.PEM))
-    click.echo(f"CRL with {len(revoked)} revoked certificate(s) written to {out}")
+    write_atomic(out, signed.public_bytes(Encoding.PEM), inputs=[ca_dir])
+    _emit(
+        as_json,
+        {
+            "ca": ca_dir,
+            "out": out,
+            "revoked": [f"{r.serial:X}" for r in revoked],
+            "crl_number": number,
+            "this_update": now.isoformat(),
+            "next_update": (now + dt.timedelta(days=days)).isoformat(),
+        },
+        f"CRL with {len(revoked)} revoked certificate(s) written to {out}",
+    )
 
 
 @pki.command("cross-sign")
@@ -327,8 +380,9 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int) -> None
 @click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--years", default=5, show_default=True, type=click.IntRange(1, 20))
+@_json_option
 def cross_sign_cmd(
-    ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int
+    ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int, as_json: bool
 ) -> None:
     """Certify a new root with the old one, for a root rotation."""
     from otaguard._atomic import write_atomic
@@ -341,8 +395,12 @@ def cross_sign_cmd(
     cert = cross_sign(
         issuer, new.cert, not_before=now - _SKEW, not_after=now + dt.timedelta(days=365 * years)
     )
-    write_atomic(out, pem([cert]))
-    click.echo(f"cross-certificate for {new.cert.subject.rfc4514_string()} written to {out}")
+    write_atomic(out, pem([cert]), inputs=[ca_dir, new_root])
+    _emit(
+        as_json,
+        _certificate("cross-certificate", cert, out=out),
+        f"cross-certificate for {new.cert.subject.rfc4514_string()} written to {out}",
+    )
 
 
 @pki.command("rotation-message")
@@ -357,8 +415,9 @@ def cross_sign_cmd(
 @click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--epoch", required=True, type=click.IntRange(2, 2**32 - 1), help="New key epoch.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
+@_json_option
 def rotation_message_cmd(
-    ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str
+    ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str, as_json: bool
 ) -> None:
     """The anchor rotation message devices accept (signed by the old root)."""
     from otaguard._atomic import write_atomic
@@ -367,17 +426,28 @@ def rotation_message_cmd(
 
     _, issuer = _issuer(ca_dir, ca_passphrase_env)
     new = load_ca_dir(Path(new_root))
-    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch))
-    click.echo(
-        f"rotation to {new.cert.subject.rfc4514_string()} at key epoch {epoch} written to {out}"
+    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch), inputs=[ca_dir, new_root])
+    subject = new.cert.subject.rfc4514_string()
+    _emit(
+        as_json,
+        {"new_root": subject, "epoch": epoch, "out": out},
+        f"rotation to {subject} at key epoch {epoch} written to {out}",
     )
 
 
 @pki.command("drill")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False))
-def drill(out_dir: str) -> None:
+@_json_option
+def drill(out_dir: str, as_json: bool) -> None:
     """Play the key-compromise incident end to end and check every step."""
-    from otaguard.pki.drill import run_drill
+    from otaguard.pki.drill import drill_steps, run_drill
 
-    for line in run_drill(Path(out_dir), now=_now()):
-        click.echo(line)
+    if not as_json:
+        for line in run_drill(Path(out_dir), now=_now()):
+            click.echo(line)
+        return
+    steps = [
+        {"step": step.number, "title": step.title, "results": [r.strip() for r in step.results]}
+        for step in drill_steps(Path(out_dir), now=_now())
+    ]
+    _emit(True, {"out_dir": out_dir, "steps": steps, "complete": True}, "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from otaguard.cli.common import input_path
 from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
 
 NATIVE_MAGIC = b"OTAGUARD"
@@ -232,6 +233,7 @@ def _describe_mcuboot(image: Any) -> dict[str, Any]:
 
 def verified_report(opts: dict[str, Any], sink: BinaryIO | None = None) -> dict[str, Any]:
     """Verify ``opts["image"]`` (its payload to ``sink`` if given); raises if refused."""
+    opts["image"] = input_path(opts["image"])  # '-' is stdin
     trusted = trust(opts)
     fmt = resolve_format(opts, opts["image"])
     verify_image: Callable[..., Any]
@@ -281,6 +283,7 @@ def verify(opts: dict[str, Any], echo: Echo) -> None:
 
 def inspect_report(opts: dict[str, Any]) -> dict[str, Any]:
     """What the image claims, NOT verified."""
+    opts["image"] = input_path(opts["image"])  # '-' is stdin
     if resolve_format(opts, opts["image"]) == "mcuboot":
         return _inspect_mcuboot(opts)
     return _inspect_native(opts)

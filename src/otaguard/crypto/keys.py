@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from otaguard.errors import KeyLoadError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -118,6 +122,35 @@ def check_supported(key: PublicKey | object) -> PublicKey:
     raise KeyLoadError(f"unsupported key type {type(key).__name__}")
 
 
+def certificate_key(cert: x509.Certificate, where: str = "") -> PublicKey:
+    """The public key of ``cert``, checked like any key; KeyLoadError if it is broken.
+
+    Why one function: a certificate still parses when its key does not (one flipped
+    bit in the public point), and cryptography finds out only in ``public_key()``,
+    with a ValueError or UnsupportedAlgorithm. Every key otaguard takes out of a
+    certificate it was handed comes through here, so that is a key error (exit 2)
+    naming the file (``where``), never an internal error.
+    """
+    prefix = f"{where}: " if where else ""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise KeyLoadError(
+            f"{prefix}the certificate {_subject(cert)} holds a broken or unsupported public key"
+        ) from exc
+    try:
+        return check_supported(key)
+    except KeyLoadError as exc:
+        raise KeyLoadError(f"{prefix}the certificate {_subject(cert)}: {exc}") from exc
+
+
+def _subject(cert: x509.Certificate) -> str:
+    try:
+        return repr(cert.subject.rfc4514_string())
+    except ValueError:
+        return "(unreadable subject)"
+
+
 def _looks_pem(data: bytes) -> bool:
     return b"-----BEGIN" in data[:4096]
 
@@ -165,7 +198,7 @@ def load_public_key(data: bytes) -> PublicKey:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError as exc:
             raise KeyLoadError("not a valid X.509 certificate") from exc
-        return check_supported(cert.public_key())
+        return certificate_key(cert)
     if pem and b"PRIVATE KEY-----" in data:
         return check_supported(load_private_key(data).public_key())
     loader = serialization.load_pem_public_key if pem else serialization.load_der_public_key

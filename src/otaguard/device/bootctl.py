@@ -98,12 +98,6 @@ class BootRecord:
     def with_slot(self, letter: str, state: SlotState) -> BootRecord:
         return replace(self, a=state) if letter == "a" else replace(self, b=state)
 
-    def boot_order(self) -> list[str]:
-        """Bootable slots, highest priority first (A wins a tie)."""
-        return sorted(
-            (s for s in SLOTS if self.slot(s).bootable), key=lambda s: -self.slot(s).priority
-        )
-
     def encode(self) -> bytes:
         body = RECORD.pack(
             MAGIC, VERSION, len(SLOTS), 0, self.seq % SEQ_MOD, self.a.encode(), self.b.encode(), 0

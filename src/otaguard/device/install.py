@@ -15,6 +15,13 @@
    ``trial_tries`` tries at top priority. Before it, the device boots the old
    set; after it, the new one, on trial.
 
+An install never overwrites an update that is installed and not yet
+confirmed (a STAGED set waiting for its first boot, or a trial the device lost
+power in) unless the caller passes ``replace_staged=True``: a second install
+would otherwise silently discard the first. ``install_update`` is the entry
+point for callers holding files (the CLI, the fleet agent): it sends a signed
+delta to ``install_delta`` and full images to ``install``.
+
 ``confirm`` (TRIAL -> READY, psa_fwu_accept) first marks the running slot
 successful, *then* raises the fuses to its counters. In that order a power
 cut in between leaves fuses that lag the confirmed image, which the next boot
@@ -43,8 +50,15 @@ from otaguard.device.slots import (
     verify_stream_for,
     write_image,
 )
-from otaguard.errors import DigestMismatchError, MalformedError, SlotSizeError, UsageError
+from otaguard.errors import (
+    DigestMismatchError,
+    MalformedError,
+    RejectedError,
+    SlotSizeError,
+    UsageError,
+)
 from otaguard.image import PayloadKind
+from otaguard.image.envelope_verify import read_protected
 
 OTHER = {"a": "b", "b": "a"}
 
@@ -67,12 +81,24 @@ def running_of(result: BootResult) -> Running | None:
     )
 
 
+class StagedUpdateError(UsageError):
+    """The target slot holds an installed, unconfirmed update that the install would discard.
+
+    A usage error (exit 2), not a rejection: nothing is wrong with the new
+    image; the request conflicts with the device's state, like installing
+    while a trial runs.
+    """
+
+
 @dataclass(frozen=True)
 class InstallResult:
     slot: str
     images: tuple[SlotImage, ...]
     tries: int
     flash_ops: int
+    #: The unconfirmed update this install overwrote (``replace_staged``), by component;
+    #: a version, or None for an image that no longer verified. Empty if none was pending.
+    replaced: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,6 +130,35 @@ def target_slot(record: BootRecord, running: Running | None) -> str:
     return min(("a", "b"), key=lambda s: (record.slot(s).priority, s))
 
 
+def _pending_in(
+    device: Device, record: BootRecord, target: str, *, replace_staged: bool
+) -> tuple[tuple[str, str | None], ...]:
+    """The unconfirmed update in ``target`` (component, version), refused unless replaced."""
+    state = record.slot(target)
+    if not state.is_trial:
+        return ()
+    pending: list[tuple[str, str | None]] = []
+    for name in device.config.names:
+        try:
+            pending.append(
+                (name, verify_slot(device, target, name, for_install=False).metadata.version)
+            )
+        except RejectedError:
+            pending.append((name, None))
+    if not replace_staged:
+        what = ", ".join(f"{n} {v or '(does not verify)'}" for n, v in pending)
+        when = (
+            "staged: it has not booted yet"
+            if state.tries == device.config.trial_tries
+            else f"on trial, {state.tries} boot(s) left"
+        )
+        raise StagedUpdateError(
+            f"slot {target} holds an update that is installed and not yet confirmed "
+            f"({what}; {when}): boot and confirm or reject it first, or replace it explicitly"
+        )
+    return tuple(pending)
+
+
 def _size(stream: BinaryIO) -> int:
     end = stream.seek(0, io.SEEK_END)
     stream.seek(0)
@@ -111,7 +166,11 @@ def _size(stream: BinaryIO) -> int:
 
 
 def install(
-    device: Device, images: Mapping[str, BinaryIO], *, running: Running | None = None
+    device: Device,
+    images: Mapping[str, BinaryIO],
+    *,
+    running: Running | None = None,
+    replace_staged: bool = False,
 ) -> InstallResult:
     """Install an update set (component name -> seekable image file). See the module doc."""
     if not images:
@@ -128,8 +187,9 @@ def install(
         verify_stream_for(device, name, stream, for_install=True)
     record = _load(device)
     target = target_slot(record, running)
+    replaced = _pending_in(device, record, target, replace_staged=replace_staged)
     sources = {name: (stream, _size(stream)) for name, stream in images.items()}
-    return _program_and_commit(device, record, target, sources, start)
+    return _program_and_commit(device, record, target, sources, start, replaced)
 
 
 def _program_and_commit(
@@ -138,6 +198,7 @@ def _program_and_commit(
     target: str,
     images: Mapping[str, tuple[Source, int]],
     start: int,
+    replaced: tuple[tuple[str, str | None], ...],
 ) -> InstallResult:
     """Steps 2-5 of ``install``: every check that could refuse the update has passed."""
     layout = device.config.layout
@@ -168,11 +229,16 @@ def _program_and_commit(
     if record.slot(source).priority:
         record = record.with_slot(source, replace(record.slot(source), priority=SECOND))
     device.bootctl.write(record)
-    return InstallResult(target, verified, tries, device.clock.count - start)
+    return InstallResult(target, verified, tries, device.clock.count - start, replaced)
 
 
 def install_delta(
-    device: Device, delta: BinaryIO, *, component: str = MAIN, running: Running | None = None
+    device: Device,
+    delta: BinaryIO,
+    *,
+    component: str = MAIN,
+    running: Running | None = None,
+    replace_staged: bool = False,
 ) -> InstallResult:
     """Install the image a signed delta rebuilds from the active slot's image (docs/delta.md).
 
@@ -207,6 +273,7 @@ def install_delta(
         )
     record = _load(device)
     target = target_slot(record, running)
+    replaced = _pending_in(device, record, target, replace_staged=replace_staged)
     base_region = device.config.layout.slot(OTHER[target], component)
     try:
         base_length = extent_in(device.flash, base_region)
@@ -220,7 +287,50 @@ def install_delta(
         return device.flash.read(base_region.offset + offset, n)
 
     image = reconstruct(opened, delta, base_length, read_at)  # refuses a wrong base: no write yet
-    return _program_and_commit(device, record, target, {component: (image, length)}, start)
+    return _program_and_commit(
+        device, record, target, {component: (image, length)}, start, replaced
+    )
+
+
+def is_delta(stream: BinaryIO) -> bool:
+    """Whether the file *claims* to be a signed delta (unverified: it only picks the path).
+
+    Either path verifies everything itself; a file whose header does not parse
+    goes to the full-image path, which reports why. The stream is rewound.
+    """
+    try:
+        _signed, meta = read_protected(stream)
+    except RejectedError:
+        return False
+    finally:
+        stream.seek(0)
+    return meta.payload_kind is PayloadKind.DELTA
+
+
+def install_update(
+    device: Device,
+    images: Mapping[str, BinaryIO],
+    *,
+    running: Running | None = None,
+    replace_staged: bool = False,
+) -> InstallResult:
+    """Install what arrived: full images (a set, by component) or one signed delta.
+
+    A delta is installed on its own (its base is the active slot of its
+    component); full images go through :func:`install`.
+    """
+    deltas = [name for name, stream in images.items() if is_delta(stream)]
+    if not deltas:
+        return install(device, images, running=running, replace_staged=replace_staged)
+    if len(images) > 1:
+        raise UsageError("a delta is installed on its own, not as part of an update set")
+    return install_delta(
+        device,
+        images[deltas[0]],
+        component=deltas[0],
+        running=running,
+        replace_staged=replace_staged,
+    )
 
 
 def _running_set(

@@ -134,18 +134,6 @@ def verify_slot(device: Device, letter: str, component: str, *, for_install: boo
     return SlotImage(component, meta, hashlib.sha256(header).hexdigest(), length)
 
 
-def peek_slot(device: Device, letter: str, component: str) -> ImageMetadata | None:
-    """What a slot's header *claims* (unverified, for display), or None if unreadable."""
-    region = device.config.layout.slot(letter, component)
-    try:
-        extent_in(device.flash, region)
-        read = device.flash.read
-        header_len = parse_preamble(read(region.offset, PREAMBLE_SIZE))
-        return parse_protected(read(region.offset, PREAMBLE_SIZE + header_len))
-    except MalformedError:
-        return None
-
-
 class Source(Protocol):
     def read(self, size: int = -1, /) -> bytes | None: ...
 

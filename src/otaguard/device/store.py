@@ -14,12 +14,16 @@
                    removed when the device loses power
 
 The directory is created whole or not at all, and an existing device is
-never overwritten. Commands take an exclusive lock on it.
+never overwritten. Commands take an exclusive lock on it; ``device status``
+opens it read-only (a shared lock, the flash mapped read-only, nothing
+written), so it works on a read-only directory. Every JSON file is checked
+against its schema (``device/schemas.py``) before it is used.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import fcntl
 import json
@@ -29,20 +33,29 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otaguard._atomic import write_atomic
-from otaguard.crypto.keys import PublicKey, check_supported, load_public_key, public_key_pem
+from otaguard._statefile import parse_state
+from otaguard.crypto.keys import (
+    PublicKey,
+    certificate_key,
+    check_supported,
+    load_public_key,
+    public_key_pem,
+)
+from otaguard.device import schemas
 from otaguard.device.faults import OpClock
 from otaguard.device.flash import Flash
 from otaguard.device.fuses import Otp
 from otaguard.device.geometry import Geometry
 from otaguard.device.install import Running
 from otaguard.device.model import Component, Device, DeviceConfig, fresh_counters
-from otaguard.device.trust import DeviceTrust, anchor_of
-from otaguard.errors import KeyLoadError, StorageError, UsageError
+from otaguard.device.trust import DeviceTrust, anchor_of, split_anchors
+from otaguard.errors import KeyLoadError, OtaguardError, StorageError, UsageError
 from otaguard.pki.crl_store import LearnedCrls
 
 FORMAT = 1
@@ -61,7 +74,7 @@ def parse_anchor(data: bytes) -> PublicKey | x509.Certificate:
             cert = x509.load_der_x509_certificate(data)
         except ValueError:
             return load_public_key(data)
-    check_supported(cert.public_key())
+    certificate_key(cert)
     return cert
 
 
@@ -84,14 +97,8 @@ def _read(path: Path, what: str) -> bytes:
     return data
 
 
-def _json(path: Path, what: str) -> dict[str, object]:
-    try:
-        data = json.loads(_read(path, what))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StorageError(f"{what} {path} is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise StorageError(f"{what} {path} is not a JSON object")
-    return data
+def _json(path: Path, what: str, schema: dict[str, object]) -> dict[str, object]:
+    return parse_state(_read(path, what), schema, f"{what} {path}")
 
 
 def init_device(
@@ -151,23 +158,18 @@ def _config_json(config: DeviceConfig, counter_backend: str) -> str:
 
 
 def _load_config(path: Path) -> DeviceConfig:
-    data = _json(path / "device.json", "device configuration")
-    if data.get("format") != FORMAT:
-        raise StorageError(f"{path}: unsupported device format")
+    file = path / "device.json"
+    data: dict[str, Any] = _json(file, "device configuration", schemas.DEVICE)
     try:
-        geometry = data["geometry"]
-        comps = data["components"]
-        assert isinstance(geometry, dict) and isinstance(comps, list)
-        region = data.get("region")
         return DeviceConfig(
-            Geometry.from_json(geometry),
-            tuple(Component(str(c["name"]), str(c["hardware_id"])) for c in comps),
-            trial_tries=int(data["trial_tries"]),  # type: ignore[call-overload]
-            strict_counter=bool(data["strict_counter"]),
-            region=None if region is None else str(region),
+            Geometry.from_json(data["geometry"]),
+            tuple(Component(c["name"], c["hardware_id"]) for c in data["components"]),
+            trial_tries=data["trial_tries"],
+            strict_counter=data["strict_counter"],
+            region=data.get("region"),
         )
-    except (KeyError, TypeError, ValueError, AssertionError) as exc:
-        raise StorageError(f"{path}/device.json: bad configuration ({exc})") from exc
+    except OtaguardError as exc:  # the schema holds; a value's own rule does not
+        raise StorageError(f"device configuration {file}: {exc}") from exc
 
 
 def _load_anchors(path: Path) -> list[PublicKey | x509.Certificate]:
@@ -184,10 +186,11 @@ def load_crls(path: Path) -> LearnedCrls:
     file = path / "crls.json"
     if not file.exists():
         return LearnedCrls()
-    data = _json(file, "learned CRLs").get("crls")
-    if not isinstance(data, list):
-        raise StorageError(f"{file}: bad CRL store")
-    return LearnedCrls(tuple(base64.b64decode(str(d)) for d in data))
+    data: dict[str, Any] = _json(file, "learned CRLs", schemas.CRLS)
+    try:
+        return LearnedCrls(tuple(base64.b64decode(d, validate=True) for d in data["crls"]))
+    except binascii.Error as exc:
+        raise StorageError(f"learned CRLs {file}: an entry is not base64") from exc
 
 
 def save_crls(path: Path, store: LearnedCrls) -> None:
@@ -195,16 +198,31 @@ def save_crls(path: Path, store: LearnedCrls) -> None:
     write_atomic(path / "crls.json", json.dumps(body).encode())
 
 
+def _load_otp(path: Path) -> Otp:
+    file = path / "otp.json"
+    try:
+        return Otp.from_json(_json(file, "OTP", schemas.OTP))
+    except UsageError as exc:  # the schema holds; a value's own rule does not
+        raise StorageError(f"OTP {file}: {exc}") from exc
+
+
+def _read_only(path: Path) -> None:
+    raise RuntimeError(f"{path} was opened read-only: nothing may be burned or written")
+
+
 @contextlib.contextmanager
-def open_device(path: Path) -> Iterator[Device]:
-    """Open the device in ``path`` (locked) for one command; flash writes go to the file."""
+def open_device(path: Path, *, writable: bool = True) -> Iterator[Device]:
+    """Open the device in ``path`` (locked) for one command; flash writes go to the file.
+
+    ``writable=False`` opens it for reading only: a shared lock, the flash
+    mapped read-only (a write raises ``TypeError``), OTP changes refused with
+    ``RuntimeError`` -- both bugs in the caller, never reached by a reader.
+    """
     config = _load_config(path)
-    otp = Otp.from_json(_json(path / "otp.json", "OTP"))
+    otp = _load_otp(path)
     if otp.counters.names() != set(config.names):
         raise StorageError(f"{path}: OTP counters do not match the components")
-    anchors = _load_anchors(path)
-    keys = tuple(a for a in anchors if not isinstance(a, x509.Certificate))
-    roots = tuple(a for a in anchors if isinstance(a, x509.Certificate))
+    keys, roots = split_anchors(_load_anchors(path))
     keys += tuple(check_supported(r.public_key()) for r in roots)
     try:
         crls = tuple(load_crls(path).parsed())
@@ -214,23 +232,27 @@ def open_device(path: Path) -> Iterator[Device]:
     otp_file = path / "otp.json"
 
     def persist() -> None:
+        if not writable:
+            _read_only(path)
         write_atomic(otp_file, json.dumps(otp.to_json()).encode())
 
     otp.counters.watch(persist)
     try:
         lock = os.open(path / "device.json", os.O_RDONLY)
-        fd = os.open(path / "flash.bin", os.O_RDWR)
+        fd = os.open(path / "flash.bin", os.O_RDWR if writable else os.O_RDONLY)
     except OSError as exc:
         raise StorageError(f"cannot open {path}: {exc.strerror or exc}") from exc
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
         if os.fstat(fd).st_size != config.layout.size:
             raise StorageError(f"{path}/flash.bin does not match the device geometry")
-        buffer = mmap.mmap(fd, config.layout.size)
+        access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
+        buffer = mmap.mmap(fd, config.layout.size, access=access)
         try:
             yield Device(config, Flash(config.geometry, buffer, OpClock()), otp, trust)
         finally:
-            buffer.flush()
+            if writable:
+                buffer.flush()
             buffer.close()
     finally:
         os.close(fd)
@@ -241,13 +263,8 @@ def load_running(path: Path) -> Running | None:
     file = path / "running.json"
     if not file.exists():
         return None
-    data = _json(file, "running state")
-    try:
-        ids = data["image_ids"]
-        assert isinstance(ids, list)
-        return Running(str(data["slot"]), tuple(str(i) for i in ids), bool(data["trial"]))
-    except (KeyError, AssertionError) as exc:
-        raise StorageError(f"{file}: bad running state") from exc
+    data: dict[str, Any] = _json(file, "running state", schemas.RUNNING)
+    return Running(data["slot"], tuple(data["image_ids"]), data["trial"])
 
 
 def save_running(path: Path, running: Running | None) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 
-from otaguard.crypto.keys import check_supported, key_id_bytes
+from otaguard.crypto.keys import certificate_key, check_supported, key_id_bytes
 from otaguard.crypto.schemes import SignatureScheme, verify_signature
 from otaguard.crypto.signer import Signer
 from otaguard.errors import (
@@ -103,7 +103,7 @@ def apply_rotation(state: AnchorState, message: bytes) -> AnchorState:
     try:
         scheme = SignatureScheme(scheme_id)
         new_root = x509.load_der_x509_certificate(message[16:body_end])
-        new_key = check_supported(new_root.public_key())
+        new_key = certificate_key(new_root)
     except (ValueError, KeyLoadError) as exc:
         raise MalformedError(f"anchor rotation: {exc}") from exc
     if epoch <= state.epoch:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -50,6 +51,7 @@ from otaguard.pki.issue import (
 
 HW = "acme-ecu-v2"
 REGION = "eu"
+DAY = dt.timedelta(days=1)
 
 
 class DrillFailed(RuntimeError):
@@ -123,115 +125,160 @@ class _Device:
         return "accepted"
 
 
+def _expect_ok(what: str, action: Callable[[], object]) -> str:
+    try:
+        action()
+    except OtaguardError as exc:
+        raise DrillFailed(f"{what}: expected acceptance, got: {exc}") from exc
+    return f"  ok      {what}: accepted"
+
+
+def _expect_refused(what: str, check: str, action: Callable[[], object]) -> str:
+    try:
+        action()
+    except RejectedError as exc:
+        if exc.check != check:
+            raise DrillFailed(f"{what}: refused for {exc.check}, expected {check}") from exc
+        return f"  ok      {what}: refused ({exc.check}: {exc})"
+    raise DrillFailed(f"{what}: expected a refusal ({check}) but it was accepted")
+
+
+class _Drill:
+    """The cast of the story (CAs, signers, releases, the device) as the steps build it."""
+
+    def __init__(self, out_dir: Path, now: dt.datetime) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = out_dir
+        self.now = now
+        self.t0 = now - dt.timedelta(days=30)
+        self.eu = Constraints(CODE_SIGNING, frozenset({REGION}), frozenset({HW}))
+        self.root1 = _new_ca("Acme Root CA R1", None, self.t0 - dt.timedelta(days=1))
+        self.inter = _new_ca("Acme EU Release CA", self.root1, self.t0, self.eu)
+        self.s1 = _new_signer(self.inter, "release-2026q4", self.t0)
+        self.device = _Device(self.root1.cert)
+
+    def save(self, name: str, data: bytes) -> None:
+        (self.out_dir / name).write_bytes(data)
+
+    def revoke(self, ca: Issuer, revocation: Revocation, *, days: int, name: str) -> None:
+        """``ca`` publishes a CRL (number 1) with ``revocation``; it reaches the device."""
+        crl = build_crl(
+            ca, [revocation], this_update=self.now, next_update=self.now + days * DAY, number=1
+        )
+        self.save(name, crl.public_bytes(Encoding.PEM))
+        self.device.crls.append(crl)
+
+    def first_release(self) -> Iterator[str]:
+        self.v1 = _sign(self.s1, [self.s1.cert, self.inter.cert], "1.0.0", self.t0 + DAY)
+        self.save("release-1.0.0-s1.img", self.v1)
+        yield _expect_ok("release 1.0.0 signed by S1", lambda: self.device.verify(self.v1))
+
+    def signer_key_leaks(self) -> Iterator[str]:
+        s1, inter, now = self.s1, self.inter, self.now
+        leaked = _sign(s1, [s1.cert, inter.cert], "9.9.9", self.t0 + 2 * DAY)  # thief, backdated
+        compromise = Revocation(s1.cert.serial_number, now - 3 * DAY, "key-compromise")
+        self.revoke(inter, compromise, days=30, name="eu-ca.crl")
+        yield _expect_refused(
+            "release 1.0.0 signed by S1", "revoked", lambda: self.device.verify(self.v1)
+        )
+        yield _expect_refused(
+            "thief's backdated 9.9.9 signed with S1's key",
+            "revoked",
+            lambda: self.device.verify(leaked),
+        )
+
+    def release_resigned(self) -> Iterator[str]:
+        s2 = _new_signer(self.inter, "release-2026q4-b", self.t0 + 25 * DAY)
+        self.v1b = _sign(s2, [s2.cert, self.inter.cert], "1.0.0", self.now - DAY)
+        self.save("release-1.0.0-s2.img", self.v1b)
+        yield _expect_ok("release 1.0.0 re-signed by S2", lambda: self.device.verify(self.v1b))
+
+    def intermediate_compromised(self) -> Iterator[str]:
+        now = self.now
+        compromise = Revocation(self.inter.cert.serial_number, now, "ca-compromise")
+        self.revoke(self.root1, compromise, days=365, name="root-r1.crl")
+        yield _expect_refused(
+            "release 1.0.0 signed by S2 under the revoked CA",
+            "revoked",
+            lambda: self.device.verify(self.v1b),
+        )
+        inter2 = _new_ca("Acme EU Release CA 2", self.root1, now - dt.timedelta(hours=2), self.eu)
+        s3 = _new_signer(inter2, "release-2026q4-c", now - dt.timedelta(hours=1))
+        self.v1c = _sign(s3, [s3.cert, inter2.cert], "1.0.0", now)
+        self.save("release-1.0.0-s3.img", self.v1c)
+        yield _expect_ok(
+            "release 1.0.0 signed under the new intermediate", lambda: self.device.verify(self.v1c)
+        )
+
+    def root_rotation(self) -> Iterator[str]:
+        now, device, root1 = self.now, self.device, self.root1
+        root2 = _new_ca("Acme Root CA R2", None, now - dt.timedelta(hours=1))
+        cross = cross_sign(
+            root1, root2.cert, not_before=now - dt.timedelta(hours=1), not_after=now + 1825 * DAY
+        )
+        inter3 = _new_ca("Acme EU Release CA (R2)", root2, now - dt.timedelta(minutes=50), self.eu)
+        s4 = _new_signer(inter3, "release-2027q1", now - dt.timedelta(minutes=40))
+        v2 = _sign(s4, [s4.cert, inter3.cert, cross], "2.0.0", now)
+        self.save("release-2.0.0-r2.img", v2)
+        yield _expect_ok(
+            "2.0.0 under R2, on a device still anchored to R1 (via the cross-certificate)",
+            lambda: device.verify(v2),
+        )
+        forged = anchor.make_rotation(root2.signer, root2.cert, 2)
+        yield _expect_refused(
+            "anchor rotation signed by R2 itself",
+            "anchor-rotation",
+            lambda: anchor.apply_rotation(device.state, forged),
+        )
+        message = anchor.make_rotation(root1.signer, root2.cert, 2)
+        self.save("anchor-rotation-epoch2.bin", message)
+        device.state = anchor.apply_rotation(device.state, message)
+        yield f"  ok      device moved to key epoch {device.state.epoch}, anchored to R2"
+        yield _expect_refused(
+            "replay of the same rotation",
+            "anchor-rotation",
+            lambda: anchor.apply_rotation(device.state, message),
+        )
+        yield _expect_ok("2.0.0 under R2 after the rotation", lambda: device.verify(v2))
+        yield _expect_refused(
+            "release signed under R1 (old epoch)", "chain", lambda: device.verify(self.v1c)
+        )
+
+
+#: The story's steps in order: (title, step). Each step yields one line per checked outcome.
+STEPS: tuple[tuple[str, Callable[[_Drill], Iterator[str]]], ...] = (
+    ("offline root R1 -> EU intermediate -> signer S1", _Drill.first_release),
+    (
+        "S1's key leaks; S1 is revoked for key-compromise and the CRL reaches the device",
+        _Drill.signer_key_leaks,
+    ),
+    ("the release is re-signed under a new signer S2", _Drill.release_resigned),
+    ("the EU intermediate is compromised; the root revokes it", _Drill.intermediate_compromised),
+    (
+        "root rotation R1 -> R2 (cross-signed, anchor moved by a message signed by R1)",
+        _Drill.root_rotation,
+    ),
+)
+COMPLETE = "drill complete: every step ended as the incident plan requires"
+
+
+@dataclass(frozen=True)
+class DrillStep:
+    number: int
+    title: str
+    results: tuple[str, ...]  # one line per checked outcome, as run_drill prints it
+
+
+def drill_steps(out_dir: Path, *, now: dt.datetime) -> Iterator[DrillStep]:
+    """Run the drill step by step; artefacts are written to ``out_dir``."""
+    drill = _Drill(out_dir, now)
+    for number, (title, step) in enumerate(STEPS, 1):
+        yield DrillStep(number, title, tuple(step(drill)))
+
+
 def run_drill(out_dir: Path, *, now: dt.datetime) -> Iterator[str]:
-    """Run the drill, yielding one line per step; artefacts are written to ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def save(name: str, data: bytes) -> None:
-        (out_dir / name).write_bytes(data)
-
-    def expect_ok(what: str, action: Callable[[], str]) -> str:
-        try:
-            action()
-        except OtaguardError as exc:
-            raise DrillFailed(f"{what}: expected acceptance, got: {exc}") from exc
-        return f"  ok      {what}: accepted"
-
-    def expect_refused(what: str, check: str, action: Callable[[], str]) -> str:
-        try:
-            action()
-        except RejectedError as exc:
-            if exc.check != check:
-                raise DrillFailed(f"{what}: refused for {exc.check}, expected {check}") from exc
-            return f"  ok      {what}: refused ({exc.check}: {exc})"
-        raise DrillFailed(f"{what}: expected a refusal ({check}) but it was accepted")
-
-    eu = Constraints(CODE_SIGNING, frozenset({REGION}), frozenset({HW}))
-    t0 = now - dt.timedelta(days=30)
-    root1 = _new_ca("Acme Root CA R1", None, t0 - dt.timedelta(days=1))
-    inter = _new_ca("Acme EU Release CA", root1, t0, eu)
-    s1 = _new_signer(inter, "release-2026q4", t0)
-    device = _Device(root1.cert)
-
-    yield "step 1: offline root R1 -> EU intermediate -> signer S1"
-    v1 = _sign(s1, [s1.cert, inter.cert], "1.0.0", t0 + dt.timedelta(days=1))
-    save("release-1.0.0-s1.img", v1)
-    yield expect_ok("release 1.0.0 signed by S1", lambda: device.verify(v1))
-
-    yield "step 2: S1's key leaks; S1 is revoked for key-compromise and the CRL reaches the device"
-    leaked = _sign(
-        s1, [s1.cert, inter.cert], "9.9.9", t0 + dt.timedelta(days=2)
-    )  # thief, backdated
-    crl_eu = build_crl(
-        inter,
-        [Revocation(s1.cert.serial_number, now - dt.timedelta(days=3), "key-compromise")],
-        this_update=now,
-        next_update=now + dt.timedelta(days=30),
-        number=1,
-    )
-    save("eu-ca.crl", crl_eu.public_bytes(Encoding.PEM))
-    device.crls.append(crl_eu)
-    yield expect_refused("release 1.0.0 signed by S1", "revoked", lambda: device.verify(v1))
-    yield expect_refused(
-        "thief's backdated 9.9.9 signed with S1's key", "revoked", lambda: device.verify(leaked)
-    )
-
-    yield "step 3: the release is re-signed under a new signer S2"
-    s2 = _new_signer(inter, "release-2026q4-b", t0 + dt.timedelta(days=25))
-    v1b = _sign(s2, [s2.cert, inter.cert], "1.0.0", now - dt.timedelta(days=1))
-    save("release-1.0.0-s2.img", v1b)
-    yield expect_ok("release 1.0.0 re-signed by S2", lambda: device.verify(v1b))
-
-    yield "step 4: the EU intermediate is compromised; the root revokes it"
-    crl_root = build_crl(
-        root1,
-        [Revocation(inter.cert.serial_number, now, "ca-compromise")],
-        this_update=now,
-        next_update=now + dt.timedelta(days=365),
-        number=1,
-    )
-    save("root-r1.crl", crl_root.public_bytes(Encoding.PEM))
-    device.crls.append(crl_root)
-    yield expect_refused(
-        "release 1.0.0 signed by S2 under the revoked CA", "revoked", lambda: device.verify(v1b)
-    )
-    inter2 = _new_ca("Acme EU Release CA 2", root1, now - dt.timedelta(hours=2), eu)
-    s3 = _new_signer(inter2, "release-2026q4-c", now - dt.timedelta(hours=1))
-    v1c = _sign(s3, [s3.cert, inter2.cert], "1.0.0", now)
-    save("release-1.0.0-s3.img", v1c)
-    yield expect_ok("release 1.0.0 signed under the new intermediate", lambda: device.verify(v1c))
-
-    yield "step 5: root rotation R1 -> R2 (cross-signed, anchor moved by a message signed by R1)"
-    root2 = _new_ca("Acme Root CA R2", None, now - dt.timedelta(hours=1))
-    cross = cross_sign(
-        root1,
-        root2.cert,
-        not_before=now - dt.timedelta(hours=1),
-        not_after=now + dt.timedelta(days=365 * 5),
-    )
-    inter3 = _new_ca("Acme EU Release CA (R2)", root2, now - dt.timedelta(minutes=50), eu)
-    s4 = _new_signer(inter3, "release-2027q1", now - dt.timedelta(minutes=40))
-    v2 = _sign(s4, [s4.cert, inter3.cert, cross], "2.0.0", now)
-    save("release-2.0.0-r2.img", v2)
-    yield expect_ok(
-        "2.0.0 under R2, on a device still anchored to R1 (via the cross-certificate)",
-        lambda: device.verify(v2),
-    )
-    forged = anchor.make_rotation(root2.signer, root2.cert, 2)
-    yield expect_refused(
-        "anchor rotation signed by R2 itself",
-        "anchor-rotation",
-        lambda: str(anchor.apply_rotation(device.state, forged)),
-    )
-    message = anchor.make_rotation(root1.signer, root2.cert, 2)
-    save("anchor-rotation-epoch2.bin", message)
-    device.state = anchor.apply_rotation(device.state, message)
-    yield f"  ok      device moved to key epoch {device.state.epoch}, anchored to R2"
-    yield expect_refused(
-        "replay of the same rotation",
-        "anchor-rotation",
-        lambda: str(anchor.apply_rotation(device.state, message)),
-    )
-    yield expect_ok("2.0.0 under R2 after the rotation", lambda: device.verify(v2))
-    yield expect_refused("release signed under R1 (old epoch)", "chain", lambda: device.verify(v1c))
-    yield "drill complete: every step ended as the incident plan requires"
+    """Run the drill, yielding one line per step and per checked outcome."""
+    for step in drill_steps(out_dir, now=now):
+        yield f"step {step.number}: {step.title}"
+        yield from step.results
+    yield COMPLETE

@@ -30,6 +30,7 @@ from otaguard.crypto.keys import PublicKey
 from otaguard.crypto.signer import Signer
 from otaguard.errors import UsageError
 from otaguard.pki import constraints as cons
+from otaguard.pki.serial import check_serial
 from otaguard.pki.x509sign import sign_certificate, sign_crl
 
 REVOCATION_REASONS = {
@@ -134,10 +135,6 @@ def build_root(
         .add_extension(_ca_usage(), critical=True)
     )
     return sign_certificate(builder, signer)
-
-
-def effective_constraints(issuer_cert: x509.Certificate) -> cons.Constraints | None:
-    return cons.of_certificate(issuer_cert)
 
 
 def build_intermediate(
@@ -282,6 +279,7 @@ class Revocation:
     reason: str
 
     def __post_init__(self) -> None:
+        check_serial(self.serial)
         if self.reason not in REVOCATION_REASONS:
             raise UsageError(
                 f"unknown revocation reason {self.reason!r} "

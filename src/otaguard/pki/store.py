@@ -6,7 +6,9 @@ Each CA or signer lives in one directory::
     chain.pem    its certificate, then its issuers' up to (not including) the root
     key.pem      its private key (mode 0600, encrypted if a passphrase was given), or
     key.uri      the PKCS#11 URI of its key when the key lives in an HSM (no PIN in it)
-    state.json   CAs only: revocations recorded so far and the last CRL number
+    state.json   CAs only: revocations recorded so far and the last CRL number,
+                 checked against ``STATE_SCHEMA`` and every serial against
+                 ``pki/serial.py`` whenever it is read
 
 A directory is created whole or not at all (built in a temporary directory,
 then renamed), and an existing CA directory is never overwritten: losing a
@@ -22,19 +24,44 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from otaguard._atomic import write_atomic
 from otaguard._files import read_bounded
+from otaguard._statefile import load_state
+from otaguard.crypto.keys import certificate_key
 from otaguard.crypto.loader import load_signer
 from otaguard.errors import StorageError, UsageError
-from otaguard.pki.issue import Issuer, Revocation
+from otaguard.pki.issue import REVOCATION_REASONS, Issuer, Revocation
+from otaguard.pki.serial import check_serial
 
 MAX_PEM = 1 << 20
 #: A CRL of a million revocations is ~40 MB; anything larger is not a CRL we issued.
 MAX_CRL = 64 << 20
+#: A CA's state.json; a million revocations fit.
+MAX_STATE = 256 << 20
+STATE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "revoked": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["serial", "date", "reason"],
+                "properties": {
+                    # "-": the serials older versions accepted; _entries names them
+                    "serial": {"type": "string", "pattern": "^-?[0-9A-Fa-f]{1,600}$"},
+                    "date": {"type": "string", "maxLength": 64},
+                    "reason": {"enum": sorted(REVOCATION_REASONS)},
+                },
+            },
+        },
+        "crl_number": {"type": "integer", "minimum": 0},
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,11 @@ class CaDir:
 
     def issuer(self, passphrase: bytes | None = None) -> Issuer:
         return Issuer(self.cert, load_signer(self.key_ref, passphrase))
+
+    def chain_of(self, issued: x509.Certificate) -> list[x509.Certificate]:
+        """What ``issued`` (a certificate this CA issued) is stored with: itself, then this
+        CA's chain up to, not including, the root (a verifier brings its own root)."""
+        return [issued, *[c for c in self.chain if c.subject != c.issuer]]
 
 
 def pem(certs: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
@@ -63,6 +95,8 @@ def read_certs(
             certs = [x509.load_der_x509_certificate(data)]
         except ValueError as exc:
             raise UsageError(f"{what} {path} holds no X.509 certificate") from exc
+    for cert in certs:  # a broken key is the operator's file's fault: a key error, now
+        certificate_key(cert, f"{what} {path}")
     return certs
 
 
@@ -133,35 +167,65 @@ def load_ca_dir(path: Path) -> CaDir:
     return CaDir(path, certs[0], tuple(chain), key_ref)
 
 
-def _state(ca: CaDir) -> dict[str, object]:
+def _state(ca: CaDir) -> dict[str, Any]:
     state_path = ca.path / "state.json"
     if not state_path.exists():
         raise UsageError(f"{ca.path} is not a CA (no state.json)")
-    try:
-        state = json.loads(state_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise StorageError(f"cannot read {state_path}: {exc}") from exc
-    if not isinstance(state, dict):
-        raise StorageError(f"{state_path} is corrupt")
-    return state
+    return load_state(state_path, STATE_SCHEMA, "CA state", limit=MAX_STATE)
+
+
+def _revocation_date(text: str) -> dt.datetime:
+    """An ISO 8601 time (UTC if it names no zone) that a CRL can encode (1950 or later)."""
+    date = dt.datetime.fromisoformat(text)
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=dt.UTC)
+    date = date.astimezone(dt.UTC)
+    if date.year < 1950:
+        raise ValueError("before 1950")
+    return date
+
+
+def _entries(ca: CaDir, state: dict[str, Any]) -> list[Revocation]:
+    """The recorded revocations, each checked as when it was entered.
+
+    A state written before serials were checked on entry may hold one that no
+    certificate carries (0, negative, longer than 20 octets); no CRL can list
+    it, so it is refused here, naming the entry and the way out, instead of
+    failing deep in the CRL signer on every publish.
+    """
+    where = f"CA state {ca.path / 'state.json'}: revoked entry"
+    out = []
+    for index, entry in enumerate(state.get("revoked", [])):
+        serial = int(entry["serial"], 16)
+        try:
+            check_serial(serial)
+        except UsageError as exc:
+            raise StorageError(
+                f"{where} {index} is unusable: {exc}, so no CRL can list it. It was mistyped "
+                'when recorded and revokes nothing: delete it from the "revoked" list, then '
+                "run the command again"
+            ) from exc
+        try:
+            date = _revocation_date(entry["date"])
+        except (ValueError, OverflowError) as exc:
+            raise StorageError(
+                f"{where} {index} (serial {serial:X}): the date {entry['date']!r} is not an "
+                "ISO 8601 time after 1950: correct it (do not delete the entry: it revokes "
+                "a certificate)"
+            ) from exc
+        out.append(Revocation(serial, date, entry["reason"]))
+    return out
 
 
 def revocations(ca: CaDir) -> list[Revocation]:
-    entries = _state(ca).get("revoked", [])
-    assert isinstance(entries, list)
-    return [
-        Revocation(int(e["serial"], 16), dt.datetime.fromisoformat(e["date"]), e["reason"])
-        for e in entries
-    ]
+    return _entries(ca, _state(ca))
 
 
 def record_revocation(ca: CaDir, revocation: Revocation) -> None:
     state = _state(ca)
-    entries = state.setdefault("revoked", [])
-    assert isinstance(entries, list)
-    if any(int(e["serial"], 16) == revocation.serial for e in entries):
+    if any(e.serial == revocation.serial for e in _entries(ca, state)):
         raise UsageError(f"serial {revocation.serial:X} is already revoked")
-    entries.append(
+    state.setdefault("revoked", []).append(
         {
             "serial": f"{revocation.serial:X}",
             "date": revocation.date.isoformat(),
@@ -174,7 +238,7 @@ def record_revocation(ca: CaDir, revocation: Revocation) -> None:
 def next_crl_number(ca: CaDir) -> int:
     """Reserve the next CRL number (persisted first, so numbers never repeat)."""
     state = _state(ca)
-    number = int(state.get("crl_number", 0)) + 1  # type: ignore[call-overload]
+    number: int = state.get("crl_number", 0) + 1
     state["crl_number"] = number
     write_atomic(ca.path / "state.json", (json.dumps(state, indent=2) + "\n").encode())
-    return int(number)
+    return number
