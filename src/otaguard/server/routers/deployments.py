@@ -46,6 +46,7 @@ class DeploymentOut(BaseModel):
 
 @router.post("", status_code=201, responses=responses(404, 413, 422))
 async def create_deployment(body: DeploymentRequest, srv: Server, who: Deployer) -> DeploymentOut:
+    srv.repo.forget()  # a release another process published a moment ago counts
     made = await run_in_threadpool(
         lambda: deployments.deploy(
             srv.db,
