@@ -16,11 +16,15 @@ venv: $(STAMP)
 demo: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
-# System packages the tests need (real parts, not mocks): SoftHSM2 for PKCS#11, OpenSSL.
+# System packages the tests need (real parts, not mocks): SoftHSM2 for PKCS#11, OpenSSL,
+# nginx (an untrusted mirror serving an audit log export).
 system-deps:
 	@command -v softhsm2-util >/dev/null && command -v openssl >/dev/null || { \
 	  echo "installing softhsm2 and openssl (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 openssl >/dev/null; }
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  echo "installing nginx (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
 
 # The server's tests run on PostgreSQL too (127.0.0.1:5432, trust auth): start it if it is down.
 postgres:

@@ -9,6 +9,12 @@ must do and which exit code the CLI returns:
 * :class:`KeyLoadError`, :class:`UsageError`, :class:`StorageError` -- the
   operator's configuration, arguments or local files are wrong or unreadable.
   Nothing was decided about the input's trustworthiness. Exit code 2.
+* :class:`TransportError` -- the network did not deliver (no connection, an
+  HTTP error status, a broken response). Nothing was decided about the
+  content; a later try or another mirror may succeed. Exit code 2. A server
+  that sends what no honest server sends (more bytes than the cap, too slowly,
+  an encoding we refuse) is refused instead (:class:`TransferRefusedError`,
+  exit 1); such errors may be both, so test for :class:`RejectedError` first.
 
 Caller bugs (calling an API in the wrong order, passing the wrong type) are
 plain ``ValueError``/``RuntimeError`` and are never caught as one of these.
@@ -244,3 +250,77 @@ class ReplayedRequestError(RejectedError):
     """A device request whose nonce was already used: a replay."""
 
     check = "request-replay"
+
+
+class TransportError(OtaguardError):
+    """The network did not deliver: no connection, an HTTP error status, a broken response."""
+
+
+class TransferRefusedError(RejectedError):
+    """A download cut off by a cap: longer than allowed, too slow, an encoding refused."""
+
+    check = "transfer"
+
+
+class AuditError(RejectedError):
+    """The audit log or one of its checkpoints was refused.
+
+    ``index`` names the first bad entry when the check can localise it (the
+    position in the log, counting from 0), else None.
+    """
+
+    check = "audit"
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class AuditCheckpointError(AuditError):
+    """A checkpoint or signed note breaks its format (C2SP tlog-checkpoint, signed-note)."""
+
+    check = "audit-checkpoint"
+
+
+class AuditSignatureError(AuditError):
+    """A checkpoint is not signed by a trusted audit key, or a trusted key's signature fails."""
+
+    check = "audit-signature"
+
+
+class AuditEntryError(AuditError):
+    """An entry does not parse, or its index is not its position (reordered, inserted, deleted)."""
+
+    check = "audit-entry"
+
+
+class AuditTreeError(AuditError):
+    """Entries, stored hash tiles, proofs and the signed root hash do not agree (edited entry)."""
+
+    check = "audit-tree"
+
+
+class AuditConsistencyError(AuditError):
+    """Two checkpoints are not consistent: the history was rewritten (a fork)."""
+
+    check = "audit-consistency"
+
+
+class AuditTruncatedError(AuditError):
+    """The log holds fewer entries than a checkpoint says it has (entries deleted at the end)."""
+
+    check = "audit-truncated"
+
+
+class RolloutPolicyError(UsageError):
+    """A rollout policy (TOML) is malformed or out of range; the message names the key."""
+
+
+class CampaignStateError(UsageError):
+    """A campaign event that its current state does not allow (start a draft, resume a halt)."""
+
+
+class TwoPersonRuleError(RejectedError):
+    """The creator of a campaign tried to approve it: two people must agree to a rollout."""
+
+    check = "two-person"

@@ -225,6 +225,10 @@ class Client:
         data = (self.metadata_dir / f"{parse.quote(role, '')}.json").read_bytes()
         return int(Metadata.from_bytes(data).signed.version)
 
+    def trusted(self) -> dict[str, bytes]:
+        """Every file in the metadata directory, byte for byte (what a refusal must not change)."""
+        return {p.name: p.read_bytes() for p in sorted(self.metadata_dir.iterdir())}
+
     def json_files(self) -> list[str]:
         return sorted(p.name for p in self.metadata_dir.glob("*.json"))
 

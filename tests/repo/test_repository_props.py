@@ -13,8 +13,9 @@ from tuf.api.metadata import Metadata, SuccinctRoles, TargetFile
 from otaguard.crypto.keys import KeyType, generate_private_key
 from otaguard.crypto.signer import KeySigner
 from otaguard.errors import MalformedError, OtaguardError, UsageError
+from otaguard.repo.config import parse_expiry_days
 from otaguard.repo.layout import Layout, check_path_pattern, check_role_name, check_target_path
-from otaguard.repo.repository import ImageRepository, parse_expiry_days
+from otaguard.repo.repository import ImageRepository
 from otaguard.repo.signing import RepoSigner, tuf_key
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -153,3 +154,50 @@ def test_errors_are_otaguard_errors(tmp_path: Path) -> None:
     info = TargetFile(1, {"sha256": "0" * 64}, "a/../b")
     with pytest.raises(UsageError):
         check_target_path(info.path)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5000) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+    max_leaves=12,
+)
+ROLE_KEYS = st.sampled_from(
+    ["root", "targets", "snapshot", "timestamp", "eu", "../x", "", "director"]
+)
+CONFIG_LIKE = st.fixed_dictionaries(
+    {},
+    optional={
+        "expires": st.dictionaries(ROLE_KEYS, JSON | st.integers(0, 4000), max_size=5) | JSON,
+        "online_keys": st.dictionaries(ROLE_KEYS, JSON | st.text(max_size=20), max_size=4) | JSON,
+        "other": JSON,
+    },
+)
+
+
+@SETTINGS
+@given(st.one_of(JSON, CONFIG_LIKE))
+def test_config_loader_on_any_json(doc: object) -> None:
+    """Any JSON in config.json: a validated config or one RepositoryConfigError, nothing else."""
+    from otaguard.repo.config import RepositoryConfigError, parse_config
+
+    try:
+        config = parse_config(json.dumps(doc).encode())
+    except RepositoryConfigError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert isinstance(doc, dict) and set(doc) <= {"expires", "online_keys"}
+    assert all(type(d) is int and 1 <= d <= 3660 for d in config.expires.values())
+    assert set(config.online_keys) <= {"snapshot", "timestamp"}
+    assert all(isinstance(k, str) and k for k in config.online_keys.values())
+    assert parse_config(config.to_json()) == config  # what we write, we read back
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_config_loader_on_any_bytes(data: bytes) -> None:
+    from otaguard.repo.config import RepositoryConfigError, parse_config
+
+    try:
+        parse_config(data)
+    except RepositoryConfigError:
+        pass

@@ -172,3 +172,29 @@ def test_wrong_device_key_refused_at_install_even_if_repositories_agree(
             download_dir=tmp_path / "dl",
             running=None,
         )
+
+
+def test_network_failure_is_not_reported_as_an_attack(world, hostile) -> None:  # type: ignore[no-untyped-def]
+    """A dead mirror is a transport error (retry later); a hostile one is refused by its cap."""
+    from otaguard.errors import RejectedError, TransportError
+    from otaguard.repo.fetcher import LengthExceededError
+
+    device = _device()
+    before = device.flash.snapshot()
+    director = _director(world, [instruction_for(world["info"], {SERIAL: HW})])
+    plan = _plan(world, director)
+    served = next(world["repo"].targets_dir.glob("*.app-2.0.0.img"))
+    apply = {
+        "client": world["client"],
+        "device": device,
+        "download_dir": world["tmp"] / "downloads",
+        "running": None,
+    }
+    with pytest.raises(TransportError) as dead:
+        apply_plan(plan, target_base_url=f"{world['repo'].url}/nowhere/", **apply)
+    assert not isinstance(dead.value, RejectedError)
+    world["repo"].overrides[f"/targets/{served.name}"] = hostile["endless"]
+    with pytest.raises(LengthExceededError) as endless:
+        apply_plan(plan, target_base_url=world["repo"].targets_url, **apply)
+    assert isinstance(endless.value, RejectedError) and endless.value.check == "endless-data"
+    assert device.flash.snapshot() == before

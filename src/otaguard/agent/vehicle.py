@@ -28,8 +28,7 @@ from tuf.api.metadata import Root
 from otaguard.device.install import InstallResult, Running, install
 from otaguard.device.model import Device
 from otaguard.errors import RepositoryRejectedError, UsageError
-from otaguard.repo.client import TufClient, TufClientError
-from otaguard.repo.fetcher import FetchError
+from otaguard.repo.client import TufClient
 from otaguard.repo.uptane import Instruction, Vehicle, cross_check, verify_director
 
 
@@ -102,8 +101,14 @@ def apply_plan(
 
 @contextlib.contextmanager
 def _repository_step(step: str) -> Iterator[None]:
-    """TUF client failures become one otaguard rejection naming the step."""
+    """The trust engine's refusals become one otaguard rejection naming the step.
+
+    The client's and the fetcher's own errors are otaguard errors already and pass
+    unchanged: a refusal (a cap, a rotation limit) stays a rejection with its check,
+    and a network failure stays a :class:`~otaguard.errors.TransportError` (retry
+    later), never reported as an attack.
+    """
     try:
         yield
-    except (TufClientError, tuf_exceptions.RepositoryError, FetchError) as exc:
+    except tuf_exceptions.RepositoryError as exc:
         raise RepositoryRejectedError(f"image repository {step}: {exc}") from exc

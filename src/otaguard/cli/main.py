@@ -31,6 +31,8 @@ LAZY_COMMANDS = {
     "tuf-client": "otaguard.cli.tuf_client:tuf_client",
     "repo": "otaguard.cli.repo_cmd:repo",
     "delta": "otaguard.cli.delta_cmd:delta",
+    "audit": "otaguard.cli.audit_cmd:audit",
+    "sim": "otaguard.cli.sim_cmd:sim",
     "server": "otaguard.cli.server_cmd:server",
     "fleet": "otaguard.cli.fleet_cmd:fleet",
 }

@@ -8,10 +8,9 @@ threshold, and re-signs snapshot and timestamp with the online keys.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import click
@@ -19,14 +18,12 @@ import click
 from otaguard.cli.common import passphrase_from_env
 
 if TYPE_CHECKING:
-    from securesystemslib.signer import Key
-
-    from otaguard.repo.repository import ImageRepository
-    from otaguard.repo.signing import KeyArg, RepoSigner
+    from otaguard.repo.repository import PublishResult, SignatureStatus
 
 _PASSPHRASE = click.option(
     "--passphrase-env", metavar="VAR", help="Passphrase of encrypted private key files."
 )
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 @click.group()
@@ -34,81 +31,10 @@ def repo() -> None:
     """Run a TUF image repository (consistent snapshots, threshold signing)."""
 
 
-@contextlib.contextmanager
-def _closing(signers: Sequence[RepoSigner | None]) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for signer in signers:
-            if signer is not None:
-                signer.close()
-
-
-def _key_args(specs: Sequence[str], passphrase: bytes | None) -> list[KeyArg]:
-    from otaguard.errors import UsageError
-    from otaguard.repo.signing import load_key_arg
-
-    args = [load_key_arg(spec, passphrase) for spec in specs]
-    if len({a.keyid for a in args}) != len(args):
-        raise UsageError("the same key was given twice")
-    return args
-
-
-def _signers(specs: Sequence[str], passphrase: bytes | None) -> list[RepoSigner]:
-    from otaguard.errors import UsageError
-
-    args = _key_args(specs, passphrase)
-    missing = [spec for spec, a in zip(specs, args, strict=True) if a.signer is None]
-    if missing:
-        raise UsageError(f"{missing[0]} is a public key: signing needs the private key")
-    return [a.signer for a in args if a.signer is not None]
-
-
-def _public_keys(specs: Sequence[str]) -> list[Key]:
-    from otaguard.repo.signing import load_key_arg
-
-    keys = [load_key_arg(spec).key for spec in specs]
-    if len({k.keyid for k in keys}) != len(keys):
-        from otaguard.errors import UsageError
-
-        raise UsageError("the same key was given twice")
-    return list(keys)
-
-
-def _generate(path: Path) -> str:
-    from otaguard._atomic import write_atomic
-    from otaguard.crypto.keys import KeyType, generate_private_key, private_key_pem
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, private_key_pem(generate_private_key(KeyType.ED25519), None), mode=0o600)
-    return str(path)
-
-
-def _online_spec(repository: ImageRepository, role: str, given: str | None) -> str:
-    from otaguard.errors import UsageError
-
-    if given:
-        return given
-    spec = repository.config.get("online_keys", {}).get(role)
-    if not isinstance(spec, str):
-        raise UsageError(f"no {role} key configured: pass --{role}-key")
-    if spec.startswith("pkcs11:") or os.path.isabs(spec):
-        return spec
-    return str(repository.layout.base / spec)
-
-
-def _publish(
-    repository: ImageRepository,
-    snapshot_key: str | None,
-    timestamp_key: str | None,
-    passphrase: bytes | None,
-) -> None:
-    online = {
-        "snapshot": _signers([_online_spec(repository, "snapshot", snapshot_key)], passphrase),
-        "timestamp": _signers([_online_spec(repository, "timestamp", timestamp_key)], passphrase),
-    }
-    with _closing(online["snapshot"] + online["timestamp"]):
-        result = repository.publish(online["snapshot"], online["timestamp"])
+def _print_publish(result: PublishResult, as_json: bool = False) -> None:
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+        return
     for role in result.leftovers:
         click.echo(f"dropped staged {role}: already published (an earlier publish was cut short)")
     roles = ", ".join(result.published) or "no role changed"
@@ -118,17 +44,12 @@ def _publish(
     )
 
 
-def _report(repository: ImageRepository) -> bool:
-    """Print every staged role's status; True if all are ready."""
-    ready = True
-    for role in repository.layout.staged_roles():
-        if repository.leftover(role):
+def _print_staged(staged: Sequence[tuple[str, SignatureStatus | None]]) -> None:
+    for role, status in staged:
+        if status is None:
             click.echo(f"staged {role}: already published (dropped at the next publish)")
-            continue
-        status = repository.status(role)
-        ready = ready and status.ok
-        click.echo(f"staged {status.describe()}")
-    return ready
+        else:
+            click.echo(f"staged {status.describe()}")
 
 
 # -- init ---------------------------------------------------------------------------------
@@ -142,7 +63,9 @@ def _report(repository: ImageRepository) -> bool:
 @click.option("--targets-threshold", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--snapshot-key", help="Online snapshot key (default: generated).")
 @click.option("--timestamp-key", help="Online timestamp key (default: generated).")
-@click.option("--expires", "expires", multiple=True, metavar="ROLE=DAYS", help="Expiry per role.")
+@click.option(
+    "--expires", "expires", multiple=True, metavar="ROLE=DAYS", help="Expiry of a top-level role."
+)
 @_PASSPHRASE
 def init(
     directory: str,
@@ -161,68 +84,38 @@ def init(
     or public keys (version 1 stays staged until signed with 'repo sign').
     Without --root-key/--targets-key, Ed25519 keys are generated into
     DIRECTORY/offline-keys/ (move them offline); snapshot and timestamp keys
-    default to generated keys in DIRECTORY/online-keys/.
+    default to generated keys in DIRECTORY/online-keys/. All or nothing: a
+    failure leaves no repository behind.
     """
-    from otaguard.errors import UsageError
-    from otaguard.repo.layout import Layout
-    from otaguard.repo.repository import ImageRepository, locked, parse_expiry_days
+    from otaguard.repo.bootstrap import RoleKeys, check_new_directory, init_repository
+    from otaguard.repo.config import parse_expiry_days
 
     passphrase = passphrase_from_env(passphrase_env)
     expiry_days = parse_expiry_days(expires)
-    layout = Layout(directory)
-    if layout.config_file.exists():
-        raise UsageError(f"{directory} already holds a repository")
-    generated: list[str] = []
-    if not root_keys:
-        root_keys = (_generate(layout.offline_keys / "root.pem"),)
-        generated.append(root_keys[0])
-    if not targets_keys:
-        targets_keys = (_generate(layout.offline_keys / "targets.pem"),)
-        generated.append(targets_keys[0])
-    specs: dict[str, str] = {}
-    for role, given in (("snapshot", snapshot_key), ("timestamp", timestamp_key)):
-        if given:
-            is_uri = given.startswith("pkcs11:")
-            specs[role] = given if is_uri else os.path.abspath(given)
-        else:
-            _generate(layout.online_keys / f"{role}.pem")
-            specs[role] = f"online-keys/{role}.pem"
-    if generated:
+    check_new_directory(directory)
+    root = RoleKeys.load(root_keys, root_threshold, passphrase)
+    targets = RoleKeys.load(targets_keys, targets_threshold, passphrase)
+    online = {"snapshot": snapshot_key or "", "timestamp": timestamp_key or ""}
+    result = init_repository(
+        directory,
+        root=root,
+        targets=targets,
+        online={role: spec for role, spec in online.items() if spec},
+        expiry_days=expiry_days,
+        passphrase=passphrase,
+    )
+    if result.generated_offline_keys:
         click.echo(
-            f"warning: generated offline keys {', '.join(generated)}: move them off this "
-            "machine (offline storage or an HSM) before the first release",
+            f"warning: generated offline keys {', '.join(map(str, result.generated_offline_keys))}"
+            ": move them off this machine (offline storage or an HSM) before the first release",
             err=True,
         )
-    roots = _key_args(root_keys, passphrase)
-    targets = _key_args(targets_keys, passphrase)
-    online = {
-        role: _key_args([s if s.startswith("pkcs11:") else str(layout.base / s)], passphrase)[0]
-        for role, s in specs.items()
-    }
-    everyone = [a.signer for a in (*roots, *targets, *online.values())]
-    with _closing(everyone):
-        layout.base.mkdir(parents=True, exist_ok=True)
-        with locked(layout.base):
-            repository = ImageRepository.create(
-                directory,
-                root_keys=[a.key for a in roots],
-                root_threshold=root_threshold,
-                targets_keys=[a.key for a in targets],
-                targets_threshold=targets_threshold,
-                snapshot_key=online["snapshot"].key,
-                timestamp_key=online["timestamp"].key,
-                online_key_specs=specs,
-                expiry_days=expiry_days,
-            )
-            for role, args in (("root", roots), ("targets", targets)):
-                signers = [a.signer for a in args if a.signer is not None]
-                if signers:
-                    repository.sign(role, signers)
-            click.echo(f"repository created in {directory}")
-            if _report(repository):
-                _publish(repository, None, None, passphrase)
-            else:
-                click.echo("not published yet: sign with 'otaguard repo sign', then publish")
+    click.echo(f"repository created in {directory}")
+    _print_staged([(status.role, status) for status in result.staged])
+    if result.published is not None:
+        _print_publish(result.published)
+    else:
+        click.echo("not published yet: sign with 'otaguard repo sign', then publish")
 
 
 # -- targets --------------------------------------------------------------------------------
@@ -307,10 +200,11 @@ def sign(
 ) -> None:
     """Add signatures to staged ROLES (default: every staged role these keys may sign)."""
     from otaguard.errors import UsageError
+    from otaguard.repo.bootstrap import closing, load_signers
     from otaguard.repo.repository import ImageRepository, locked
 
-    signers = _signers(keys, passphrase_from_env(passphrase_env))
-    with _closing(signers), locked(directory):
+    signers = load_signers(keys, passphrase_from_env(passphrase_env))
+    with closing(signers), locked(directory):
         repository = ImageRepository(directory)
         targets = list(roles) or repository.signable_roles(signers)
         if not targets:
@@ -323,16 +217,22 @@ def sign(
 
 @repo.command("status")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-def status(directory: str) -> None:
+@_JSON
+def status(directory: str, as_json: bool) -> None:
     """Show published versions and what each staged role still needs."""
+    from otaguard.repo.bootstrap import status_report
     from otaguard.repo.repository import ImageRepository
 
     repository = ImageRepository(directory)
+    if as_json:
+        click.echo(json.dumps(status_report(repository), indent=2, sort_keys=True))
+        return
     for role in ("root", "targets", "snapshot", "timestamp"):
         click.echo(f"published {role} v{repository.published_version(role)}")
-    if not repository.layout.staged_roles():
+    staged = repository.staged_statuses()
+    if not staged:
         click.echo("nothing staged")
-    _report(repository)
+    _print_staged(staged)
 
 
 @repo.command("publish")
@@ -340,19 +240,24 @@ def status(directory: str) -> None:
 @click.option("--snapshot-key", help="Online snapshot key (default: the configured one).")
 @click.option("--timestamp-key", help="Online timestamp key (default: the configured one).")
 @_PASSPHRASE
+@_JSON
 def publish(
-    directory: str, snapshot_key: str | None, timestamp_key: str | None, passphrase_env: str | None
+    directory: str,
+    snapshot_key: str | None,
+    timestamp_key: str | None,
+    passphrase_env: str | None,
+    as_json: bool,
 ) -> None:
     """Publish staged roles (all must meet their thresholds), new snapshot and timestamp.
 
     With nothing staged this renews the timestamp (run it from cron: clients
     refuse an expired timestamp).
     """
-    from otaguard.repo.repository import ImageRepository, locked
+    from otaguard.repo import bootstrap
 
-    passphrase = passphrase_from_env(passphrase_env)
-    with locked(directory):
-        _publish(ImageRepository(directory), snapshot_key, timestamp_key, passphrase)
+    online = {"snapshot": snapshot_key, "timestamp": timestamp_key}
+    result = bootstrap.publish(directory, online, passphrase_from_env(passphrase_env))
+    _print_publish(result, as_json)
 
 
 # -- delegations and rotation ---------------------------------------------------------------
@@ -367,6 +272,9 @@ def publish(
 @click.option("--threshold", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--delegator", default="targets", show_default=True, help="Delegating role.")
 @click.option("--terminating", is_flag=True, help="Clients look no further for matching paths.")
+@click.option(
+    "--expires", "expiry_days", type=int, metavar="DAYS", help="Expiry of the new role(s)."
+)
 def delegate(
     directory: str,
     name: str | None,
@@ -376,24 +284,38 @@ def delegate(
     threshold: int,
     delegator: str,
     terminating: bool,
+    expiry_days: int | None,
 ) -> None:
-    """Stage a delegation (by --name and --path, or to --hashed-bins) and the new roles."""
+    """Stage a delegation (by --name and --path, or to --hashed-bins) and the new roles.
+
+    Each new version of a delegated role is valid for --expires DAYS (default:
+    as long as targets).
+    """
     from otaguard.errors import UsageError
+    from otaguard.repo.bootstrap import load_keys
     from otaguard.repo.repository import ImageRepository, locked
 
-    public = _public_keys(keys)
+    public = [a.key for a in load_keys(keys)]
     with locked(directory):
         repository = ImageRepository(directory)
         if hashed_bins is not None:
             if name or paths:
                 raise UsageError("--hashed-bins takes no --name or --path")
-            bins = repository.delegate_bins(hashed_bins, public, threshold, delegator=delegator)
+            bins = repository.delegate_bins(
+                hashed_bins, public, threshold, delegator=delegator, expiry_days=expiry_days
+            )
             click.echo(f"staged {delegator} delegating to {len(bins)} hashed bins {bins[0]}..")
         else:
             if not name or not paths:
                 raise UsageError("give --name and --path (or --hashed-bins)")
             repository.delegate(
-                name, public, threshold, paths, delegator=delegator, terminating=terminating
+                name,
+                public,
+                threshold,
+                paths,
+                delegator=delegator,
+                terminating=terminating,
+                expiry_days=expiry_days,
             )
             click.echo(f"staged {delegator} delegating {', '.join(paths)} to {name}")
         click.echo("sign the staged roles ('otaguard repo sign'), then publish")
@@ -422,13 +344,14 @@ def rotate(
     the new one: pass old and new root keys with --key (or 'repo sign' later).
     """
     from otaguard.errors import UsageError
+    from otaguard.repo.bootstrap import closing, load_keys, load_signers
     from otaguard.repo.repository import ImageRepository, locked
 
     if not (add or remove or threshold):
         raise UsageError("nothing to change: give --add-key, --remove-key or --threshold")
-    public = _public_keys(add)
-    signers = _signers(keys, passphrase_from_env(passphrase_env))
-    with _closing(signers), locked(directory):
+    public = [a.key for a in load_keys(add)]
+    signers = load_signers(keys, passphrase_from_env(passphrase_env))
+    with closing(signers), locked(directory):
         repository = ImageRepository(directory)
         delegator = repository.rotate(role, add=public, remove=remove, threshold=threshold)
         click.echo(f"staged {delegator} with new keys for {role}")

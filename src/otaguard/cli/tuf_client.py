@@ -9,23 +9,33 @@
         --target-base-url URL --target-dir DIR download
 
 Unlike the rest of otaguard, this command's exit status is exactly 0 on
-success and exactly 1 on *any* failure, usage errors included: that is the
+success and exactly 1 on every failure, usage errors included: that is the
 protocol the conformance suite speaks. The arguments are therefore parsed
 here, by a private click group run in non-standalone mode, so that a usage
-error becomes 1 instead of the usual 2.
+error becomes 1 instead of the usual 2. A failure is what otaguard expects
+to meet: a refusal, a network or file error, a bad argument. Anything else
+is a bug in otaguard, not a verdict on the repository: exit 3, one line, and
+the traceback with ``--debug``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import traceback
+from typing import Any
 
 import click
+from tuf.api.exceptions import RepositoryError
 
-from otaguard.cli.reporting import one_line
+from otaguard.cli.reporting import EXIT_BUG, one_line
+from otaguard.errors import OtaguardError
 
 EXIT_OK = 0
 EXIT_FAIL = 1
+
+#: What a failure is (exit 1); any other exception is a bug (exit 3).
+EXPECTED = (OtaguardError, RepositoryError, OSError)
 
 _PROG = "otaguard tuf-client"
 
@@ -35,26 +45,32 @@ class _Failure(Exception):
 
 
 @click.group(name="tuf-client", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--metadata-dir", required=True, help="Trusted metadata directory.")
+@click.option("--metadata-dir", help="Trusted metadata directory (required).")
 @click.option("--metadata-url", help="Base URL of the repository's metadata.")
 @click.option("--target-name", "target_names", multiple=True, help="Target path (repeatable).")
 @click.option("--target-base-url", help="Base URL of the repository's targets.")
 @click.option("--target-dir", help="Where verified targets are stored.")
 @click.option("-v", "--verbose", count=True, help="More logging (repeatable).")
+@click.option("--debug", is_flag=True, help="Print the traceback of an internal error.")
 @click.pass_context
 def _group(
     ctx: click.Context,
-    metadata_dir: str,
+    metadata_dir: str | None,
     metadata_url: str | None,
     target_names: tuple[str, ...],
     target_base_url: str | None,
     target_dir: str | None,
     verbose: int,
+    debug: bool,
 ) -> None:
-    """TUF client (tuf-conformance CLI protocol). Exit 0 on success, 1 on any failure."""
+    """TUF client (tuf-conformance CLI protocol). Exit 0 on success, 1 on any failure.
+
+    Exit 3 is a bug in otaguard (--debug prints its traceback).
+    """
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="otaguard tuf-client: %(levelname)s %(message)s")
-    ctx.obj = {
+    ctx.obj["debug"] = debug  # read by run_tuf_client after the command is gone
+    ctx.obj |= {
         "metadata_dir": metadata_dir,
         "metadata_url": metadata_url,
         "target_names": target_names,
@@ -81,7 +97,7 @@ def init(ctx: click.Context, trusted_root: str) -> None:
     from otaguard._atomic import write_atomic
     from otaguard.repo.trust import ROOT_MAX_LENGTH, TrustEngine
 
-    metadata_dir = ctx.obj["metadata_dir"]
+    metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
     with open(trusted_root, "rb") as handle:
         data = handle.read(ROOT_MAX_LENGTH + 1)
     if len(data) > ROOT_MAX_LENGTH:
@@ -101,10 +117,11 @@ def refresh(ctx: click.Context) -> None:
     from otaguard.repo.client import TufClient
     from otaguard.repo.fetcher import HttpxFetcher
 
+    metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
     url = _need(ctx, "metadata_url", "--metadata-url")
     with HttpxFetcher() as fetcher:
-        TufClient(ctx.obj["metadata_dir"], url, fetcher).refresh()
-    click.echo(f"{_PROG}: refreshed {ctx.obj['metadata_dir']}", err=True)
+        TufClient(metadata_dir, url, fetcher).refresh()
+    click.echo(f"{_PROG}: refreshed {metadata_dir}", err=True)
 
 
 @_group.command()
@@ -114,6 +131,7 @@ def download(ctx: click.Context) -> None:
     from otaguard.repo.client import TufClient
     from otaguard.repo.fetcher import HttpxFetcher
 
+    metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
     url = _need(ctx, "metadata_url", "--metadata-url")
     base = _need(ctx, "target_base_url", "--target-base-url")
     target_dir = _need(ctx, "target_dir", "--target-dir")
@@ -121,7 +139,7 @@ def download(ctx: click.Context) -> None:
     if not names:
         raise click.UsageError("--target-name is required for download")
     with HttpxFetcher() as fetcher:
-        client = TufClient(ctx.obj["metadata_dir"], url, fetcher)
+        client = TufClient(metadata_dir, url, fetcher)
         for name in names:
             info = client.target_info(name)
             if info is None:
@@ -131,9 +149,10 @@ def download(ctx: click.Context) -> None:
 
 
 def run_tuf_client(args: list[str]) -> int:
-    """Run the client on ``args``; return 0 or 1, never raise (except on a bug in click)."""
+    """Run the client on ``args``; return 0, 1 (failure) or 3 (a bug), never raise."""
+    state: dict[str, Any] = {}
     try:
-        _group.main(args=args, prog_name=_PROG, standalone_mode=False)
+        _group.main(args=args, prog_name=_PROG, standalone_mode=False, obj=state)
     except click.exceptions.Exit as exc:  # --help
         return EXIT_OK if exc.exit_code == 0 else EXIT_FAIL
     except click.ClickException as exc:
@@ -142,10 +161,19 @@ def run_tuf_client(args: list[str]) -> int:
     except click.exceptions.Abort:
         click.echo(f"{_PROG}: aborted", err=True)
         return EXIT_FAIL
-    except Exception as exc:  # every failure is exit 1, reported in one line
+    except (_Failure, *EXPECTED) as exc:  # every failure is exit 1, reported in one line
         kind = "" if isinstance(exc, _Failure) else f"{type(exc).__name__}: "  # ours say it all
         click.echo(f"{_PROG}: failed: {kind}{one_line(str(exc))}", err=True)
         return EXIT_FAIL
+    except Exception as exc:
+        if state.get("debug"):
+            traceback.print_exception(exc)
+        click.echo(
+            f"{_PROG}: internal error (a bug, please report; --debug shows where): "
+            f"{type(exc).__name__}: {one_line(str(exc))}",
+            err=True,
+        )
+        return EXIT_BUG
     return EXIT_OK
 
 

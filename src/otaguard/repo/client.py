@@ -8,6 +8,14 @@ unversioned name (``root.json``, ``timestamp.json``, ``snapshot.json``,
 nothing else there except short-lived temporary files (``.*.tmp``).
 Local files are only ever a cache: each is re-verified by the engine before
 use, exactly as if it had just been downloaded.
+
+Errors: the trust engine's refusals are python-tuf's
+:class:`tuf.api.exceptions.RepositoryError` (the metadata is not acceptable);
+the fetcher's are :class:`~otaguard.repo.fetcher.FetchError` (transport, exit
+2; or a cap refusing a hostile server, exit 1); the client's own are
+:class:`TufClientError` (:class:`NoTrustedRootError`, exit 2;
+:class:`RotationLimitError`, exit 1). A refusal leaves the trusted files as they
+were: a file is replaced only by bytes the engine has just accepted.
 """
 
 from __future__ import annotations
@@ -22,14 +30,23 @@ from tuf.api import exceptions
 from tuf.api.metadata import Root, Snapshot, TargetFile, Targets, Timestamp
 
 from otaguard._atomic import write_atomic
+from otaguard.errors import OtaguardError, RepositoryRejectedError, StorageError
 from otaguard.repo.fetcher import Fetcher, FetchError
 from otaguard.repo.trust import Limits, TrustEngine
 
 logger = logging.getLogger(__name__)
 
 
-class TufClientError(Exception):
+class TufClientError(OtaguardError):
     """The update could not be completed; the message says which step failed."""
+
+
+class NoTrustedRootError(TufClientError, StorageError):
+    """The metadata directory holds no trusted root (``init`` was not run)."""
+
+
+class RotationLimitError(TufClientError, RepositoryRejectedError):
+    """The repository offers more root versions than one session may walk."""
 
 
 def _quote(role: str) -> str:
@@ -58,7 +75,7 @@ class TufClient:
         self._limits = limits or Limits()
         root_bytes = self._read_local(Root.type)
         if root_bytes is None:
-            raise TufClientError(f"no trusted root.json in {self._dir} (run init first)")
+            raise NoTrustedRootError(f"no trusted root.json in {self._dir} (run init first)")
         self.engine = TrustEngine(root_bytes, now or datetime.datetime.now(datetime.UTC))
         self._refreshed = False
 
@@ -113,7 +130,7 @@ class TufClient:
             self.engine.update_root(data)
             self._persist(Root.type, data)
             logger.info("trusted root is now version %d", version)
-        raise TufClientError(
+        raise RotationLimitError(
             f"more than {self._limits.max_root_rotations} root rotations in one update"
         )
 

@@ -19,14 +19,12 @@ reading during a publish sees either the old or the new repository.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 from urllib import parse
 
-from securesystemslib.signer import Signer
 from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from tuf.api.serialization import DeserializationError
 from tuf.api.serialization.json import JSONSerializer
@@ -41,8 +39,6 @@ ONLINE_ROLES = (Snapshot.type, Timestamp.type)
 
 #: Largest metadata file the repository reads back (well above any client cap).
 MAX_METADATA_FILE = 64 * 1024 * 1024
-#: Largest config.json.
-MAX_CONFIG_FILE = 64 * 1024
 #: Client caps the repository must stay under (a larger file could never be fetched).
 CLIENT_CAPS = {Root.type: ROOT_MAX_LENGTH}
 DEFAULT_CLIENT_CAP = TARGETS_MAX_LENGTH
@@ -94,6 +90,18 @@ def to_bytes(md: Metadata[Any]) -> bytes:
     return md.to_bytes(JSONSerializer(compact=True))
 
 
+def parse_metadata(data: bytes, role: str, where: str) -> Metadata[Any]:
+    """``data`` as metadata of ``role``'s type (targets for delegated roles)."""
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except DeserializationError as exc:
+        raise MalformedError(f"{where} is not valid TUF metadata: {exc}") from exc
+    expected = role if role in TOP_ROLES else Targets.type
+    if md.signed.type != expected:
+        raise MalformedError(f"{where} holds {md.signed.type} metadata, not {expected}")
+    return md
+
+
 class Layout:
     """Paths of one repository directory, and capped, checked file access."""
 
@@ -133,15 +141,7 @@ class Layout:
 
     def load(self, path: Path, role: str) -> Metadata[Any]:
         """Parse ``path`` as metadata of ``role``'s type (targets for delegated roles)."""
-        data = self.read_bytes(path)
-        try:
-            md: Metadata[Any] = Metadata.from_bytes(data)
-        except DeserializationError as exc:
-            raise MalformedError(f"{path} is not valid TUF metadata: {exc}") from exc
-        expected = role if role in TOP_ROLES else Targets.type
-        if md.signed.type != expected:
-            raise MalformedError(f"{path} holds {md.signed.type} metadata, not {expected}")
-        return md
+        return parse_metadata(self.read_bytes(path), role, str(path))
 
     def write(self, path: Path, md: Metadata[Any]) -> bytes:
         data = to_bytes(md)
@@ -167,25 +167,3 @@ class Layout:
         except OSError as exc:
             raise StorageError(f"cannot list {self.staged}: {exc.strerror or exc}") from exc
         return [parse.unquote(n[: -len(".json")]) for n in names]
-
-    # -- config ------------------------------------------------------------------------
-
-    def read_config(self) -> dict[str, Any]:
-        data = self.read_bytes(self.config_file, MAX_CONFIG_FILE)
-        try:
-            config = json.loads(data)
-        except ValueError as exc:
-            raise MalformedError(f"{self.config_file} is not JSON: {exc}") from exc
-        if not isinstance(config, dict):
-            raise MalformedError(f"{self.config_file} must hold a JSON object")
-        return config
-
-    def write_config(self, config: dict[str, Any]) -> None:
-        text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-        write_atomic(self.config_file, text.encode())
-
-
-def sign_all(md: Metadata[Any], signers: list[Signer]) -> None:
-    md.signatures.clear()
-    for signer in signers:
-        md.sign(signer, append=True)

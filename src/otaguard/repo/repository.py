@@ -40,6 +40,13 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import CanonicalJSONSerializer
 
 from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
+from otaguard.repo.config import (
+    DEFAULT_EXPIRY_DAYS,
+    RepoConfig,
+    check_expiry_days,
+    load_config,
+    save_config,
+)
 from otaguard.repo.layout import (
     CLIENT_CAPS,
     DEFAULT_CLIENT_CAP,
@@ -52,8 +59,6 @@ from otaguard.repo.layout import (
     to_bytes,
 )
 
-DEFAULT_EXPIRY_DAYS = {Root.type: 365, Targets.type: 90, Snapshot.type: 7, Timestamp.type: 1}
-MAX_EXPIRY_DAYS = 3660
 #: Caps on what one repository may hold (hostile or mistaken input).
 MAX_KEYS_PER_ROLE = 64
 MAX_DELEGATIONS_PER_ROLE = 1024
@@ -88,6 +93,16 @@ class SignatureStatus:
         state = "ready" if self.ok else "needs " + "; ".join(self.detail)
         return f"{self.role} v{self.version}: {self.signed} valid signature(s), {state}"
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "version": self.version,
+            "signatures": self.signed,
+            "threshold": self.threshold,
+            "ready": self.ok,
+            "needs": list(self.detail),
+        }
+
 
 @dataclass
 class PublishResult:
@@ -96,6 +111,14 @@ class PublishResult:
     timestamp_version: int
     #: staged roles an interrupted publish had already published, removed from staged/
     leftovers: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "published": list(self.published),
+            "snapshot_version": self.snapshot_version,
+            "timestamp_version": self.timestamp_version,
+            "dropped": list(self.leftovers),
+        }
 
 
 def utcnow() -> datetime.datetime:
@@ -113,29 +136,13 @@ def _check_threshold(threshold: int, keys: int, what: str) -> None:
         raise UsageError(f"{what}: threshold {threshold} needs between 1 and {keys} (its keys)")
 
 
-def parse_expiry_days(items: Iterable[str]) -> dict[str, int]:
-    """``role=DAYS`` pairs (``--expires``)."""
-    out: dict[str, int] = {}
-    for item in items:
-        role, sep, days = item.partition("=")
-        if not sep or not days.isdigit() or not role:
-            raise UsageError(f"--expires {item[:60]!r}: use ROLE=DAYS")
-        if role not in TOP_ROLES:
-            check_role_name(role)
-        value = int(days)
-        if not 1 <= value <= MAX_EXPIRY_DAYS:
-            raise UsageError(f"--expires {role}: days must be 1-{MAX_EXPIRY_DAYS}")
-        out[role] = value
-    return out
-
-
 class ImageRepository:
     """One repository directory (see :mod:`otaguard.repo.layout`)."""
 
     def __init__(self, base: str | os.PathLike[str], *, now: datetime.datetime | None = None):
         self.layout = Layout(base)
         self.layout.require()
-        self.config = self.layout.read_config()
+        self.config = load_config(self.layout.config_file)
         self._now = now
         self._cache: dict[Path, Metadata[Any]] = {}
 
@@ -169,12 +176,8 @@ class ImageRepository:
         _check_threshold(root_threshold, len(root_keys), "root")
         _check_threshold(targets_threshold, len(targets_keys), "targets")
         layout.make_dirs()
-        layout.write_config(
-            {
-                "expires": {**DEFAULT_EXPIRY_DAYS, **(expiry_days or {})},
-                "online_keys": online_key_specs,
-            }
-        )
+        expires = {**DEFAULT_EXPIRY_DAYS, **(expiry_days or {})}
+        save_config(layout.config_file, RepoConfig(expires, dict(online_key_specs)))
         repo = cls(base, now=now)
         root = Root(expires=repo.expiry(Root.type), consistent_snapshot=True)
         for role, keys, threshold in (
@@ -195,13 +198,16 @@ class ImageRepository:
     # -- reading -----------------------------------------------------------------------
 
     def expiry(self, role: str) -> datetime.datetime:
-        table = self.config.get("expires", {})
-        days = table.get(role) if isinstance(table, dict) else None
-        if days is None:
-            days = DEFAULT_EXPIRY_DAYS.get(role, DEFAULT_EXPIRY_DAYS[Targets.type])
-        if not isinstance(days, int) or not 1 <= days <= MAX_EXPIRY_DAYS:
-            raise MalformedError(f"config.json: bad expiry for {role}")
-        return self.now + datetime.timedelta(days=days)
+        return self.now + datetime.timedelta(days=self.config.expiry_days(role))
+
+    def _expire_after(self, role: str, days: int | None) -> None:
+        """Use ``days`` for ``role`` from now on (kept in memory; :meth:`_save_config` writes)."""
+        if days is not None:
+            check_expiry_days(role, days)
+            self.config = RepoConfig({**self.config.expires, role: days}, self.config.online_keys)
+
+    def _save_config(self) -> None:
+        save_config(self.layout.config_file, self.config)
 
     def _read(self, path: Path, role: str, *, fresh: bool = False) -> Metadata[Any]:
         """Parsed metadata; ``fresh`` for a private copy the caller may modify."""
@@ -357,8 +363,12 @@ class ImageRepository:
         *,
         delegator: str = Targets.type,
         terminating: bool = False,
+        expiry_days: int | None = None,
     ) -> None:
-        """Stage ``delegator`` with a new delegation and ``name`` v1 (no targets)."""
+        """Stage ``delegator`` with a new delegation and ``name`` v1 (no targets).
+
+        ``expiry_days``: how long each version of ``name`` is valid (default: as targets).
+        """
         check_role_name(name)
         if not paths or len(paths) > MAX_PATHS_PER_DELEGATION:
             raise UsageError(f"give 1-{MAX_PATHS_PER_DELEGATION} --path patterns")
@@ -380,8 +390,11 @@ class ImageRepository:
         roles[name] = DelegatedRole(name, [], threshold, terminating, list(paths))
         for key in keys:
             targets.add_key(key, name)
+        self._expire_after(name, expiry_days)
         self.stage(delegator, parent)
         self.stage(name, Metadata(Targets(expires=self.expiry(name))))
+        if expiry_days is not None:
+            self._save_config()
 
     def delegate_bins(
         self,
@@ -391,8 +404,12 @@ class ImageRepository:
         *,
         delegator: str = Targets.type,
         prefix: str = DEFAULT_BIN_PREFIX,
+        expiry_days: int | None = None,
     ) -> list[str]:
-        """Stage ``delegator`` delegating every path to ``count`` hashed bins, and each bin v1."""
+        """Stage ``delegator`` delegating every path to ``count`` hashed bins, and each bin v1.
+
+        ``expiry_days``: how long each version of a bin is valid (default: as targets).
+        """
         bits = count.bit_length() - 1
         if count < 2 or count != 1 << bits or bits > MAX_BIN_BITS:
             raise UsageError(f"--hashed-bins must be a power of two from 2 to {1 << MAX_BIN_BITS}")
@@ -412,10 +429,13 @@ class ImageRepository:
         for name in names:
             if self.latest(name) is not None:
                 raise UsageError(f"role {name!r} already exists")
+        self._expire_after(prefix, expiry_days)
         self.stage(delegator, parent)
         expires = self.expiry(prefix)
         for name in names:
             self.stage(name, Metadata(Targets(expires=expires)))
+        if expiry_days is not None:
+            self._save_config()
         return names
 
     # -- targets -----------------------------------------------------------------------
@@ -510,6 +530,13 @@ class ImageRepository:
         return SignatureStatus(
             role, md.signed.version, len(vresult.signed), vresult.threshold, detail
         )
+
+    def staged_statuses(self) -> list[tuple[str, SignatureStatus | None]]:
+        """Each staged role and how far it is from its threshold (None: already published)."""
+        return [
+            (role, None if self.leftover(role) else self.status(role))
+            for role in self.layout.staged_roles()
+        ]
 
     def sign(self, role: str, signers: Sequence[Signer]) -> SignatureStatus:
         """Add each signer's signature to the staged ``role``; refuse keys not of that role."""

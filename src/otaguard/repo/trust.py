@@ -10,10 +10,11 @@ trusted state unchanged.
 
 The per-role checks of the TUF client workflow (signature thresholds, version
 rollback, expiry, snapshot/timestamp hash and length, fast-forward recovery)
-are python-tuf's ``TrustedMetadataSet``; this module pins the reference time
-and adds the delegation walk (:meth:`TrustEngine.delegation_walk`), which is
-where a cached delegated role is re-verified against the delegator of the
-*current* path, never trusted because another path verified it earlier.
+are python-tuf's ``TrustedMetadataSet`` (a private class, reached only through
+:mod:`otaguard.repo.tuf_adapter`); this module pins the reference time and
+adds the delegation walk (:meth:`TrustEngine.delegation_walk`), which is where
+a cached delegated role is re-verified against the delegator of the *current*
+path, never trusted because another path verified it earlier.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 
 from tuf.api import exceptions
 from tuf.api.metadata import Root, Snapshot, TargetFile, Targets, Timestamp
-from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
-from tuf.ngclient.config import EnvelopeType
+
+from otaguard.repo.tuf_adapter import trusted_set
 
 #: Default caps. Every download has a length cap; walks and rotations are bounded.
 MAX_ROOT_ROTATIONS = 256
@@ -59,12 +60,7 @@ class TrustEngine:
     def __init__(self, root_bytes: bytes, now: datetime.datetime) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        self._set = TrustedMetadataSet(root_bytes, EnvelopeType.METADATA)
-        self._set.reference_time = now.astimezone(datetime.UTC)
-
-    @property
-    def now(self) -> datetime.datetime:
-        return self._set.reference_time
+        self._set = trusted_set(root_bytes, now.astimezone(datetime.UTC))
 
     @property
     def root(self) -> Root:
@@ -77,10 +73,6 @@ class TrustEngine:
     @property
     def snapshot(self) -> Snapshot | None:
         return self._set.snapshot if Snapshot.type in self._set else None
-
-    @property
-    def targets(self) -> Targets | None:
-        return self._set.targets if Targets.type in self._set else None
 
     def update_root(self, data: bytes) -> Root:
         """Accept the next root version (N+1), signed by old and new thresholds."""
