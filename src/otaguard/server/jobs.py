@@ -29,7 +29,7 @@ def run_once(ctx: ServerContext) -> dict[str, object]:
     done: dict[str, object] = {}
     if ctx.config.repo_dir.joinpath("config.json").exists():
         version = releases.resign_timestamp(
-            ctx.db, ctx.config, ctx.keys, now=now, margin=timing.timestamp_margin
+            ctx.db, ctx.config, now=now, margin=timing.timestamp_margin
         )
         if version is not None:
             ctx.repo.forget()

@@ -26,7 +26,7 @@ from otaguard.crypto.keys import (
 from otaguard.crypto.signer import KeySigner
 from otaguard.errors import KeyLoadError, StorageError
 from otaguard.repo.director import director_root
-from otaguard.repo.signing import RepoSigner, tuf_key
+from otaguard.repo.signing import tuf_key
 
 ROLES = ("snapshot", "timestamp", "director")
 #: How long the director root vehicles are provisioned with stays valid.
@@ -47,9 +47,6 @@ class OnlineKeys:
     @property
     def director_keyid(self) -> str:
         return key_id(self.director.public_key)
-
-    def repo_signers(self) -> tuple[list[RepoSigner], list[RepoSigner]]:
-        return [RepoSigner(self.snapshot)], [RepoSigner(self.timestamp)]
 
 
 def key_path(directory: Path, role: str) -> Path:

@@ -1,13 +1,16 @@
 """Publishing a release: check everything (``release_checks``), then let ``otaguard.repo`` publish.
 
 The server's repository (``DATA_DIR/repo``) is an ordinary ``otaguard repo``
-directory whose config names the server's online keys. An accepted upload is
-written the way ``otaguard repo publish`` writes: new roots, the images linked
-into ``targets/``, the changed roles staged, then :meth:`ImageRepository.publish`
-(which checks the thresholds again, signs snapshot and timestamp with the online
-keys and writes the timestamp last: its commit point). One publish at a time,
-across processes and hosts: a database lock (PostgreSQL advisory lock; SQLite's
-write lock) and the repository's file lock.
+directory whose ``config.json`` names the server's online keys
+(``../online-keys/<role>.pem``, resolved by ``repo.bootstrap.online_key_location``).
+An accepted upload is written the way ``otaguard repo publish`` writes: new
+roots, the images linked into ``targets/``, the changed roles staged, then
+``repo.bootstrap.publish_repository`` (which checks the thresholds again, signs
+snapshot and timestamp with the configured online keys and writes the timestamp
+last: its commit point); the timestamp job is the same call with nothing staged,
+as ``bootstrap`` prescribes. One publish at a time, across processes and hosts: a
+database lock (PostgreSQL advisory lock; SQLite's write lock) and the
+repository's file lock.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Time
 
 from otaguard._atomic import write_atomic
 from otaguard.errors import RejectedError, UsageError
+from otaguard.repo.bootstrap import publish_repository
+from otaguard.repo.config import DEFAULT_EXPIRY_DAYS, RepoConfig, save_config
 from otaguard.repo.layout import Layout, to_bytes
-from otaguard.repo.repository import DEFAULT_EXPIRY_DAYS, ImageRepository, locked
+from otaguard.repo.repository import ImageRepository, locked
 from otaguard.server.config import ServerConfig
 from otaguard.server.db import Database
 from otaguard.server.errors import ApiError
@@ -58,14 +63,12 @@ def ensure_repository(config: ServerConfig) -> Layout:
     if not layout.config_file.exists():
         layout.make_dirs()
         online = os.path.relpath(config.online_keys_dir, config.repo_dir)
-        layout.write_config(
-            {
-                "expires": dict(DEFAULT_EXPIRY_DAYS),
-                "online_keys": {
-                    "snapshot": f"{online}/snapshot.pem",
-                    "timestamp": f"{online}/timestamp.pem",
-                },
-            }
+        save_config(
+            layout.config_file,
+            RepoConfig(
+                expires=dict(DEFAULT_EXPIRY_DAYS),
+                online_keys={role: f"{online}/{role}.pem" for role in ("snapshot", "timestamp")},
+            ),
         )
     return layout
 
@@ -195,9 +198,8 @@ def publish_release(
             repo.stage(Root.type, new_roots[-1])
         for name, role_md in changed.items():
             repo.stage(name, role_md)
-        snapshot_signers, timestamp_signers = keys.repo_signers()
         try:
-            result = repo.publish(snapshot_signers, timestamp_signers)
+            result = publish_repository(repo)
         except (RejectedError, UsageError) as exc:
             for staged in repo.layout.staged_roles():
                 repo.layout.staged_path(staged).unlink(missing_ok=True)
@@ -215,9 +217,7 @@ def publish_release(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def resign_timestamp(
-    db: Database, config: ServerConfig, keys: OnlineKeys, *, now: int, margin: int
-) -> int | None:
+def resign_timestamp(db: Database, config: ServerConfig, *, now: int, margin: int) -> int | None:
     """Re-sign the timestamp (and snapshot, past half its life) if it expires within ``margin``.
 
     Returns the new timestamp version, or None when nothing needed doing.
@@ -232,8 +232,7 @@ def resign_timestamp(
             if row is None or row.timestamp_version != timestamp.signed.version:
                 record_versions(session, repo, now)  # the row lost a race with a crash
             return None
-        snapshot_signers, timestamp_signers = keys.repo_signers()
-        result = repo.publish(snapshot_signers, timestamp_signers)
+        result = publish_repository(repo)
         record_versions(session, repo, now)
         return result.timestamp_version
 
