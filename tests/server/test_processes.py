@@ -173,3 +173,23 @@ def test_sigterm_drains_a_request_in_flight(
     # uvicorn re-raises the signal once drained: the exit status says SIGTERM (the CLI's 143)
     assert server.proc.wait(60) in (0, 128 + signal.SIGTERM, -signal.SIGTERM)
     assert (data / "artifacts" / "sha256" / sha256).read_bytes() == b"".join(chunks)
+
+
+def test_workers_share_one_socket_and_stop_on_sigterm(
+    db_url: str, tmp_path: Path, started: list[ServerProcess]
+) -> None:
+    """``--workers 2``: uvicorn's multiprocess mode, each worker built by the app factory."""
+    data = tmp_path / "srv"
+    server = _start(started, data, db_url, "--workers", "2")
+    token = (data / "admin.token").read_text().strip()
+    ca = DeviceCa.make()
+    with FleetClient(server.url, token) as fleet:
+        fleet.create_group(name="eu", ca_pem=ca.ca_pem, hardware_id=HW, region="eu", tags={})
+    device = Device(server.url, ca.issue("VIN0003"))
+    assert device.enroll().status_code == 201
+    assert device.post_state().status_code == 200
+    for _ in range(6):  # fresh connections: both workers answer alike
+        device.http.close()
+        device.http = httpx.Client(base_url=server.url, timeout=30)
+        assert device.check_in().status_code == 200
+    assert server.terminate() in (0, 128 + signal.SIGTERM, -signal.SIGTERM)
