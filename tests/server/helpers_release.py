@@ -9,59 +9,27 @@ from typing import Any
 from tuf.api.metadata import Metadata
 
 from helpers import make_image
-from otaguard.crypto.keys import (
-    KeyType,
-    PrivateKey,
-    generate_private_key,
-    private_key_pem,
-    public_key_pem,
-)
 from otaguard.crypto.signer import KeySigner
 from otaguard.repo.layout import Layout, to_bytes
 from otaguard.repo.signing import RepoSigner
 from otaguard.server.client import FleetClient
 from otaguard.server.release_upload import collect, mark_published
-from repo.helpers_repository import cli
+from repo.helpers_repository import Keys, cli
 
 HW = "acme-ecu-v2"
 
 
 @dataclass
-class KeyFiles:
-    base: Path
-
-    def __post_init__(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.keys: dict[str, PrivateKey] = {}
-
-    def make(self, name: str) -> PrivateKey:
-        if name not in self.keys:
-            key = generate_private_key(KeyType.ED25519)
-            self.keys[name] = key
-            (self.base / f"{name}.pem").write_bytes(private_key_pem(key, None))
-            (self.base / f"{name}.pub").write_bytes(public_key_pem(key.public_key()))
-        return self.keys[name]
-
-    def priv(self, name: str) -> str:
-        self.make(name)
-        return str(self.base / f"{name}.pem")
-
-    def pub(self, name: str) -> str:
-        self.make(name)
-        return str(self.base / f"{name}.pub")
-
-
-@dataclass
 class OfflineRepo:
     dir: Path
-    keys: KeyFiles
+    keys: Keys
     tmp: Path
 
     @classmethod
     def init(
         cls, tmp: Path, online_keys: Path | None, *extra: str, targets_keys: int = 1
     ) -> OfflineRepo:
-        keys = KeyFiles(tmp / "offline-keys")
+        keys = Keys(tmp / "offline-keys")
         repo = cls(tmp / "rel", keys, tmp)
         args = ["repo", "init", repo.dir, "--root-key", keys.priv("root")]
         for i in range(targets_keys):

@@ -10,22 +10,19 @@
       repo/                  the published image repository (metadata/, targets/)
       artifacts/sha256/<hex> uploaded images
 
-Initialisation holds an exclusive lock on ``DATA_DIR/.init-lock``, so server
+Initialisation holds an exclusive lock on ``DATA_DIR/.lock`` (``repo.repository.locked``), so server
 processes started together on one data dir make one set of keys and one token.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from otaguard._atomic import write_atomic
 from otaguard.errors import StorageError
+from otaguard.repo.repository import locked
 from otaguard.server import keys as online_keys
 from otaguard.server import migrate
 from otaguard.server.auth import Role, new_token
@@ -56,24 +53,14 @@ class InitReport:
         return out
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(directory / ".init-lock", os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot use {directory}: {exc.strerror or exc}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def prepare(config: ServerConfig, db: Database, *, now: dt.datetime) -> InitReport:
     """Make what is missing (keys, director root, admin token) and upgrade the schema."""
     report = InitReport()
-    with _locked(config.data_dir):
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StorageError(f"cannot use {config.data_dir}: {exc.strerror or exc}") from exc
+    with locked(config.data_dir):
         report.schema_before, report.schema_after = migrate.upgrade(db)
         report.created += online_keys.generate(config.online_keys_dir)
         keys = online_keys.load(config.online_keys_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from otaguard.server.auth import allow
 from otaguard.server.errors import responses
@@ -19,6 +19,8 @@ HISTORY = 100
 
 
 class DeviceOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     group: str
     region: str
@@ -27,20 +29,10 @@ class DeviceOut(BaseModel):
     revoked_at: int | None
     generation: int
 
-    @classmethod
-    def of(cls, item: devices.DeviceSummary) -> DeviceOut:
-        return cls(
-            id=item.id,
-            group=item.group,
-            region=item.region,
-            enrolled_at=item.enrolled_at,
-            last_seen=item.last_seen,
-            revoked_at=item.revoked_at,
-            generation=item.generation,
-        )
-
 
 class EcuOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     serial: str
     hardware_id: str
     target: str | None
@@ -53,6 +45,8 @@ class EcuOut(BaseModel):
 
 
 class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str
     time: str
     kind: str
@@ -81,7 +75,7 @@ def list_devices(
     after: Annotated[str | None, Query(pattern=DEVICE_ID)] = None,
 ) -> list[DeviceOut]:
     found = devices.list_devices(srv.db, after=after, limit=limit, pending=srv.last_seen.pending())
-    return [DeviceOut.of(d) for d in found]
+    return [DeviceOut.model_validate(d) for d in found]
 
 
 @router.get("/{device_id}", dependencies=[allow("devices:read")], responses=responses(404, 422))
@@ -90,13 +84,13 @@ def show_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server)
         srv.db, device_id, history=HISTORY, pending=srv.last_seen.pending()
     )
     return DeviceDetailOut(
-        **DeviceOut.of(detail.summary).model_dump(),
+        **DeviceOut.model_validate(detail.summary).model_dump(),
         hardware_id=detail.hardware_id,
         tags=detail.tags,
         cert_serial=detail.cert_serial,
         state_at=detail.state_at,
-        ecus=[EcuOut(**vars(e)) for e in detail.ecus],
-        history=[EventOut(**vars(e)) for e in detail.history],
+        ecus=[EcuOut.model_validate(e) for e in detail.ecus],
+        history=[EventOut.model_validate(e) for e in detail.history],
     )
 
 
@@ -104,4 +98,4 @@ def show_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server)
     "/{device_id}/revoke", dependencies=[allow("devices:revoke")], responses=responses(404, 422)
 )
 def revoke_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server) -> DeviceOut:
-    return DeviceOut.of(devices.revoke(srv.db, device_id, now=srv.now()))
+    return DeviceOut.model_validate(devices.revoke(srv.db, device_id, now=srv.now()))

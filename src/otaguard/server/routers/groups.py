@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from otaguard.server.auth import allow
@@ -32,6 +32,8 @@ class GroupRequest(BaseModel):
 
 
 class GroupOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     name: str
     hardware_id: str
     region: str
@@ -40,19 +42,6 @@ class GroupOut(BaseModel):
     ca_subject: str
     has_crl: bool
     created_at: int
-
-    @classmethod
-    def of(cls, info: enrollment.GroupInfo) -> GroupOut:
-        return cls(
-            name=info.name,
-            hardware_id=info.hardware_id,
-            region=info.region,
-            tags=info.tags,
-            ca_sha256=info.ca_sha256,
-            ca_subject=info.ca_subject,
-            has_crl=info.has_crl,
-            created_at=info.created_at,
-        )
 
 
 @router.post(
@@ -70,12 +59,12 @@ async def create_group(body: GroupRequest, srv: Server) -> GroupOut:
             now=srv.now(),
         )
     )
-    return GroupOut.of(info)
+    return GroupOut.model_validate(info)
 
 
 @router.get("", dependencies=[allow("groups:read")])
 def list_groups(srv: Server) -> list[GroupOut]:
-    return [GroupOut.of(g) for g in enrollment.list_groups(srv.db)]
+    return [GroupOut.model_validate(g) for g in enrollment.list_groups(srv.db)]
 
 
 class CrlRequest(BaseModel):
@@ -94,4 +83,4 @@ async def put_crl(
     info, revoked = await run_in_threadpool(
         lambda: enrollment.set_crl(srv.db, name, body.crl_pem, now=srv.now())
     )
-    return CrlStored(group=GroupOut.of(info), revoked_devices=revoked)
+    return CrlStored(group=GroupOut.model_validate(info), revoked_devices=revoked)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from otaguard.server.auth import Role, allow
 from otaguard.server.errors import responses
 from otaguard.server.routers.common import Server
-from otaguard.server.services.tokens import TokenInfo
 
 router = APIRouter(
     prefix="/api/v1/tokens",
@@ -28,21 +27,13 @@ class TokenRequest(BaseModel):
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     name: str
     role: Role
     created_at: int
     revoked_at: int | None = None
-
-    @classmethod
-    def of(cls, info: TokenInfo) -> TokenOut:
-        return cls(
-            id=info.id,
-            name=info.name,
-            role=Role(info.role),
-            created_at=info.created_at,
-            revoked_at=info.revoked_at,
-        )
 
 
 class NewToken(TokenOut):
@@ -52,14 +43,14 @@ class NewToken(TokenOut):
 @router.post("", status_code=201, responses=responses(422))
 def create_token(body: TokenRequest, srv: Server) -> NewToken:
     info, secret = srv.tokens.create(body.role, body.name, now=srv.now())
-    return NewToken(**TokenOut.of(info).model_dump(), token=secret)
+    return NewToken(**TokenOut.model_validate(info).model_dump(), token=secret)
 
 
 @router.get("")
 def list_tokens(srv: Server) -> list[TokenOut]:
-    return [TokenOut.of(info) for info in srv.tokens.list()]
+    return [TokenOut.model_validate(info) for info in srv.tokens.list()]
 
 
 @router.delete("/{token_id}", responses=responses(404, 422))
 def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], srv: Server) -> TokenOut:
-    return TokenOut.of(srv.tokens.revoke(token_id, now=srv.now()))
+    return TokenOut.model_validate(srv.tokens.revoke(token_id, now=srv.now()))
