@@ -30,42 +30,13 @@ class DeviceOut(BaseModel):
     generation: int
 
 
-class EcuOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    serial: str
-    hardware_id: str
-    target: str | None
-    version: str | None
-    security_counter: int
-    sha256: str | None
-    slot: str | None
-    boot: str
-    assigned: str | None
-
-
-class EventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: str
-    time: str
-    kind: str
-    ecu: str | None
-    target: str | None
-    result: str
-    failure: str | None
-    check: str | None
-    detail: str | None
-    received_at: int
-
-
 class DeviceDetailOut(DeviceOut):
     hardware_id: str
     tags: dict[str, str]
     cert_serial: str
     state_at: int | None
-    ecus: list[EcuOut]
-    history: list[EventOut]
+    ecus: list[devices.EcuView]
+    history: list[devices.EventView]
 
 
 @router.get("", dependencies=[allow("devices:read")], responses=responses(422))
@@ -89,8 +60,8 @@ def show_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server)
         tags=detail.tags,
         cert_serial=detail.cert_serial,
         state_at=detail.state_at,
-        ecus=[EcuOut.model_validate(e) for e in detail.ecus],
-        history=[EventOut.model_validate(e) for e in detail.history],
+        ecus=detail.ecus,
+        history=detail.history,
     )
 
 

@@ -129,15 +129,9 @@ def store_events(
 
 
 @dataclass(frozen=True)
-class EcuView:
-    serial: str
-    hardware_id: str
-    target: str | None
-    version: str | None
-    security_counter: int
-    sha256: str | None
-    slot: str | None
-    boot: str
+class EcuView(EcuState):
+    """An ECU as operators see it: what it reported, and what it is assigned."""
+
     assigned: str | None
 
 
