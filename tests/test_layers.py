@@ -40,7 +40,12 @@ RANK = {
 #: Same rank, still forbidden: the device side and the repository side meet only in agent.
 APART = {("device", "repo"), ("repo", "device")}
 #: Never, whatever the ranks say: the device side does not depend on the fleet server.
-NEVER = {("agent", "server"), ("device", "server"), ("protocol", "server")}
+NEVER = {
+    ("agent", "server"),
+    ("device", "server"),
+    ("protocol", "server"),
+    ("server", "agent"),  # the server trusts no device-side code, nor the reverse
+}
 
 
 def _package(module: str) -> str | None:

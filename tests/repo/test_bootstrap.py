@@ -174,7 +174,6 @@ def test_init_is_all_or_nothing(tmp_path: Path) -> None:
     parent.mkdir()
     target = parent / "repo"
     failures = [
-        ({"online": {"snapshot": keys.pub("snap")}}, UsageError, "public key"),
         ({"online": {"timestamp": str(tmp_path / "missing.pem")}}, Exception, "missing"),
         ({"targets": RoleKeys(threshold=2)}, UsageError, "threshold 2"),
         ({"expiry_days": {"bogus": 5}}, UsageError, "bogus"),
@@ -187,8 +186,10 @@ def test_init_is_all_or_nothing(tmp_path: Path) -> None:
         assert _leftovers(parent) == [], kwargs
     # an empty directory is accepted (and replaced by the repository); a non-empty one is not
     target.mkdir()
-    with pytest.raises(UsageError, match="public key"):
-        init_repository(target, online={"snapshot": keys.pub("snap")})
+    (target / "x").write_bytes(b"")
+    with pytest.raises(UsageError, match="not empty"):
+        init_repository(target)
+    (target / "x").unlink()
     assert _leftovers(parent) == ["repo"] and _leftovers(target) == []
     result = init_repository(target)
     assert result.published is not None
@@ -215,3 +216,16 @@ def test_relative_online_keys_follow_the_repository(tmp_path: Path) -> None:
     }
     os.rename(tmp_path / "a", tmp_path / "b")
     assert publish(tmp_path / "b").timestamp_version == 2
+
+
+def test_public_online_keys_leave_version_1_staged(tmp_path: Path) -> None:
+    """Release managers name a fleet server's online keys by their public halves
+    (docs/server.md): the repository is made, version 1 waits for the server to publish."""
+    keys = Keys(tmp_path / "keys")
+    result = init_repository(
+        tmp_path / "repo",
+        online={"snapshot": keys.pub("snap"), "timestamp": keys.pub("ts")},
+    )
+    assert result.published is None
+    assert {s.role for s in result.staged} == {"root", "targets"}
+    assert all(s.ok for s in result.staged)  # generated offline keys signed them

@@ -21,7 +21,7 @@ def _entries(path: Path) -> list[str]:
 @pytest.mark.parametrize(
     "bad",
     [
-        ["--snapshot-key", "PUBLIC"],  # an online key that cannot sign
+        ["--snapshot-key", "GARBAGE"],  # an online key file that holds no key
         ["--timestamp-key", "MISSING"],
         ["--targets-threshold", "2"],  # one generated key cannot meet 2
     ],
@@ -30,9 +30,11 @@ def test_failed_init_leaves_nothing_and_warns_of_nothing(
     cli: Cli, tmp_path: Path, bad: list[str]
 ) -> None:
     """Before, these printed 'move your offline keys' and left a half-made repository."""
-    keys = Keys(tmp_path / "keys")
+    (tmp_path / "garbage.pem").write_bytes(b"not a key")
     bad = [
-        {"PUBLIC": keys.pub("snap"), "MISSING": str(tmp_path / "missing.pem")}.get(a, a)
+        {"GARBAGE": str(tmp_path / "garbage.pem"), "MISSING": str(tmp_path / "missing.pem")}.get(
+            a, a
+        )
         for a in bad
     ]
     parent = tmp_path / "parent"

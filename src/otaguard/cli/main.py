@@ -33,6 +33,8 @@ LAZY_COMMANDS = {
     "delta": "otaguard.cli.delta_cmd:delta",
     "audit": "otaguard.cli.audit_cmd:audit",
     "sim": "otaguard.cli.sim_cmd:sim",
+    "server": "otaguard.cli.server_cmd:server",
+    "fleet": "otaguard.cli.fleet_cmd:fleet",
     "agent": "otaguard.cli.agent_cmd:agent",
 }
 

@@ -127,8 +127,12 @@ def _sha256() -> hashes.HashAlgorithm:
     return hashes.SHA256()
 
 
-def _check_extensions(path: tuple[x509.Certificate, ...]) -> None:
-    """Step 2."""
+def _check_extensions(
+    path: tuple[x509.Certificate, ...],
+    leaf_usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CODE_SIGNING,
+    leaf_kind: str = "code-signing",
+) -> None:
+    """Step 2 (``leaf_usage``: the extended key usage the leaf must have)."""
     for cert in path:
         for ext in cert.extensions:
             if ext.critical and ext.oid not in _KNOWN_CRITICAL:
@@ -149,15 +153,17 @@ def _check_extensions(path: tuple[x509.Certificate, ...]) -> None:
             usage = None
         if index == 0:
             if basic is not None and basic.ca:
-                raise KeyUsageError(f"{_name(cert)} is a CA, not a code-signing certificate")
+                raise KeyUsageError(f"{_name(cert)} is a CA, not a {leaf_kind} certificate")
             if usage is None or not usage.digital_signature:
                 raise KeyUsageError(f"{_name(cert)} may not make digital signatures")
             try:
                 eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
             except x509.ExtensionNotFound:
-                raise KeyUsageError(f"{_name(cert)} lacks the codeSigning key usage") from None
-            if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
-                raise KeyUsageError(f"{_name(cert)} is not a code-signing certificate")
+                raise KeyUsageError(
+                    f"{_name(cert)} lacks the {leaf_usage._name} key usage"
+                ) from None
+            if leaf_usage not in eku:
+                raise KeyUsageError(f"{_name(cert)} is not a {leaf_kind} certificate")
             continue
         if basic is None or not basic.ca:
             raise KeyUsageError(f"{_name(cert)} signed a certificate but is not a CA")
@@ -278,3 +284,32 @@ def check_image_constraints(
             )
         if region not in chain.regions:
             raise ConstraintError(f"the signer may not sign for region {region}")
+
+
+def validate_device_identity_chain(
+    chain: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    *,
+    at: dt.datetime,
+    crls: Sequence[x509.CertificateRevocationList] = (),
+) -> ValidatedChain:
+    """Steps 1-4 for a device identity (``pki issue-device``), and its purpose.
+
+    The leaf must be an end entity with digitalSignature and clientAuth; every
+    certificate carrying our constraints must be for ``device-identity`` (a
+    code-signing CA cannot vouch for a device, nor a device CA for a release).
+    ``at`` is the verifier's own time: a device proves who it is *now*. Any
+    revocation of the device's certificate, whatever its reason, refuses it.
+    """
+    path = build_path(chain, roots)
+    _check_extensions(path, ExtendedKeyUsageOID.CLIENT_AUTH, "device-identity")
+    _check_times(path, at)
+    check_revocation(path, crls, at)
+    for cert in path:
+        try:
+            found = cons.of_certificate(cert)
+        except MalformedError as exc:
+            raise ConstraintError(f"{_name(cert)}: {exc}") from exc
+        if found is not None and found.purpose != cons.DEVICE_IDENTITY:
+            raise ConstraintError(f"{_name(cert)} is for {found.purpose}, not device identity")
+    return ValidatedChain(path, None, None)

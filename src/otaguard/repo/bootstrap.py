@@ -277,12 +277,14 @@ def _build(
         else:
             specs[role] = GENERATED_ONLINE.format(role=role)
             generate_key(work / specs[role])
+    # An online key may be public: a fleet server's (online-keys/<role>.pub), which the
+    # release managers name in their offline repository; the server signs, not them.
     online_args = {
-        role: load_keys([online_key_location(work, spec)], passphrase, signing=True)[0]
+        role: load_keys([online_key_location(work, spec)], passphrase)[0]
         for role, spec in specs.items()
     }
     generated_signers = [s for role in generated_roles for s in offline[role].signers]
-    online_signers = [a.signer for a in online_args.values()]
+    online_signers = [a.signer for a in online_args.values() if a.signer is not None]
     with closing([*generated_signers, *online_signers]), locked(work):
         repository = ImageRepository.create(
             work,
@@ -301,7 +303,7 @@ def _build(
                 repository.sign(role, keys.signers)
         staged = tuple(s for _, s in repository.staged_statuses() if s is not None)
         published = None
-        if all(s.ok for s in staged):
+        if all(s.ok for s in staged) and len(online_signers) == len(online_args):
             published = repository.publish(
                 [_signer(online_args["snapshot"])], [_signer(online_args["timestamp"])]
             )
@@ -309,7 +311,7 @@ def _build(
 
 
 def _signer(arg: KeyArg) -> RepoSigner:
-    assert arg.signer is not None  # loaded with signing=True
+    assert arg.signer is not None  # checked by the caller
     return arg.signer
 
 

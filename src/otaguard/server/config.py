@@ -1,0 +1,112 @@
+"""Where a server keeps its state and how it is tuned: one frozen value, built once.
+
+``otaguard server run`` passes its options to worker processes through environment
+variables (:data:`ENV_DATA_DIR`, :data:`ENV_DATABASE`), because uvicorn's multiprocess
+mode imports the application by name in each worker
+(:func:`otaguard.server.app.create_app_from_env`).
+Every cap and interval the server applies lives here, as python-tuf keeps its
+``UpdaterConfig``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from otaguard.errors import UsageError
+
+ENV_DATA_DIR = "OTAGUARD_SERVER_DATA_DIR"
+ENV_DATABASE = "OTAGUARD_SERVER_DATABASE"
+ENV_PUBLIC_URL = "OTAGUARD_SERVER_REPO_URL"
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one request may carry (hostile or mistaken clients)."""
+
+    device_body: int = 64 * 1024
+    operator_body: int = 16 * MiB
+    max_events: int = 100
+    max_ecus: int = 64
+    artifact: int = 4 * 1024 * MiB
+    max_roots_per_upload: int = 1024
+    max_roles_per_upload: int = 20_000
+    page: int = 1000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Intervals of the server's own work (seconds)."""
+
+    poll_interval: int = 900
+    last_seen_flush: float = 5.0
+    lease_ttl: float = 10.0
+    lease_renew: float = 3.0
+    #: the timestamp is re-signed when less than this is left before it expires
+    timestamp_margin: int = 6 * 3600
+    job_interval: float = 2.0
+    director_expiry: int = 86_400
+    nonce_retention: int = 900
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """A server's data directory, database and tuning."""
+
+    data_dir: Path
+    database_url: str
+    #: where devices fetch repository files (a mirror or CDN may serve them); None: this server
+    repo_url: str | None = None
+    limits: Limits = Limits()
+    timing: Timing = Timing()
+
+    @property
+    def online_keys_dir(self) -> Path:
+        return self.data_dir / "online-keys"
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.data_dir / "repo"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts" / "sha256"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def director_root_file(self) -> Path:
+        return self.data_dir / "director-root.json"
+
+    @classmethod
+    def create(
+        cls, data_dir: str | os.PathLike[str], database_url: str | None = None, **kw: object
+    ) -> ServerConfig:
+        base = Path(data_dir).absolute()
+        return cls(base, database_url or sqlite_url(base), **kw)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ServerConfig:
+        data_dir = env.get(ENV_DATA_DIR)
+        if not data_dir:
+            raise UsageError(
+                f"{ENV_DATA_DIR} is not set (start the server with otaguard server run)"
+            )
+        return cls.create(data_dir, env.get(ENV_DATABASE) or None, repo_url=env.get(ENV_PUBLIC_URL))
+
+    def to_env(self) -> dict[str, str]:
+        env = {ENV_DATA_DIR: str(self.data_dir), ENV_DATABASE: self.database_url}
+        if self.repo_url:
+            env[ENV_PUBLIC_URL] = self.repo_url
+        return env
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded default: ``DATA_DIR/server.db``."""
+    return f"sqlite+pysqlite:///{data_dir / 'server.db'}"

@@ -1,0 +1,58 @@
+"""Everything one server process holds: configuration, database, online keys, caches.
+
+One :class:`ServerContext` per process, made by the application's lifespan and
+reached by routers as ``request.app.state.server``. Nothing in it is the truth
+about the fleet: that is the database (and the data dir), so any number of
+processes can serve side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from otaguard.server import keys as online_keys
+from otaguard.server.config import ServerConfig
+from otaguard.server.db import Database
+from otaguard.server.lastseen import LastSeen
+from otaguard.server.nonces import NonceCache
+from otaguard.server.repo_store import RepoStore
+from otaguard.server.services import devices
+from otaguard.server.services.tokens import Tokens
+
+
+@dataclass
+class ServerContext:
+    config: ServerConfig
+    db: Database
+    keys: online_keys.OnlineKeys
+    clock: Callable[[], float] = time.time
+    tokens: Tokens = field(init=False)
+    nonces: NonceCache = field(init=False)
+    last_seen: LastSeen = field(init=False)
+    repo: RepoStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = Tokens(self.db)
+        self.nonces = NonceCache()
+        self.last_seen = LastSeen(self.db, self.config.timing.last_seen_flush)
+        self.repo = RepoStore(self.config.repo_dir, self.db)
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def device_record(self, device_id: str) -> devices.DeviceRecord | None:
+        return devices.lookup(self.db, device_id)
+
+    @classmethod
+    def open(cls, config: ServerConfig) -> ServerContext:
+        db = Database(config.database_url)
+        return cls(config, db, online_keys.load(config.online_keys_dir))
+
+    def start(self) -> None:
+        self.last_seen.start()
+
+    def close(self) -> None:
+        self.last_seen.stop()
+        self.db.dispose()

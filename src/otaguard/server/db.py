@@ -1,0 +1,111 @@
+"""The database: SQLite embedded (one file in the data dir) or PostgreSQL, behind one API.
+
+Sessions come in two kinds, :meth:`Database.reading` and :meth:`Database.writing`.
+On PostgreSQL they are the same (read committed transactions). On SQLite a
+writing transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock
+before it reads, so two processes that read-then-write wait for each other (the
+busy timeout) instead of one failing with "database is locked" when it tries to
+upgrade its read lock; readers are never blocked (WAL mode). Foreign keys are
+enforced (SQLite leaves them off by default).
+
+PostgreSQL is reached through psycopg 3 (``postgresql+psycopg://...``); a plain
+``postgresql://`` URL is taken to mean it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from otaguard.errors import UsageError
+
+#: How long a SQLite writer waits for another process's write lock (seconds).
+SQLITE_BUSY_S = 30
+
+
+def normalise_url(url: str) -> str:
+    """Name the driver we ship (psycopg 3) when the URL leaves it out."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise UsageError(f"--database {url[:80]!r} is not a database URL") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+pysqlite")
+    if parsed.drivername not in ("postgresql+psycopg", "sqlite+pysqlite"):
+        raise UsageError(
+            f"--database: use sqlite:///FILE or postgresql://..., not {parsed.drivername}"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    # isolation_level=None: the driver issues no BEGIN of its own; ours below does.
+    engine = create_engine(
+        url,
+        connect_args={
+            "check_same_thread": False,
+            "timeout": SQLITE_BUSY_S,
+            "isolation_level": None,
+        },
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The engines of one server process and its two kinds of session."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = normalise_url(url)
+        if self.url.startswith("sqlite"):
+            self.engine = _sqlite_engine(self.url, "BEGIN")
+            self._write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
+        else:
+            self.engine = create_engine(
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+            self._write_engine = self.engine
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Session]:
+        # closing (not rolling back) ends the transaction and keeps loaded rows readable
+        with self._read() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A transaction committed when the block ends, rolled back if it raises."""
+        with self._write() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self._write_engine is not self.engine:
+            self._write_engine.dispose()

@@ -1,0 +1,1 @@
+"""One small, reversible migration per file, named for what it does."""

@@ -1,0 +1,181 @@
+"""The server's tables, as typed SQLAlchemy 2 models.
+
+Times the server records are Unix seconds (integers): the same on SQLite and
+PostgreSQL, no time-zone conversion. The schema is made and upgraded only by the
+Alembic migrations in ``migrations/versions`` (``migrate.py``); tests check the two
+agree (``test_migrations.py``), and nothing outside the tests calls ``create_all``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = 64  # device ids, names, serials, hardware ids
+HEX = 64  # SHA-256 in hex
+TARGET = 255  # TUF target paths (repo.layout.MAX_TARGET_PATH)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiToken(Base):
+    """An operator's bearer token: only its SHA-256 is kept (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(ID))
+    role: Mapped[str] = mapped_column(String(32))
+    token_sha256: Mapped[str] = mapped_column(String(HEX), unique=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class EnrollmentGroup(Base):
+    """Devices whose identity certificate chains to ``ca_pem`` are enrolled into this group."""
+
+    __tablename__ = "enrollment_groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(ID), unique=True)
+    ca_pem: Mapped[str] = mapped_column(Text)
+    ca_sha256: Mapped[str] = mapped_column(String(HEX))
+    hardware_id: Mapped[str] = mapped_column(String(ID))
+    region: Mapped[str] = mapped_column(String(ID))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON)
+    crl_pem: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Device(Base):
+    """An enrolled device: its identity key, state, assignment generation and last check-in."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("enrollment_groups.id"), index=True)
+    chain_pem: Mapped[str] = mapped_column(Text)
+    public_key_der: Mapped[bytes] = mapped_column(LargeBinary)
+    cert_sha256: Mapped[str] = mapped_column(String(HEX))
+    cert_serial: Mapped[str] = mapped_column(String(48))
+    enrolled_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    #: the director metadata's version: bumped by every assignment, never decreases
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    state_hash: Mapped[str | None] = mapped_column(String(HEX), default=None)
+    state_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    last_seen: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class Ecu(Base):
+    """One ECU of a device and the software it last reported."""
+
+    __tablename__ = "ecus"
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    hardware_id: Mapped[str] = mapped_column(String(ID))
+    target: Mapped[str | None] = mapped_column(String(TARGET), default=None)
+    version: Mapped[str | None] = mapped_column(String(ID), default=None)
+    security_counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(String(HEX), default=None)
+    slot: Mapped[str | None] = mapped_column(String(1), default=None)
+    boot: Mapped[str] = mapped_column(String(16), default="none")
+
+
+class DeviceNonce(Base):
+    """A nonce a device used in a state-changing request (replay refusal across processes)."""
+
+    __tablename__ = "device_nonces"
+    __table_args__ = (UniqueConstraint("device_id", "nonce", name="uq_device_nonce"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    nonce: Mapped[str] = mapped_column(String(32))
+    time: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class DeviceEvent(Base):
+    """What a device reported (the start of telemetry); idempotent by (device, id)."""
+
+    __tablename__ = "device_events"
+    __table_args__ = (Index("ix_device_events_device_received", "device_id", "received_at"),)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    time: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(32))
+    ecu: Mapped[str | None] = mapped_column(String(ID), default=None)
+    target: Mapped[str | None] = mapped_column(String(TARGET), default=None)
+    result: Mapped[str] = mapped_column(String(16))
+    failure: Mapped[str | None] = mapped_column(String(16), default=None)
+    check: Mapped[str | None] = mapped_column(String(ID), default=None)
+    detail: Mapped[str | None] = mapped_column(String(1024), default=None)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Artifact(Base):
+    """An uploaded image, stored as ``artifacts/sha256/<hex>`` in the data dir."""
+
+    __tablename__ = "artifacts"
+    sha256: Mapped[str] = mapped_column(String(HEX), primary_key=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class RepositoryState(Base):
+    """The published image repository's versions (one row, id 1): check-ins read it."""
+
+    __tablename__ = "repository_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_version: Mapped[int] = mapped_column(Integer)
+    snapshot_version: Mapped[int] = mapped_column(Integer)
+    timestamp_version: Mapped[int] = mapped_column(Integer)
+    timestamp_expires: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Deployment(Base):
+    """An operator's decision to assign ``target`` (the seam campaigns will build on)."""
+
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    target: Mapped[str] = mapped_column(String(TARGET))
+    group_name: Mapped[str | None] = mapped_column(String(ID), default=None)
+    created_by: Mapped[str] = mapped_column(String(ID))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    assignments: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Assignment(Base):
+    """What one ECU must have installed (the director's instruction)."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        ForeignKeyConstraint(["device_id", "ecu_serial"], ["ecus.device_id", "ecus.serial"]),
+    )
+    device_id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    ecu_serial: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    target: Mapped[str] = mapped_column(String(TARGET))
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    assigned_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Lease(Base):
+    """Who runs a background job now, and until when (``lease.py``)."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
+    taken_at: Mapped[float] = mapped_column(Float)

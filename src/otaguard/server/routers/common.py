@@ -1,0 +1,17 @@
+"""What the routers share: the process context and the clock, as dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from otaguard.server.context import ServerContext
+
+
+def server(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.server
+    return ctx
+
+
+Server = Annotated[ServerContext, Depends(server)]

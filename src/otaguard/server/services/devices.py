@@ -1,0 +1,274 @@
+"""Devices: the lookup behind every signed request, state reports, events, revocation, listing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from otaguard.crypto.keys import PublicKey, load_public_key
+from otaguard.server.db import Database
+from otaguard.server.errors import ApiError
+from otaguard.server.models import (
+    Assignment,
+    Device,
+    DeviceEvent,
+    DeviceNonce,
+    Ecu,
+    EnrollmentGroup,
+)
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What a signed request needs to know about the device it names."""
+
+    id: str
+    public_key: PublicKey
+    revoked: bool
+    generation: int
+    state_hash: str | None
+    group_id: int
+
+
+def lookup(db: Database, device_id: str) -> DeviceRecord | None:
+    with db.reading() as session:
+        row = session.get(Device, device_id)
+        if row is None:
+            return None
+        return DeviceRecord(
+            row.id,
+            load_public_key(row.public_key_der),
+            row.revoked_at is not None,
+            row.generation,
+            row.state_hash,
+            row.group_id,
+        )
+
+
+def record_nonce(session: Session, device_id: str, nonce: str, time: int) -> None:
+    """Record a state-changing request's nonce in the caller's transaction (replay: 401)."""
+    try:
+        with session.begin_nested():
+            session.add(DeviceNonce(device_id=device_id, nonce=nonce, time=time))
+    except IntegrityError:
+        raise ApiError(401, "request-replay", "this request's nonce was already used") from None
+
+
+def forget_nonces(db: Database, older_than: int) -> int:
+    """Nonces of requests that would now be refused as stale anyway."""
+    with db.writing() as session:
+        result = session.execute(delete(DeviceNonce).where(DeviceNonce.time < older_than))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# -- state -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EcuState:
+    serial: str
+    hardware_id: str
+    target: str | None
+    version: str | None
+    security_counter: int
+    sha256: str | None
+    slot: str | None
+    boot: str
+
+
+def store_state(
+    session: Session, device_id: str, ecus: Sequence[EcuState], digest: str, now: int
+) -> None:
+    known = {e.serial: e for e in session.scalars(select(Ecu).where(Ecu.device_id == device_id))}
+    unknown = sorted({e.serial for e in ecus} - set(known))
+    if unknown:
+        raise ApiError(422, "unknown-ecu", f"no ECU {unknown[0]!r} was enrolled for this device")
+    for item in ecus:
+        row = known[item.serial]
+        if row.hardware_id != item.hardware_id:
+            raise ApiError(
+                422, "hardware-id", f"ECU {item.serial} was enrolled as {row.hardware_id}"
+            )
+        row.target = item.target
+        row.version = item.version
+        row.security_counter = item.security_counter
+        row.sha256 = item.sha256
+        row.slot = item.slot
+        row.boot = item.boot
+    device = session.get(Device, device_id)
+    assert device is not None
+    device.state_hash = digest
+    device.state_at = now
+    device.last_seen = now
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+def store_events(
+    session: Session, device_id: str, events: Sequence[dict[str, Any]], now: int
+) -> None:
+    """Insert the events not seen before (idempotent by device and event id)."""
+    if not events:
+        return
+    rows = [{**event, "device_id": device_id, "received_at": now} for event in events]
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(DeviceEvent).on_conflict_do_nothing(index_elements=["device_id", "id"])
+    session.execute(statement, rows)
+
+
+# -- operators ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EcuView(EcuState):
+    """An ECU as operators see it: what it reported, and what it is assigned."""
+
+    assigned: str | None
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    id: str
+    group: str
+    region: str
+    enrolled_at: int
+    last_seen: int | None
+    revoked_at: int | None
+    generation: int
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: str
+    time: str
+    kind: str
+    ecu: str | None
+    target: str | None
+    result: str
+    failure: str | None
+    check: str | None
+    detail: str | None
+    received_at: int
+
+
+@dataclass(frozen=True)
+class DeviceDetail:
+    summary: DeviceSummary
+    hardware_id: str
+    tags: dict[str, str]
+    cert_serial: str
+    state_at: int | None
+    ecus: list[EcuView]
+    history: list[EventView]
+
+
+def _summary(device: Device, group: EnrollmentGroup, last_seen: int | None) -> DeviceSummary:
+    return DeviceSummary(
+        device.id,
+        group.name,
+        group.region,
+        device.enrolled_at,
+        last_seen,
+        device.revoked_at,
+        device.generation,
+    )
+
+
+def list_devices(
+    db: Database, *, after: str | None, limit: int, pending: dict[str, int]
+) -> list[DeviceSummary]:
+    with db.reading() as session:
+        query = (
+            select(Device, EnrollmentGroup)
+            .join(EnrollmentGroup, Device.group_id == EnrollmentGroup.id)
+            .order_by(Device.id)
+            .limit(limit)
+        )
+        if after is not None:
+            query = query.where(Device.id > after)
+        return [
+            _summary(d, g, max(d.last_seen or 0, pending.get(d.id, 0)) or None)
+            for d, g in session.execute(query)
+        ]
+
+
+def show_device(
+    db: Database, device_id: str, *, history: int, pending: dict[str, int]
+) -> DeviceDetail:
+    with db.reading() as session:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise ApiError(404, "not-found", f"no device {device_id!r}")
+        group = session.get(EnrollmentGroup, device.group_id)
+        assert group is not None
+        assigned = {
+            a.ecu_serial: a.target
+            for a in session.scalars(select(Assignment).where(Assignment.device_id == device_id))
+        }
+        ecus = [
+            EcuView(
+                e.serial,
+                e.hardware_id,
+                e.target,
+                e.version,
+                e.security_counter,
+                e.sha256,
+                e.slot,
+                e.boot,
+                assigned.get(e.serial),
+            )
+            for e in session.scalars(
+                select(Ecu).where(Ecu.device_id == device_id).order_by(Ecu.serial)
+            )
+        ]
+        events = [
+            EventView(
+                e.id,
+                e.time,
+                e.kind,
+                e.ecu,
+                e.target,
+                e.result,
+                e.failure,
+                e.check,
+                e.detail,
+                e.received_at,
+            )
+            for e in session.scalars(
+                select(DeviceEvent)
+                .where(DeviceEvent.device_id == device_id)
+                .order_by(DeviceEvent.received_at.desc(), DeviceEvent.time.desc())
+                .limit(history)
+            )
+        ]
+        seen = max(device.last_seen or 0, pending.get(device.id, 0)) or None
+        return DeviceDetail(
+            _summary(device, group, seen),
+            group.hardware_id,
+            {str(k): str(v) for k, v in group.tags.items()},
+            device.cert_serial,
+            device.state_at,
+            ecus,
+            events,
+        )
+
+
+def revoke(db: Database, device_id: str, *, now: int) -> DeviceSummary:
+    with db.writing() as session:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise ApiError(404, "not-found", f"no device {device_id!r}")
+        if device.revoked_at is None:
+            device.revoked_at = now
+        group = session.get(EnrollmentGroup, device.group_id)
+        assert group is not None
+        return _summary(device, group, device.last_seen)
