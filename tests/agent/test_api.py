@@ -10,9 +10,10 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otaguard.agent.api import _update_answer, canonical_json
+from otaguard.agent.api import _update_answer, entity_tag
 from otaguard.agent.config import Failure
 from otaguard.agent.failures import TransientError
+from otaguard.protocol.state import canonical_json
 
 BASE = "http://server.example"
 json_values = st.recursive(
@@ -65,10 +66,16 @@ def test_relative_urls_resolve_against_the_server_and_others_are_refused() -> No
         raise AssertionError(bad)
     del body["etag"]
     body["repository"] = {"metadata_url": "/m/", "targets_url": "/t/"}
-    assert _answer(body, etag="from-header").etag == "from-header"
+    assert _answer(body, etag="from-header").etag == '"from-header"'  # the entity tag as sent
 
 
 def test_canonical_json_is_sorted_compact_utf8() -> None:
     value = {"b": [1, {"é": None}], "a": "x"}
     assert canonical_json(value) == '{"a":"x","b":[1,{"é":null}]}'.encode()
     assert json.loads(canonical_json(value)) == value
+
+
+def test_entity_tags_are_quoted_once() -> None:
+    assert entity_tag("abc") == '"abc"'
+    assert entity_tag('"abc"') == '"abc"'
+    assert entity_tag('W/"abc"') == 'W/"abc"'

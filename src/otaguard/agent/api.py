@@ -35,14 +35,15 @@ from otaguard.agent.config import AgentConfig, Failure
 from otaguard.agent.failures import ServerRefusedError, TransientError, classify, describe
 from otaguard.agent.store import Identity
 from otaguard.protocol.signing import sign_request
+from otaguard.protocol.state import canonical_json
 from otaguard.repo.uptane import MAX_DIRECTOR_BYTES
 
 API = "/api/v1/device"
 
 
-def canonical_json(value: object) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the bytes a state body is sent and hashed as."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def entity_tag(etag: str) -> str:
+    """``etag`` as an HTTP entity tag: as given when already quoted (``"x"``, ``W/"x"``)."""
+    return etag if etag.startswith(('"', 'W/"')) else f'"{etag}"'
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class DeviceApi:
     def check_in(self, state: str, etag: str | None) -> UpdateAnswer | None:
         """The check-in: None when nothing changed (304), raises :class:`StateUnknown` on 409."""
         nonce = secrets.token_hex(16)
-        headers = {"If-None-Match": f'"{etag}"'} if etag else None
+        headers = {"If-None-Match": entity_tag(etag)} if etag else None
         response, data = self._send(
             "GET", "/update", query={"state": state}, headers=headers, nonce=nonce
         )
@@ -246,7 +247,7 @@ def _url(value: object, base: str, what: str) -> str:
 def _update_answer(
     answer: dict[str, Any], response: httpx.Response, nonce: str, base: str
 ) -> UpdateAnswer:
-    etag = answer.get("etag") or response.headers.get("ETag", "").strip('"')
+    etag = answer.get("etag") or response.headers.get("ETag", "")
     if not isinstance(etag, str) or not 0 < len(etag) <= 256:
         raise TransientError(Failure.BAD_RESPONSE, "check-in: no etag")
     encoded = answer.get("director")

@@ -54,7 +54,6 @@ from otaguard.agent.api import (
     NotAuthenticated,
     StateUnknown,
     UpdateAnswer,
-    canonical_json,
 )
 from otaguard.agent.config import AgentConfig, Failure
 from otaguard.agent.failures import ServerRefusedError, TransientError, classify, describe
@@ -73,6 +72,7 @@ from otaguard.errors import MalformedError, OtaguardError, RejectedError
 from otaguard.image import ImageMetadata, PayloadKind
 from otaguard.image.envelope_format import MAX_HEADER_SIZE, PREAMBLE_SIZE
 from otaguard.image.envelope_verify import read_protected
+from otaguard.protocol.state import canonical_json
 from otaguard.repo.client import TufClient
 from otaguard.repo.fetcher import HttpxFetcher
 from otaguard.repo.uptane import Vehicle, load_director_root
