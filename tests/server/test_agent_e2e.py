@@ -198,8 +198,11 @@ def test_enrol_check_in_full_update_then_delta(world: World, device_ca: DeviceCa
     assert _running_version(directory) == ("3.0.0", "confirmed")
     view = world.device_view("WVW0000001")
     assert (view["ecus"][0]["version"], view["ecus"][0]["boot"]) == ("3.0.0", "confirmed")
-    again = _agent_run(world, directory, "WVW0000001")
-    assert again.returncode == 0 and _events(again) == []  # up to date
+    for status in (200, 304):  # up to date: the new state's first answer, then 304 unchanged
+        again = _agent_run(world, directory, "WVW0000001")
+        assert again.returncode == 0 and _events(again) == []
+        lines = [json.loads(line) for line in again.stdout.splitlines()]
+        assert [x["status"] for x in lines if x["event"] == "check-in"] == [status]
 
 
 class _KillOnce:

@@ -327,6 +327,7 @@ class Agent:
             answer = self.api.check_in(self.state.reported_server, self.state.etag)
         except StateUnknown:
             return m.StateReported(self._at(), local, self.api.report_state(body))
+        self._log("check-in", status=304 if answer is None else 200)
         if answer is None:
             return m.UpToDate(self._at(), self.state.etag, None)
         return self._plan(answer)
