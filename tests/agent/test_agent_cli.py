@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -37,27 +38,18 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
+def _command(car: Car, config: Path | None, *extra: str, server: str | None = None) -> list[str]:
+    """``otaguard agent run --once`` for ``car`` (``config=None``: no --config)."""
+    args = [sys.executable, "-m", "otaguard.cli.main", "agent", "run", "--device-dir", str(car.dir)]
+    args += ["--server", server or car.fleet.url, "--identity", str(car.identity_dir), "--once"]
+    return args + (["--config", str(config)] if config else []) + list(extra)
+
+
 def _run(
-    car: Car, config: Path, *extra: str, server: str | None = None
+    car: Car, config: Path | None, *extra: str, server: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "otaguard.cli.main",
-            "agent",
-            "run",
-            "--device-dir",
-            str(car.dir),
-            "--server",
-            server or car.fleet.url,
-            "--identity",
-            str(car.identity_dir),
-            "--once",
-            "--config",
-            str(config),
-            *extra,
-        ],
+        _command(car, config, *extra, server=server),
         capture_output=True,
         text=True,
         check=False,
@@ -138,25 +130,7 @@ def test_usage_errors_exit_2(car: Car, config_file: Path, tmp_path: Path) -> Non
     for proc in (
         _run(car, bad),
         _run(car, config_file, server="ftp://example"),
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "otaguard.cli.main",
-                "agent",
-                "run",
-                "--device-dir",
-                str(car.dir),
-                "--server",
-                car.fleet.url,
-                "--identity",
-                str(tmp_path),
-                "--once",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ),
+        _run(dataclasses.replace(car, identity_dir=tmp_path), None),  # no identity there
     ):
         assert proc.returncode == 2, proc.stderr
         assert_one_line(proc.stderr)
@@ -178,24 +152,7 @@ def test_sigkill_mid_download_then_resume(
     served = f"/targets/acme-ecu-v2/{info.hashes['sha256']}.2.0.0.img"
     fleet.server.fault(served, Fault(trickle=0.0005))  # ~12 s for the image: time to kill
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "otaguard.cli.main",
-            "agent",
-            "run",
-            "--device-dir",
-            str(car.dir),
-            "--server",
-            fleet.url,
-            "--identity",
-            str(car.identity_dir),
-            "--once",
-            "--config",
-            str(config_file),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        _command(car, config_file), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 60
     while _journal_records(car) < 2 and time.monotonic() < deadline and proc.poll() is None:

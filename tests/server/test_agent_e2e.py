@@ -88,12 +88,9 @@ def _start(data: Path, db_url: str, *extra: str) -> ServerProcess:
     return ServerProcess.start(data, db_url, *extra)
 
 
-@pytest.fixture
-def world(db_url: str, tmp_path: Path, cli: Cli, device_ca: DeviceCa) -> Iterator[World]:
-    data = tmp_path / "srv"
-    port = free_port()
-    srv = _start(data, db_url, "--port", str(port))
-    repo = OfflineRepo.init(tmp_path, data / "online-keys")
+def _world(srv: ServerProcess, data: Path, tmp: Path, cli: Cli, device_ca: DeviceCa) -> World:
+    """Release managers sign 1.0.0 and 2.0.0, the operator uploads them and enrols the CA."""
+    repo = OfflineRepo.init(tmp, data / "online-keys")
     rnd = random.Random(14)
     p1 = rnd.randbytes(48 * 1024)
     p2 = bytearray(p1)
@@ -103,17 +100,28 @@ def world(db_url: str, tmp_path: Path, cli: Cli, device_ca: DeviceCa) -> Iterato
         "v2": repo.add(f"{HW}/2.0.0.img", bytes(p2), version="2.0.0", counter=2).read_bytes(),
     }
     repo.sign()
-    w = World(srv, data, repo, images, tmp_path, cli)
-    w.publish()
-    (tmp_path / "devca.pem").write_bytes(device_ca.cert.read_bytes())
-    enrolled = w.fleet(
-        "enroll", "--ca", tmp_path / "devca.pem", "--hardware-id", HW, "--region", "eu"
+    world = World(srv, data, repo, images, tmp, cli)
+    world.publish()
+    (tmp / "devca.pem").write_bytes(device_ca.cert.read_bytes())
+    enrolled = world.fleet(
+        "enroll", "--ca", tmp / "devca.pem", "--hardware-id", HW, "--region", "eu"
     )
     assert enrolled.code == 0, enrolled.err
+    return world
+
+
+@pytest.fixture
+def world(db_url: str, tmp_path: Path, cli: Cli, device_ca: DeviceCa) -> Iterator[World]:
+    data = tmp_path / "srv"
+    srv = _start(data, db_url, "--port", str(free_port()))
+    w: World | None = None
     try:
+        w = _world(srv, data, tmp_path, cli, device_ca)
         yield w
     finally:
-        w.srv.stop()
+        srv.stop()
+        if w is not None and w.srv is not srv:  # restarted by the test
+            w.srv.stop()
 
 
 def _car(world: World, device_ca: DeviceCa, device_id: str, slot_size: int = 128 * 1024) -> Path:
@@ -300,21 +308,7 @@ def test_repository_through_nginx_as_an_untrusted_mirror(
     mirror = Nginx(data / "repo", tmp_path / "nginx")
     srv = _start(data, db_url, "--repo-url", mirror.url)
     try:
-        repo = OfflineRepo.init(tmp_path, data / "online-keys")
-        rnd = random.Random(5)
-        p1 = rnd.randbytes(40 * 1024)
-        images = {
-            "v1": repo.add(f"{HW}/1.0.0.img", p1, version="1.0.0", counter=1).read_bytes(),
-            "v2": repo.add(f"{HW}/2.0.0.img", p1[::-1], version="2.0.0", counter=2).read_bytes(),
-        }
-        repo.sign()
-        world = World(srv, data, repo, images, tmp_path, cli)
-        world.publish()
-        (tmp_path / "devca.pem").write_bytes(device_ca.cert.read_bytes())
-        group = world.fleet(
-            "enroll", "--ca", tmp_path / "devca.pem", "--hardware-id", HW, "--region", "eu"
-        )
-        assert group.code == 0
+        world = _world(srv, data, tmp_path, cli, device_ca)
         directory = _car(world, device_ca, "WVW0000003")
         assert _agent_run(world, directory, "WVW0000003").returncode == 0
         assert world.fleet("deploy", f"{HW}/2.0.0.img", "--device", "WVW0000003").code == 0
