@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from helpers import cached_key, make_image
 from otaguard.cli import fastpath, images, verify_args
 from otaguard.cli.main import run_click
+from otaguard.cli.verifying import VerifyArgs
 from otaguard.crypto.keys import KeyType, public_key_pem
 
 WORKDIR = Path(__file__).resolve().parent
@@ -42,9 +43,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"image": image, "bad": bad, "pub": tmp / "k.pub", "other": tmp / "other.pub"}
 
 
-def _click_params(argv: list[str]) -> dict[str, object]:
+def _click_params(argv: list[str]) -> VerifyArgs:
+    """What click's ``verify`` command hands to the library, as its callback builds it."""
     with images.verify.make_context("verify", list(argv[1:])) as ctx:
-        return dict(ctx.params)
+        return VerifyArgs(**ctx.params)
 
 
 def _tokens(files: dict[str, Path]) -> st.SearchStrategy[list[str]]:

@@ -67,11 +67,11 @@ from otaguard.delta.predict import (
     elf_arch,
     elf_code_range,
     guess_load_addresses,
-    payload_offset,
     predict,
     raw_range,
 )
 from otaguard.delta.steps import chunk_steps, xor_diff
+from otaguard.image import sniff
 from otaguard.image.envelope_format import parse_protected
 
 #: ``delta create`` falls back to a compressed full image above this ratio (issue 6).
@@ -302,6 +302,12 @@ def _predicted_diff(
 def _estimate(diff: bytes) -> int:
     """A quick size estimate of a diff stream (zlib: fast, and it ranks diffs like LZMA2)."""
     return len(zlib.compress(diff, 6))
+
+
+def payload_offset(old: bytes) -> int:
+    """Where the old image's payload starts, as its header says (0 if it is no image)."""
+    found = sniff.layout(old[: sniff.LAYOUT_SIZE])
+    return 0 if found is None else found.payload_offset
 
 
 #: The predictors a delta of a small image tries (by a quick estimate of its diff stream).
