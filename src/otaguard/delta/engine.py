@@ -25,7 +25,6 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from otaguard.delta.apply import sub_bytes
 from otaguard.delta.compress import (
@@ -610,14 +609,3 @@ def create_container(
         container_bytes=sum(map(len, parts)),
     )
     return parts, stats
-
-
-def describe(stats: DeltaStats) -> dict[str, Any]:
-    return {
-        "chunks": stats.chunks,
-        "literal_chunks": stats.literal_chunks,
-        "full_fallback": stats.full_fallback,
-        "delta_bytes": stats.delta_bytes,
-        "full_bytes": stats.full_bytes,
-        "container_bytes": stats.container_bytes,
-    }
