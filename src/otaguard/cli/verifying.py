@@ -17,6 +17,8 @@ from otaguard.errors import MalformedError, RejectedError, StorageError, UsageEr
 
 if TYPE_CHECKING:
     from otaguard.image.any_format import VerifiedAny
+    from otaguard.image.envelope_format import ImageMetadata
+    from otaguard.image.mcuboot_verify import McubootImage
     from otaguard.image.policy import ImagePolicy
     from otaguard.image.trust import PrecomputedDigest, TrustedKeys
     from otaguard.pki.image_trust import TrustedRoots
@@ -147,7 +149,7 @@ def _prefetched() -> PrecomputedDigest | None:
 # --- native envelope ---------------------------------------------------------------------
 
 
-def metadata_json(meta: Any) -> dict[str, Any]:
+def metadata_json(meta: ImageMetadata) -> dict[str, Any]:
     return {
         "version": meta.version,
         "security_counter": meta.security_counter,
@@ -197,7 +199,7 @@ def _inspect_mcuboot(stream: BinaryIO) -> dict[str, Any]:
     return report
 
 
-def _describe_mcuboot(image: Any) -> dict[str, Any]:
+def _describe_mcuboot(image: McubootImage) -> dict[str, Any]:
     header = image.header
     trailer = image.trailer
     return {
