@@ -29,20 +29,8 @@ def files(tmp_path: Path, cli: Cli) -> dict[str, Path]:
 
 
 def _sign(cli: Cli, files: dict[str, Path], out: str, *extra: object) -> CliResult:
-    return cli(
-        "sign",
-        "--key",
-        files["key"],
-        "--version",
-        "1.0.0",
-        "--security-counter",
-        "1",
-        "--hardware-id",
-        "hw",
-        *extra,
-        files["fw"],
-        files["dir"] / out,
-    )
+    release = ("--version", "1.0.0", "--security-counter", "1", "--hardware-id", "hw")
+    return cli("sign", "--key", files["key"], *release, *extra, files["fw"], files["dir"] / out)
 
 
 def test_the_same_key_under_two_names_is_refused_everywhere(

@@ -180,13 +180,8 @@ def test_ctrl_c_in_the_middle_of_create_is_interrupted_and_leaves_nothing(tmp_pa
         *("delta", "create", "--chunk-size", "64K", "--key", "k.pem"),
         *("old.img", "new.img", "out.delta"),
     ]
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    pipe = subprocess.PIPE
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=pipe, stderr=pipe, text=True)
     while not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]:  # create has begun
         assert process.poll() is None, process.communicate()
         time.sleep(0.01)

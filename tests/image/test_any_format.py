@@ -11,16 +11,10 @@ import pytest
 from helpers import cached_key, make_image
 from helpers_mcuboot import sign_bytes
 from helpers_pki import DAY, HW, NOW, der, make_pki, sign_image
+from otaguard import errors
 from otaguard.crypto.keys import KeyType, key_id
-from otaguard.errors import (
-    ChainError,
-    DigestMismatchError,
-    MalformedError,
-    RevokedError,
-    TruncatedError,
-    UnknownKeyError,
-)
-from otaguard.image import ImagePolicy, TrustedKeys, sniff, verify_any
+from otaguard.image import ImagePolicy, TrustedKeys, VerifiedImage, sniff, verify_any
+from otaguard.image.mcuboot import VerifiedMcuboot
 from otaguard.pki.image_trust import TrustedRoots, verify_any_with_roots
 from otaguard.pki.issue import Revocation, build_crl
 
@@ -35,40 +29,35 @@ def _verify(image: bytes, **kw: object) -> object:
 def test_both_formats_verify_and_say_which(tmp_path: Path) -> None:
     native = make_image(b"n" * 999, [KEY], version="1.4.0", security_counter=7)
     result = verify_any(io.BytesIO(native), TRUSTED, threshold=1, policy=ImagePolicy())
-    assert result.format == sniff.NATIVE and result.envelope is not None and result.mcuboot is None
-    assert (result.version, result.security_counter) == ("1.4.0", 7)
-    assert result.hardware_ids == ("acme-ecu-v2",) and result.signed_by == (
-        key_id(KEY.public_key()),
-    )
+    assert isinstance(result, VerifiedImage) and result.format == sniff.NATIVE
+    assert (result.metadata.version, result.metadata.security_counter) == ("1.4.0", 7)
+    assert result.signed_by == (key_id(KEY.public_key()),)
     mcu = sign_bytes(b"m" * 999, [KEY], tmp_path, security_counter=3, hardware_ids=("hw-1",))
     result = verify_any(io.BytesIO(mcu), TRUSTED, threshold=1, policy=ImagePolicy())
-    assert result.format == sniff.MCUBOOT and result.mcuboot is not None and result.envelope is None
-    assert (result.version, result.security_counter, result.hardware_ids) == (
-        "1.2.3+4",
-        3,
-        ("hw-1",),
-    )
+    assert isinstance(result, VerifiedMcuboot) and result.format == sniff.MCUBOOT
+    assert (str(result.image.header.version), result.image.security_counter) == ("1.2.3+4", 3)
+    assert result.image.hardware_ids == ("hw-1",)
 
 
 def test_refusals_are_the_formats_own(tmp_path: Path) -> None:
     other = TrustedKeys.of([cached_key(KeyType.ED25519).public_key()])
     for image in (make_image(b"x" * 500, [KEY]), sign_bytes(b"x" * 500, [KEY], tmp_path)):
-        with pytest.raises(UnknownKeyError):
+        with pytest.raises(errors.UnknownKeyError):
             verify_any(io.BytesIO(image), other, threshold=1, policy=ImagePolicy())
         flipped = bytearray(image)
         flipped[len(image) // 2] ^= 1
-        with pytest.raises((DigestMismatchError, MalformedError)):
+        with pytest.raises((errors.DigestMismatchError, errors.MalformedError)):
             _verify(bytes(flipped))
-    with pytest.raises(TruncatedError):
+    with pytest.raises(errors.TruncatedError):
         _verify(b"OTA")
-    with pytest.raises(MalformedError, match="unknown magic"):
+    with pytest.raises(errors.MalformedError, match="unknown magic"):
         _verify(b"\x7fELF" + bytes(100))
 
 
 def test_a_format_the_caller_names_is_parsed_as_that(tmp_path: Path) -> None:
     mcu = sign_bytes(b"m" * 300, [KEY], tmp_path)
     assert _verify(mcu, fmt=sniff.MCUBOOT).format == sniff.MCUBOOT  # type: ignore[attr-defined]
-    with pytest.raises(MalformedError):  # an MCUboot image is no envelope
+    with pytest.raises(errors.MalformedError):  # an MCUboot image is no envelope
         _verify(mcu, fmt=sniff.NATIVE)
     with pytest.raises(ValueError, match="unknown image format"):
         _verify(mcu, fmt="elf")
@@ -91,7 +80,7 @@ def test_a_precomputed_digest_is_what_the_verifier_compares() -> None:
         asked.append((offset, length, algorithm))
         return bytes(32)
 
-    with pytest.raises(DigestMismatchError):
+    with pytest.raises(errors.DigestMismatchError):
         _verify(image, unsafe_precomputed_digest=wrong)
     found = sniff.layout(image[: sniff.LAYOUT_SIZE])
     assert found is not None
@@ -116,17 +105,12 @@ def test_roots_verify_either_format_and_give_the_chain(tmp_path: Path) -> None:
             io.BytesIO(image), trusted, policy=ImagePolicy(hardware_id=HW)
         )
         assert result.format == fmt and validated.leaf == pki.leaf.cert
-        crl = build_crl(
-            pki.inter,
-            [Revocation(pki.leaf.cert.serial_number, NOW, "key-compromise")],
-            this_update=NOW,
-            next_update=NOW + 30 * DAY,
-            number=1,
-        )
+        gone = [Revocation(pki.leaf.cert.serial_number, NOW, "key-compromise")]
+        crl = build_crl(pki.inter, gone, this_update=NOW, next_update=NOW + DAY, number=1)
         revoked = TrustedRoots((pki.root.cert,), (crl,), "eu")
-        with pytest.raises(RevokedError):
+        with pytest.raises(errors.RevokedError):
             verify_any_with_roots(io.BytesIO(image), revoked, policy=ImagePolicy())
-        with pytest.raises(ChainError):  # another root: the chain leads nowhere trusted
+        with pytest.raises(errors.ChainError):  # another root: the chain leads nowhere trusted
             verify_any_with_roots(
                 io.BytesIO(image),
                 TrustedRoots((make_pki(root_index=11).root.cert,)),

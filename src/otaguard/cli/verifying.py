@@ -263,10 +263,9 @@ def verified_report(args: VerifyArgs, sink: BinaryIO | None = None) -> dict[str,
 
 
 def _describe(result: VerifiedAny) -> dict[str, Any]:
-    if result.mcuboot is not None:
-        return _describe_mcuboot(result.mcuboot.image)
-    assert result.envelope is not None
-    return metadata_json(result.envelope.metadata)
+    if result.format == "mcuboot":
+        return _describe_mcuboot(result.image)
+    return metadata_json(result.metadata)
 
 
 def verify(args: VerifyArgs, echo: Echo) -> None:

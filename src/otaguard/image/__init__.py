@@ -14,7 +14,7 @@ TYPE_CHECKING = False  # typing costs ~8 ms to import: the verify prefetch impor
 if TYPE_CHECKING:
     from typing import Any
 
-    from otaguard.image.any_format import VerifiedAny, verify_any
+    from otaguard.image.any_format import verify_any
     from otaguard.image.envelope_format import Digest, HashAlgorithm, ImageMetadata, SignatureEntry
     from otaguard.image.envelope_sign import sign_stream
     from otaguard.image.envelope_verify import (
@@ -41,7 +41,6 @@ _WHERE = {
     "ImagePolicy": "policy",
     "check_policy": "policy",
     "TrustedKeys": "trust",
-    "VerifiedAny": "any_format",
     "verify_any": "any_format",
 }
 
@@ -54,7 +53,6 @@ __all__ = [
     "SignatureEntry",
     "TrustedKeys",
     "UnverifiedEnvelope",
-    "VerifiedAny",
     "VerifiedImage",
     "check_policy",
     "inspect_stream",

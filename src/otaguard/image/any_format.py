@@ -3,9 +3,10 @@
 The CLI's ``verify`` and ``extract``, the repository's ``add-target``, and the
 device agent and fleet server after them take native envelopes and MCUboot
 images alike. :func:`verify_any` tells the formats apart by their magic number
-(:mod:`otaguard.image.sniff`) and runs that format's full verification; the
-result carries what both formats have (version, counter, hardware ids, signers)
-and the format's own verified value for the rest.
+(:mod:`otaguard.image.sniff`) and runs that format's full verification. What it
+returns is that format's own verified value, :class:`~otaguard.image.VerifiedImage`
+or :class:`~otaguard.image.mcuboot.VerifiedMcuboot`, told apart by their
+``format`` (``"native"`` or ``"mcuboot"``; type checkers narrow on it).
 
 Each format's verifier is imported only when an image of it comes: start-up time
 is most of what a command-line verification of a small image costs.
@@ -14,38 +15,23 @@ is most of what a command-line verification of a small image costs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from otaguard.image import sniff
-from otaguard.image.policy import ImagePolicy
-from otaguard.image.trust import PrecomputedDigest, TrustedKeys
 
 if TYPE_CHECKING:
     from otaguard.image.envelope_format import ImageMetadata
     from otaguard.image.envelope_verify import VerifiedImage
     from otaguard.image.mcuboot_verify import McubootImage, VerifiedMcuboot
+    from otaguard.image.policy import ImagePolicy
+    from otaguard.image.trust import PrecomputedDigest, TrustedKeys
 
-#: Chooses the trusted keys from either format's parsed, not yet authenticated, metadata
-#: (e.g. by validating the certificate chain it carries). Whatever it returns must still
-#: have signed the image, so it cannot weaken the signature check.
-AnyKeyResolver = Callable[["ImageMetadata | McubootImage"], TrustedKeys]
-
-
-@dataclass(frozen=True)
-class VerifiedAny:
-    """An image of either format whose signatures, policy and digest all passed.
-
-    Exactly one of ``envelope`` and ``mcuboot`` is set, by ``format``.
-    """
-
-    format: str  # sniff.NATIVE or sniff.MCUBOOT
-    signed_by: tuple[str, ...]
-    version: str
-    security_counter: int | None  # an MCUboot image may carry none
-    hardware_ids: tuple[str, ...]
-    envelope: VerifiedImage | None = None
-    mcuboot: VerifiedMcuboot | None = None
+    #: A verified image of either format; ``.format`` says which.
+    VerifiedAny = VerifiedImage | VerifiedMcuboot
+    #: Chooses the trusted keys from either format's parsed, not yet authenticated,
+    #: metadata (e.g. by validating the certificate chain it carries). Whatever it returns
+    #: must still have signed the image, so it cannot weaken the signature check.
+    AnyKeyResolver = Callable[[ImageMetadata | McubootImage], TrustedKeys]
 
 
 def detect_stream(stream: BinaryIO) -> str:
@@ -78,45 +64,19 @@ def verify_any(
     """
     if fmt is None:
         fmt = detect_stream(stream)
-    stream.seek(0)
+    verify_format: Callable[..., VerifiedAny]
     if fmt == sniff.MCUBOOT:
-        from otaguard.image.mcuboot_verify import verify_mcuboot
-
-        checked = verify_mcuboot(
-            stream,
-            trusted,
-            threshold=threshold,
-            policy=policy,
-            sink=sink,
-            unsafe_precomputed_digest=unsafe_precomputed_digest,
-        )
-        image = checked.image
-        return VerifiedAny(
-            format=sniff.MCUBOOT,
-            signed_by=checked.signed_by,
-            version=str(image.header.version),
-            security_counter=image.security_counter,
-            hardware_ids=image.hardware_ids,
-            mcuboot=checked,
-        )
-    if fmt != sniff.NATIVE:
+        from otaguard.image.mcuboot_verify import verify_mcuboot as verify_format
+    elif fmt == sniff.NATIVE:
+        from otaguard.image.envelope_verify import verify_stream as verify_format
+    else:
         raise ValueError(f"unknown image format {fmt!r}")
-    from otaguard.image.envelope_verify import verify_stream
-
-    verified = verify_stream(
+    stream.seek(0)
+    return verify_format(
         stream,
         trusted,
         threshold=threshold,
         policy=policy,
         sink=sink,
         unsafe_precomputed_digest=unsafe_precomputed_digest,
-    )
-    meta = verified.metadata
-    return VerifiedAny(
-        format=sniff.NATIVE,
-        signed_by=verified.signed_by,
-        version=meta.version,
-        security_counter=meta.security_counter,
-        hardware_ids=meta.hardware_ids,
-        envelope=verified,
     )

@@ -25,7 +25,7 @@ import hmac
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, Literal
 
 from otaguard.crypto.keys import key_id
 from otaguard.crypto.schemes import SignatureScheme, verify_signature
@@ -57,6 +57,7 @@ CHUNK_SIZE = 1 << 17
 class VerifiedImage:
     """Metadata of an image whose signatures, policy and digest all passed."""
 
+    format: ClassVar[Literal["native"]] = "native"  # beside VerifiedMcuboot's (verify_any)
     metadata: ImageMetadata
     signed_by: tuple[str, ...]
     payload_offset: int

@@ -30,7 +30,7 @@ import hmac
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -110,6 +110,7 @@ class McubootImage:
 
 @dataclass(frozen=True)
 class VerifiedMcuboot:
+    format: ClassVar[Literal["mcuboot"]] = "mcuboot"  # beside VerifiedImage's (verify_any)
     image: McubootImage
     signed_by: tuple[str, ...]
 

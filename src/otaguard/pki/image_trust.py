@@ -13,14 +13,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cryptography import x509
 
 from otaguard.crypto.keys import check_supported
 from otaguard.errors import ConstraintError, KeyLoadError, MalformedError
 from otaguard.image import ImageMetadata, ImagePolicy, TrustedKeys, VerifiedImage, verify_stream
-from otaguard.image.any_format import VerifiedAny, verify_any
+from otaguard.image.any_format import verify_any
 from otaguard.image.mcuboot_verify import McubootImage
 from otaguard.image.trust import PrecomputedDigest
 from otaguard.pki.validate import (
@@ -28,6 +28,9 @@ from otaguard.pki.validate import (
     check_image_constraints,
     validate_code_signing_chain,
 )
+
+if TYPE_CHECKING:
+    from otaguard.image.any_format import VerifiedAny
 
 
 def signing_time(meta: ImageMetadata) -> dt.datetime:

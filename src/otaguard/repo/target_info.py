@@ -35,8 +35,8 @@ def verified_custom(
     if not keys:
         raise UsageError("give at least one --trusted-key: verifying against no key proves nothing")
     result = verify_any(stream, TrustedKeys.of(keys), threshold=threshold, policy=ImagePolicy())
-    if result.envelope is not None:
-        meta = result.envelope.metadata
+    if result.format == "native":
+        meta = result.metadata
         return {
             "format": "otaguard",
             "version": meta.version,
@@ -45,11 +45,12 @@ def verified_custom(
             "payload_kind": meta.payload_kind.name.lower(),
             "delta_base": str(meta.delta_base) if meta.delta_base else None,
         }
+    image = result.image
     return {
         "format": "mcuboot",
-        "version": result.version,
-        "security_counter": result.security_counter,
-        "hardware_ids": list(result.hardware_ids),
+        "version": str(image.header.version),
+        "security_counter": image.security_counter,
+        "hardware_ids": list(image.hardware_ids),
         "payload_kind": "full",
         "delta_base": None,
     }
