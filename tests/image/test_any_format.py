@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,16 +15,21 @@ from helpers_pki import DAY, HW, NOW, der, make_pki, sign_image
 from otaguard import errors
 from otaguard.crypto.keys import KeyType, key_id
 from otaguard.image import ImagePolicy, TrustedKeys, VerifiedImage, sniff, verify_any
+from otaguard.image.any_format import detect_stream
+from otaguard.image.describe import inspect_fields, verified_fields
 from otaguard.image.mcuboot import VerifiedMcuboot
 from otaguard.pki.image_trust import TrustedRoots, verify_any_with_roots
 from otaguard.pki.issue import Revocation, build_crl
+
+if TYPE_CHECKING:
+    from otaguard.image.any_format import VerifiedAny
 
 KEY = cached_key(KeyType.ECDSA_P256)
 TRUSTED = TrustedKeys.of([KEY.public_key()])
 
 
-def _verify(image: bytes, **kw: object) -> object:
-    return verify_any(io.BytesIO(image), TRUSTED, threshold=1, policy=ImagePolicy(), **kw)  # type: ignore[arg-type]
+def _verify(image: bytes, **kw: Any) -> VerifiedAny:
+    return verify_any(io.BytesIO(image), TRUSTED, threshold=1, policy=ImagePolicy(), **kw)
 
 
 def test_both_formats_verify_and_say_which(tmp_path: Path) -> None:
@@ -56,7 +62,7 @@ def test_refusals_are_the_formats_own(tmp_path: Path) -> None:
 
 def test_a_format_the_caller_names_is_parsed_as_that(tmp_path: Path) -> None:
     mcu = sign_bytes(b"m" * 300, [KEY], tmp_path)
-    assert _verify(mcu, fmt=sniff.MCUBOOT).format == sniff.MCUBOOT  # type: ignore[attr-defined]
+    assert _verify(mcu, fmt=sniff.MCUBOOT).format == sniff.MCUBOOT
     with pytest.raises(errors.MalformedError):  # an MCUboot image is no envelope
         _verify(mcu, fmt=sniff.NATIVE)
     with pytest.raises(ValueError, match="unknown image format"):
@@ -91,7 +97,7 @@ def test_roots_verify_either_format_and_give_the_chain(tmp_path: Path) -> None:
     pki = make_pki()
     chain = der(pki.leaf.cert, pki.inter.cert)
     trusted = TrustedRoots((pki.root.cert,), region="eu")
-    native = sign_image(pki.leaf.signer, chain)
+    native = sign_image(pki.leaf.signer, chain)  # type: ignore[arg-type]
     mcu = sign_bytes(
         b"m" * 400,
         [cached_key(KeyType.ED25519, 10)],  # make_pki's leaf key
@@ -116,3 +122,16 @@ def test_roots_verify_either_format_and_give_the_chain(tmp_path: Path) -> None:
                 TrustedRoots((make_pki(root_index=11).root.cert,)),
                 policy=ImagePolicy(),
             )
+
+
+def test_descriptions_of_both_formats(tmp_path: Path) -> None:
+    """``image/describe.py``: what verify --json and inspect print, from the library."""
+    native = make_image(b"d" * 300, [KEY], version="2.0.0", annotations=[("git", "abc")])
+    mcu = sign_bytes(b"d" * 300, [KEY], tmp_path, hardware_ids=("hw-1",))
+    for image, extra in ((native, "signatures"), (mcu, "tlvs")):
+        verified = verified_fields(_verify(image))
+        inspected = inspect_fields(io.BytesIO(image), detect_stream(io.BytesIO(image)))
+        assert verified.items() <= inspected.items() and extra in inspected
+        assert extra not in verified  # signatures and TLVs are shown only by inspection
+    assert verified_fields(_verify(native))["annotations"] == {"git": "abc"}
+    assert verified_fields(_verify(mcu))["hardware_ids"] == ["hw-1"]

@@ -16,9 +16,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
 
 if TYPE_CHECKING:
-    from otaguard.image.any_format import VerifiedAny
-    from otaguard.image.envelope_format import ImageMetadata
-    from otaguard.image.mcuboot_verify import McubootImage
     from otaguard.image.policy import ImagePolicy
     from otaguard.image.trust import PrecomputedDigest, TrustedKeys
     from otaguard.pki.image_trust import TrustedRoots
@@ -146,81 +143,6 @@ def _prefetched() -> PrecomputedDigest | None:
     return job.digest_for if job is not None else None
 
 
-# --- native envelope ---------------------------------------------------------------------
-
-
-def metadata_json(meta: ImageMetadata) -> dict[str, Any]:
-    return {
-        "version": meta.version,
-        "security_counter": meta.security_counter,
-        "hardware_ids": list(meta.hardware_ids),
-        "payload_kind": meta.payload_kind.name.lower(),
-        "payload_length": meta.payload_length,
-        "payload_digest": str(meta.payload_digest),
-        "delta_base": str(meta.delta_base) if meta.delta_base else None,
-        "created": meta.created,
-        "annotations": dict(meta.annotations),
-        "certificates": len(meta.cert_chain),
-    }
-
-
-def _inspect_native(stream: BinaryIO) -> dict[str, Any]:
-    from otaguard.crypto.schemes import SignatureScheme
-    from otaguard.image.envelope_verify import inspect_stream
-
-    envelope = inspect_stream(stream)
-    report: dict[str, Any] = {"verified": False, "format": "native"}
-    report.update(metadata_json(envelope.metadata))
-    report["signatures"] = [
-        {
-            "key_id": e.key_id.hex(),
-            "scheme": (
-                SignatureScheme(e.scheme).label
-                if e.scheme in SignatureScheme._value2member_map_
-                else f"unknown({e.scheme})"
-            ),
-        }
-        for e in envelope.signatures
-    ]
-    return report
-
-
-# --- MCUboot ------------------------------------------------------------------------------
-
-
-def _inspect_mcuboot(stream: BinaryIO) -> dict[str, Any]:
-    from otaguard.image.mcuboot_verify import describe_tlvs, read_image
-
-    image = read_image(stream)
-    report: dict[str, Any] = {"verified": False, "format": "mcuboot"}
-    report.update(_describe_mcuboot(image))
-    report["protected_tlvs"] = describe_tlvs(image.protected)
-    report["tlvs"] = describe_tlvs(image.unprotected)
-    return report
-
-
-def _describe_mcuboot(image: McubootImage) -> dict[str, Any]:
-    header = image.header
-    trailer = image.trailer
-    return {
-        "version": str(header.version),
-        "security_counter": image.security_counter,
-        "hardware_ids": list(image.hardware_ids),
-        "header_size": header.hdr_size,
-        "image_size": header.img_size,
-        "load_addr": header.load_addr,
-        "flags": header.flags,
-        "endian": "little" if header.endian == "<" else "big",
-        "hash": f"{image.hash_name}:{image.hash_value.hex()}",
-        "pure_signature": image.pure,
-        "dependencies": [f"image {d.image_id} >= {d.min_version}" for d in image.dependencies],
-        "certificates": len(image.cert_chain),
-        "trailer": None
-        if trailer is None
-        else {"magic": trailer.magic_ok, "image_ok": trailer.image_ok},
-    }
-
-
 # --- the commands -------------------------------------------------------------------------
 
 
@@ -256,16 +178,12 @@ def verified_report(args: VerifyArgs, sink: BinaryIO | None = None) -> dict[str,
                 sink=sink,
                 unsafe_precomputed_digest=_prefetched(),
             )
+    from otaguard.image.describe import verified_fields
+
     report = {"verified": True, "format": fmt, "signed_by": list(result.signed_by)}
     report.update(_chain_report(chain))
-    report.update(_describe(result))
+    report.update(verified_fields(result))
     return report
-
-
-def _describe(result: VerifiedAny) -> dict[str, Any]:
-    if result.format == "mcuboot":
-        return _describe_mcuboot(result.image)
-    return metadata_json(result.metadata)
 
 
 def verify(args: VerifyArgs, echo: Echo) -> None:
@@ -288,7 +206,10 @@ def verify(args: VerifyArgs, echo: Echo) -> None:
 
 def inspect_report(image: str, fmt: str) -> dict[str, Any]:
     """What the image claims, NOT verified."""
+    from otaguard.image.describe import inspect_fields
+
     with open_input(image) as stream:
-        if _format(stream, fmt) == "mcuboot":
-            return _inspect_mcuboot(stream)
-        return _inspect_native(stream)
+        fmt = _format(stream, fmt)
+        report: dict[str, Any] = {"verified": False, "format": fmt}
+        report.update(inspect_fields(stream, fmt))
+    return report
