@@ -201,3 +201,14 @@ def test_a_plain_verify_never_loads_click(files: dict[str, Path]) -> None:
     assert "click" in _modules_after(
         ["verify", f"--trusted-key={files['pub']}", str(files["image"])]
     )
+
+
+def test_the_parsed_arguments_are_a_frozen_value(files: dict[str, Path]) -> None:
+    import dataclasses
+
+    args = verify_args.parse(["verify", "--trusted-key", str(files["pub"]), str(files["image"])])
+    assert isinstance(args, VerifyArgs) and args.trusted_keys == (str(files["pub"]),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.image = "another.img"  # type: ignore[misc]
+    assert verify_args.plain_image(["verify", str(files["image"])]) == str(files["image"])
+    assert verify_args.plain_image(["verify", "--help", str(files["image"])]) is None
