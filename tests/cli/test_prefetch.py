@@ -18,8 +18,7 @@ BIG = prefetch.MIN_PAYLOAD + 12345
 
 
 def _image(argv: list[str]) -> str | None:
-    opts = verify_args.parse(argv)  # as the console entry does
-    return None if opts is None else opts["image"]
+    return verify_args.plain_image(argv)  # as the console entry does
 
 
 def _guess(argv: list[str]) -> prefetch._Range | None:
@@ -110,3 +109,44 @@ def test_mcuboot_prefetch_verifies_and_rejects(tmp_path: Path) -> None:
     image.write_bytes(bytes(data))
     result = _verify("--trusted-key", pub, image)
     assert result.returncode == 1 and "rejected (digest)" in result.stderr
+
+
+def test_a_file_rewritten_in_place_with_its_size_and_mtime_is_not_trusted(tmp_path: Path) -> None:
+    """Same device, inode, size and mtime (``touch -d`` puts an mtime back), other bytes."""
+    import select
+
+    key = cached_key(KeyType.ED25519)
+    image = tmp_path / "big.img"
+    image.write_bytes(make_image(os.urandom(BIG), [key]))
+    job = _start(["verify", str(image)])
+    guess = _guess(["verify", str(image)])
+    assert job is not None and guess is not None
+    select.select([job.read_fd], [], [])  # the child hashed the first bytes and reported
+    before = image.stat()
+    other = bytearray(image.read_bytes())
+    other[guess.offset + 100] ^= 1
+    with image.open("r+b") as handle:  # in place: same inode
+        handle.write(other)
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = image.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+    assert after.st_ctime_ns != before.st_ctime_ns or _ctime_moved(image, before, other)
+    with image.open("rb") as stream:
+        assert job.digest_for(stream, guess.offset, guess.length, guess.algorithm) is None
+
+
+def _ctime_moved(image: Path, before: os.stat_result, data: bytearray) -> bool:
+    """Rewrite again until the clock's coarse tick moves the ctime (it always does soon)."""
+    import time
+
+    for _ in range(200):
+        time.sleep(0.01)
+        image.write_bytes(data)
+        os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if image.stat().st_ctime_ns != before.st_ctime_ns:
+            return True
+    return False

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from helpers import cached_key, make_image
 from otaguard.cli import fastpath, images, verify_args
 from otaguard.cli.main import run_click
+from otaguard.cli.verifying import VerifyArgs
 from otaguard.crypto.keys import KeyType, public_key_pem
 
 WORKDIR = Path(__file__).resolve().parent
@@ -42,9 +43,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"image": image, "bad": bad, "pub": tmp / "k.pub", "other": tmp / "other.pub"}
 
 
-def _click_params(argv: list[str]) -> dict[str, object]:
+def _click_params(argv: list[str]) -> VerifyArgs:
+    """What click's ``verify`` command hands to the library, as its callback builds it."""
     with images.verify.make_context("verify", list(argv[1:])) as ctx:
-        return dict(ctx.params)
+        return VerifyArgs(**ctx.params)
 
 
 def _tokens(files: dict[str, Path]) -> st.SearchStrategy[list[str]]:
@@ -199,3 +201,14 @@ def test_a_plain_verify_never_loads_click(files: dict[str, Path]) -> None:
     assert "click" in _modules_after(
         ["verify", f"--trusted-key={files['pub']}", str(files["image"])]
     )
+
+
+def test_the_parsed_arguments_are_a_frozen_value(files: dict[str, Path]) -> None:
+    import dataclasses
+
+    args = verify_args.parse(["verify", "--trusted-key", str(files["pub"]), str(files["image"])])
+    assert isinstance(args, VerifyArgs) and args.trusted_keys == (str(files["pub"]),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        args.image = "another.img"  # type: ignore[misc]
+    assert verify_args.plain_image(["verify", str(files["image"])]) == str(files["image"])
+    assert verify_args.plain_image(["verify", "--help", str(files["image"])]) is None

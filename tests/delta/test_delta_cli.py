@@ -156,3 +156,21 @@ def test_device_install_delta(run, files: dict[str, Path], tmp_path: Path) -> No
     assert code == 0 and "1.5.0" in text
     code, _, err = run("device", "install", ecu, files["old.img"], f"main={delta}")
     assert code == 2
+
+
+def test_apply_json(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    delta, out = tmp_path / "d.delta", tmp_path / "out.img"
+    create = ("delta", "create", "--key", files["key.pem"], files["old.img"], files["new.img"])
+    assert run(*create, delta)[0] == 0
+    code, text, _ = run("delta", "apply", "--json", files["old.img"], delta, out)
+    assert code == 0
+    report = json.loads(text)
+    assert report["out"] == str(out) and report["bytes"] == out.stat().st_size
+    assert report["version"] == "1.5.0" and report["security_counter"] == 8
+    assert report["base_sha256"] == hashlib.sha256(files["old.img"].read_bytes()).hexdigest()
+    assert report["signatures_verified"] is False and report["chunks"] >= 1
+    trusted = ("--trusted-key", files["key.pub"])
+    code, text, _ = run("delta", "apply", *trusted, "--json", files["old.img"], delta, out)
+    assert code == 0 and json.loads(text)["signatures_verified"] is True
+    code, text, err = run("delta", "apply", "--json", files["new.img"], delta, tmp_path / "x")
+    assert code == 1 and text == "" and "rejected (digest)" in err

@@ -32,7 +32,7 @@ from helpers_delta import (
 )
 from otaguard.crypto.keys import PrivateKey
 from otaguard.delta import open_delta
-from otaguard.delta.engine import _predicted_diff
+from otaguard.delta.engine import _predicted_diff, payload_offset
 from otaguard.delta.format import (
     FLAG_JOINED,
     FLAG_REPEAT,
@@ -55,7 +55,6 @@ from otaguard.delta.predict import (
     elf_arch,
     elf_code_range,
     guess_load_addresses,
-    payload_offset,
     predict,
     raw_range,
     references,

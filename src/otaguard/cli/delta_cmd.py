@@ -1,8 +1,10 @@
 """``otaguard delta create|apply``: signed differential updates between two images.
 
 ``create`` writes a signed envelope of kind DELTA (see ``docs/delta.md``); when
-the delta would be larger than 70% of the compressed full image it says so
-and writes the compressed full image (in the same container) instead.
+the delta would be larger than ``FULL_FALLBACK_RATIO`` (70%) of the compressed
+full image it says so and writes the compressed full image (in the same
+container) instead. It refuses, before writing, what no device could apply
+(``otaguard.delta.create``).
 ``apply`` refuses a delta made for another base before writing anything,
 streams the new image into OUTPUT (atomically) and checks every chunk and the
 final digest; with ``--trusted-key`` it also verifies the delta's and the new
@@ -16,32 +18,33 @@ import json
 import mmap
 import os
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 import click
 
-from otaguard.cli.common import ensure_distinct, load_public_key_file, passphrase_from_env
-from otaguard.errors import StorageError, UsageError
+from otaguard.cli.common import ensure_distinct, passphrase_from_env
+from otaguard.cli.verifying import open_input
+from otaguard.errors import UsageError
 
 _path = click.Path(dir_okay=False)
 
 
-def _open(path: str) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
 @contextlib.contextmanager
 def _mapped(path: str) -> Iterator[bytes | mmap.mmap]:
-    """The whole file, memory-mapped (page cache, not heap); empty files as b""."""
-    with _open(path) as handle:
+    """The whole file, memory-mapped (page cache, not heap); empty files as b"".
+
+    Unmapped when the block ends, but not when an error (Ctrl-C included) leaves it:
+    the library's frames in that error's traceback still hold views of the mapping, so
+    closing it would raise BufferError in place of the error; the mapping goes when
+    they do.
+    """
+    with open_input(path) as handle:
         if os.fstat(handle.fileno()).st_size == 0:
             yield b""
             return
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            yield mapped
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        yield mapped
+        mapped.close()
 
 
 def _address(text: str | None) -> int | None:
@@ -95,12 +98,16 @@ def create_cmd(
 ) -> None:
     """Write a signed delta from OLD_IMAGE to NEW_IMAGE (signed images) to OUT."""
     from otaguard._atomic import atomic_output
+    from otaguard.cli.options import ensure_distinct_keys
+    from otaguard.crypto.keys import key_id_bytes
     from otaguard.crypto.loader import load_signer
     from otaguard.delta import create
+    from otaguard.delta.engine import FULL_FALLBACK_RATIO
 
     ensure_distinct([old_path, new_path, out_path])
     ensure_distinct(list(keys))
     signers = [load_signer(k, passphrase_from_env(passphrase_env)) for k in keys]
+    ensure_distinct_keys(key_id_bytes(s.public_key) for s in signers)
     size = int(chunk_size[:-1]) << (10 if chunk_size.endswith("K") else 20)
     address = _address(load_address)
     with (
@@ -129,8 +136,9 @@ def create_cmd(
         return
     if stats.full_fallback:
         click.echo(
-            f"the delta ({stats.delta_bytes} bytes) would be more than 70% of the compressed "
-            f"full image ({stats.full_bytes} bytes): wrote the compressed full image instead"
+            f"the delta ({stats.delta_bytes} bytes) would be more than "
+            f"{FULL_FALLBACK_RATIO:.0%} of the compressed full image ({stats.full_bytes} "
+            "bytes): wrote the compressed full image instead"
         )
     click.echo(
         f"wrote {out_path}: {'compressed full image' if stats.full_fallback else 'delta'} to "
@@ -147,23 +155,21 @@ def create_cmd(
     type=_path,
     help="Verify the delta's and the new image's signatures with this key (repeatable).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument("old_path", metavar="OLD_IMAGE", type=_path)
 @click.argument("delta_path", metavar="DELTA", type=_path)
 @click.argument("out_path", metavar="OUT", type=_path)
-def apply_cmd(trusted_keys: tuple[str, ...], old_path: str, delta_path: str, out_path: str) -> None:
+def apply_cmd(
+    trusted_keys: tuple[str, ...], as_json: bool, old_path: str, delta_path: str, out_path: str
+) -> None:
     """Rebuild the new image from OLD_IMAGE and DELTA into OUT (atomically)."""
     from otaguard._atomic import atomic_output
+    from otaguard.cli.options import trusted_keys as load_trusted_keys
     from otaguard.delta import open_delta, reconstruct
-    from otaguard.image import TrustedKeys
 
     ensure_distinct([old_path, delta_path, out_path])
-    trusted = None
-    if trusted_keys:
-        ensure_distinct(list(trusted_keys))
-        trusted = TrustedKeys.of(load_public_key_file(p) for p in trusted_keys)
-        if len(trusted) != len(trusted_keys):
-            raise UsageError("the same key was given twice as --trusted-key")
-    with _open(delta_path) as stream, _open(old_path) as old:
+    trusted = load_trusted_keys(trusted_keys) if trusted_keys else None
+    with open_input(delta_path) as stream, open_input(old_path) as old:
         opened = open_delta(stream, trusted)
         old_length = os.fstat(old.fileno()).st_size
 
@@ -173,6 +179,18 @@ def apply_cmd(trusted_keys: tuple[str, ...], old_path: str, delta_path: str, out
         image = reconstruct(opened, stream, old_length, read_at)  # base checked: no write yet
         with atomic_output(out_path, inputs=[old_path, delta_path, *trusted_keys]) as dest:
             image.readall_into(dest)
+    if as_json:
+        report: dict[str, Any] = {
+            "out": out_path,
+            "version": opened.inner.version,
+            "security_counter": opened.inner.security_counter,
+            "bytes": opened.header.target_length,
+            "chunks": opened.header.chunk_count,
+            "base_sha256": opened.header.base_sha256.hex(),
+            "signatures_verified": opened.authenticated,
+        }
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
     note = "" if opened.authenticated else " (signatures not checked: verify OUT)"
     click.echo(
         f"rebuilt {out_path}: {opened.inner.version}, {opened.header.target_length} bytes, "

@@ -32,16 +32,16 @@ def main() -> None:
     from otaguard.cli import fastpath, prefetch, verify_args
 
     argv = sys.argv[1:]
-    opts = verify_args.parse(argv)  # a plain verify, or None: everything else is click's
-    job = prefetch.start(None if opts is None else opts["image"])
+    image = verify_args.plain_image(argv)  # a plain verify, or None: everything else is click's
+    job = prefetch.start(image)
     try:
-        if opts is None:
+        if image is None:
             from otaguard.cli.main import raise_on_sigterm, run_click
 
             raise_on_sigterm()  # not on the fast path: verify writes nothing to clean up
             code = run_click(argv)
         else:
-            code = fastpath.run_parsed(opts)
+            code = fastpath.run_plain(argv)
             if job is None or job.done:
                 _exit_now(code)
     finally:

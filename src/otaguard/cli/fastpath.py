@@ -15,7 +15,7 @@ from otaguard.cli import verify_args
 
 TYPE_CHECKING = False  # typing costs ~8 ms to import: keep it off the start-up path
 if TYPE_CHECKING:
-    from typing import Any
+    from otaguard.cli.verifying import VerifyArgs
 
 
 def _echo(line: str) -> None:
@@ -25,18 +25,26 @@ def _echo(line: str) -> None:
 
 def run(argv: list[str]) -> int | None:
     """The exit code of ``otaguard verify ...``, or ``None`` if click must handle ``argv``."""
-    opts = verify_args.parse(argv)
-    return None if opts is None else run_parsed(opts)
+    args = verify_args.parse(argv)
+    return None if args is None else run_parsed(args)
 
 
-def run_parsed(opts: dict[str, Any]) -> int:
+def run_plain(argv: list[str]) -> int:
+    """``otaguard verify ...`` of a line :func:`verify_args.plain_image` accepted."""
+    args = verify_args.parse(argv)
+    if args is None:  # pragma: no cover - plain_image and parse read argv alike
+        raise AssertionError("not a plain verify command line")
+    return run_parsed(args)
+
+
+def run_parsed(args: VerifyArgs) -> int:
     """``otaguard verify`` with the options :func:`verify_args.parse` returned."""
     from otaguard.cli import reporting
 
     try:
         from otaguard.cli import verifying
 
-        verifying.verify(opts, _echo)
+        verifying.verify(args, _echo)
     except (Exception, KeyboardInterrupt) as exc:
         return reporting.report(exc)
     return reporting.EXIT_OK

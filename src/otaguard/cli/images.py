@@ -9,7 +9,6 @@ with ``otaguard.cli.fastpath``), and verify's options are declared once in
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +25,7 @@ from otaguard.cli.common import (
     passphrase_from_env,
     to_stdout,
 )
+from otaguard.cli.options import created, int_auto, signer_chain
 from otaguard.cli.verify_args import FORMATS_READ, JSON_OPTION, VERIFY_OPTIONS, Option
 from otaguard.errors import UsageError
 
@@ -33,12 +33,16 @@ _FORMATS_SIGN = ["native", "mcuboot"]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _int_auto(value: str) -> int:
-    """Parse decimal or 0x-prefixed hex, as imgtool accepts sizes."""
-    try:
-        return int(value, 0)
-    except ValueError:
-        raise UsageError(f"not an integer: {value!r}") from None
+class _RenamedOption(click.Option):
+    """An option whose first name is the one shown; later ones are old spellings, still
+    accepted so that scripts keep working, but not offered in ``--help``."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        names, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = names
 
 
 def _annotations(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -51,17 +55,6 @@ def _annotations(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
             raise UsageError(f"annotation {key!r} given twice")
         result[key] = value
     return sorted(result.items())
-
-
-def _created() -> int:
-    """Creation time: SOURCE_DATE_EPOCH for reproducible builds, else now."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is not None:
-        try:
-            return int(epoch)
-        except ValueError:
-            raise UsageError("SOURCE_DATE_EPOCH is not an integer") from None
-    return int(time.time())
 
 
 # --- sign -----------------------------------------------------------------------
@@ -117,7 +110,14 @@ def _created() -> int:
     help="MCUboot image dependency (repeatable).",
 )
 @click.option("--pure", is_flag=True, help="MCUboot Ed25519: sign the image itself (SIG_PURE).")
-@click.option("--load-addr", default=None, help="MCUboot RAM load address.")
+@click.option(
+    "--load-address",
+    "--load-addr",
+    "load_address",
+    cls=_RenamedOption,
+    default=None,
+    help="MCUboot RAM load address.",
+)
 @click.option(
     "--endian",
     type=click.Choice(["little", "big"]),
@@ -151,12 +151,12 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
 
     if opts["security_counter"] is None:
         raise UsageError("--security-counter is required")
-    counter = _int_auto(opts["security_counter"])
+    counter = int_auto(opts["security_counter"])
     if not opts["hardware_ids"]:
         raise UsageError("give at least one --hardware-id")
     if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
         raise UsageError("INPUT and OUTPUT must be different files")
-    chain = _load_chain(opts["cert_chain"], signers)
+    chain = signer_chain(opts["cert_chain"], signers)
     with (
         verifying.open_input(opts["input_path"]) as source,
         output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
@@ -168,7 +168,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
             version=opts["version"],
             security_counter=counter,
             hardware_ids=opts["hardware_ids"],
-            created=_created(),
+            created=created(),
             annotations=_annotations(opts["annotations"]),
             digest_algorithm=HashAlgorithm.SHA512 if opts["sha512"] else HashAlgorithm.SHA256,
             cert_chain=chain,
@@ -179,21 +179,6 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
         f"{len(signers)} signature(s)",
         err=to_stdout(opts["output_path"]),
     )
-
-
-def _load_chain(path: str | None, signers: list[Any]) -> list[bytes]:
-    """The chain to embed, as DER; its leaf must be the (first) signing key's certificate."""
-    if path is None:
-        return []
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    from otaguard.crypto.keys import key_id
-    from otaguard.pki.store import read_certs
-
-    certs = read_certs(path, "certificate chain")
-    if key_id(certs[0].public_key()) != key_id(signers[0].public_key):  # type: ignore[arg-type]
-        raise UsageError("the chain's first certificate is not the signing key's certificate")
-    return [c.public_bytes(Encoding.DER) for c in certs]
 
 
 # --- verify / extract / inspect ---------------------------------------------------------
@@ -232,7 +217,7 @@ def _verify_options(func: _F) -> _F:
 @click.argument("image", type=click.Path(dir_okay=False))
 def verify(**opts: Any) -> None:
     """Verify IMAGE's signatures, digest and policy. Exit 1 if any check fails."""
-    verifying.verify(opts, click.echo)
+    verifying.verify(verifying.VerifyArgs(**opts), click.echo)
 
 
 @click.command()
@@ -240,27 +225,28 @@ def verify(**opts: Any) -> None:
 @_click_option(JSON_OPTION)
 @click.argument("image", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
-def extract(**opts: Any) -> None:
+def extract(out: str, **opts: Any) -> None:
     """Write IMAGE's payload to OUT, only after full verification (atomic; '-': stdin/stdout)."""
-    if opts["as_json"] and to_stdout(opts["out"]):
+    args = verifying.VerifyArgs(**opts)
+    if args.as_json and to_stdout(out):
         raise UsageError("--json and OUT '-' both want stdout: give one")
-    with output_file(opts["out"], inputs=inputs_of(opts, *VERIFY_INPUTS)) as sink:
-        report = verifying.verified_report(opts, sink)
-    if opts["as_json"]:
-        click.echo(verifying.to_json({**report, "out": opts["out"]}))
+    with output_file(out, inputs=inputs_of(opts, *VERIFY_INPUTS)) as sink:
+        report = verifying.verified_report(args, sink)
+    if args.as_json:
+        click.echo(verifying.to_json({**report, "out": out}))
         return
-    line = f"verified; payload of version {report['version']} written to {opts['out']}"
-    click.echo(line, err=to_stdout(opts["out"]))
+    line = f"verified; payload of version {report['version']} written to {out}"
+    click.echo(line, err=to_stdout(out))
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS_READ), default="auto")
 @click.argument("image", type=click.Path(dir_okay=False))
-def inspect(**opts: Any) -> None:
+def inspect(as_json: bool, fmt: str, image: str) -> None:
     """Show IMAGE's metadata WITHOUT verifying it."""
-    report = verifying.inspect_report(opts)
-    if opts["as_json"]:
+    report = verifying.inspect_report(image, fmt)
+    if as_json:
         click.echo(verifying.to_json(report))
         return
     click.echo("NOT VERIFIED: inspect shows what the image claims; use 'otaguard verify'.")

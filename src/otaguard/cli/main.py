@@ -114,7 +114,9 @@ def run_click(args: list[str]) -> int:
         return int(result) if isinstance(result, int) else EXIT_OK
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click's word for Ctrl-C
+            return report(exc.__cause__)
         click.echo("otaguard: aborted", err=True)
         return EXIT_USAGE
     except click.ClickException as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from otaguard.cli import images
+from otaguard.cli.options import created, int_auto, signer_chain
 from otaguard.cli.verifying import open_input
 from otaguard.errors import UsageError
 
@@ -23,7 +23,7 @@ _MCUBOOT_ONLY = (
     ("max_sectors", "--max-sectors"),
     ("dependencies", "--dependency"),
     ("pure", "--pure"),
-    ("load_addr", "--load-addr"),
+    ("load_address", "--load-address"),
 )
 
 
@@ -49,24 +49,24 @@ def _sign_options(opts: dict[str, Any], signers: list[Any]) -> Any:
     elif counter_text == "auto":
         counter = version.auto_security_counter()
     else:
-        counter = images._int_auto(counter_text)
-    chain = tuple(images._load_chain(opts["cert_chain"], signers))
+        counter = int_auto(counter_text)
+    chain = tuple(signer_chain(opts["cert_chain"], signers))
     return mcuboot.McubootSignOptions(
         version=version,
         security_counter=counter,
-        header_size=images._int_auto(opts["header_size"]),
+        header_size=int_auto(opts["header_size"]),
         pad_header=opts["pad_header"],
-        slot_size=images._int_auto(opts["slot_size"]) if opts["slot_size"] else None,
+        slot_size=int_auto(opts["slot_size"]) if opts["slot_size"] else None,
         pad=opts["pad"],
         confirm=opts["confirm"],
-        align=images._int_auto(opts["align"]),
-        max_sectors=images._int_auto(opts["max_sectors"]) if opts["max_sectors"] else 128,
+        align=int_auto(opts["align"]),
+        max_sectors=int_auto(opts["max_sectors"]) if opts["max_sectors"] else 128,
         dependencies=tuple(mcuboot.parse_dependency(d) for d in opts["dependencies"]),
         hardware_ids=tuple(opts["hardware_ids"]),
         cert_chain=chain,
-        created=images._created() if chain else None,
+        created=created() if chain else None,
         pure=opts["pure"],
-        load_addr=images._int_auto(opts["load_addr"]) if opts["load_addr"] else 0,
+        load_addr=int_auto(opts["load_address"]) if opts["load_address"] else 0,
         endian="<" if opts["endian"] == "little" else ">",
     )
 

@@ -7,19 +7,23 @@ while the first one imports click and cryptography, so the whole command
 costs about what the hash alone costs (bench/RESULTS.md).
 
 Safety: the child only computes a digest of a byte range of a file. The
-verifier uses it only for the very file it opened (same device, inode, size
-and mtime) and the very range and algorithm its *parsed* header names;
-anything else (another file, a guess that was wrong, a failed child) falls
-back to hashing in-process. Nothing here decides trust, and the guess of
+verifier uses it only for the very file it opened (same device, inode, size,
+mtime and ctime: a file rewritten in place may keep the first four, as
+``touch -d`` can put its mtime back, but every write moves its ctime and no
+system call sets that) and the very range and algorithm its *parsed* header
+names; anything else (another file, a guess that was wrong, a failed child)
+falls back to hashing in-process. Nothing here decides trust, and the guess of
 which argument is the image can only cost speed, never correctness.
 
-This module imports nothing but the standard library, on purpose.
+This module imports nothing but the standard library (and ``otaguard.image.sniff``,
+which does the same), on purpose.
 """
 
 from __future__ import annotations
 
 import os
-import struct
+
+from otaguard.image import sniff
 
 TYPE_CHECKING = False  # typing costs ~8 ms to import: keep it out of the path to the fork
 if TYPE_CHECKING:
@@ -28,9 +32,6 @@ if TYPE_CHECKING:
 #: Below this the fork is not worth it.
 MIN_PAYLOAD = 8 << 20
 _CHUNK = 1 << 17
-_NATIVE_MAGIC = b"OTAGUARD"
-_MCUBOOT_MAGIC_LE = bytes.fromhex("3db8f396")
-_ALGORITHMS = {1: "sha256", 2: "sha512"}
 #: The running job of this process, if any (set by :func:`start`).
 _ACTIVE: list[Job] = []
 
@@ -71,15 +72,16 @@ class Job:
             line = pipe.read(512)
         os.waitpid(self.pid, 0)
         try:
-            dev, ino, size, mtime, off, n, alg, hexdigest = line.decode().split()
+            dev, ino, size, mtime, ctime, off, n, alg, hexdigest = line.decode().split()
             st = os.fstat(stream.fileno())
         except (ValueError, OSError, AttributeError):
             return None
-        same_file = (int(dev), int(ino), int(size), int(mtime)) == (
+        same_file = (int(dev), int(ino), int(size), int(mtime), int(ctime)) == (
             st.st_dev,
             st.st_ino,
             st.st_size,
             st.st_mtime_ns,
+            st.st_ctime_ns,
         )
         if same_file and (int(off), int(n), alg) == (offset, length, algorithm):
             return bytes.fromhex(hexdigest)
@@ -89,26 +91,18 @@ class Job:
 def _guess_range(image: str | None) -> _Range | None:
     if image is None:  # not a plain verify: click will parse it; no prefetch then
         return None
-    path = image
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(64)
+        with open(image, "rb") as handle:
+            head = handle.read(sniff.LAYOUT_SIZE)
     except OSError:
         return None
-    if len(head) >= 16 and head[:4] == _MCUBOOT_MAGIC_LE:
-        # MCUboot: the hashed region is header + payload + protected TLVs;
-        # SHA-256 is what every key type but P-384 and pure Ed25519 uses.
-        hdr_size, prot_size, img_size = struct.unpack("<HHI", head[8:16])
-        length = hdr_size + img_size + prot_size
-        return _Range(path, 0, length, "sha256") if length >= MIN_PAYLOAD else None
-    if len(head) < 38 or not head.startswith(_NATIVE_MAGIC):
+    found = sniff.layout(head)
+    if found is None or found.digest_length < MIN_PAYLOAD:
         return None
-    (header_len,) = struct.unpack(">I", head[12:16])
-    (length,) = struct.unpack(">Q", head[22:30])
-    algorithm = _ALGORITHMS.get(head[36])
-    if algorithm is None or length < MIN_PAYLOAD:
-        return None
-    return _Range(path, 16 + header_len, length, algorithm)
+    # MCUboot names its hash in the TLV area: SHA-256 is what every key type but P-384
+    # and pure Ed25519 uses (the verifier asks for this range only when it is SHA-256)
+    algorithm = found.digest_algorithm or "sha256"
+    return _Range(image, found.digest_offset, found.digest_length, algorithm)
 
 
 def _child(job: _Range, write_fd: int) -> None:
@@ -130,7 +124,7 @@ def _child(job: _Range, write_fd: int) -> None:
             hasher.update(view[:n])
             left -= n
     line = (
-        f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} "
+        f"{st.st_dev} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} "
         f"{job.offset} {job.length} {job.algorithm} {hasher.hexdigest()}\n"
     )
     os.write(write_fd, line.encode())

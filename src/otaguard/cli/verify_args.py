@@ -3,15 +3,18 @@
 Why: whole-process ``otaguard verify`` time is what fleets and CI pay per image, and
 importing click costs about as much as verifying a 16 MiB image (bench/RESULTS.md).
 The click command (``otaguard.cli.images``) is built from :data:`VERIFY_OPTIONS`, and
-:func:`parse` reads the same table. :func:`parse` accepts only plainly written
+:func:`parse` reads the same table into the same frozen
+:class:`~otaguard.cli.verifying.VerifyArgs`. :func:`parse` accepts only plainly written
 command lines -- known long options, ``--opt VALUE``, one IMAGE -- and returns ``None``
 for anything else (``--help``, ``--opt=value``, a repeated single-value option, a bad
 value, a directory), so that click parses it and reports errors. It is therefore
 never a second opinion on what a command line means: tests/cli/test_verify_args.py
 checks that whatever it accepts, click parses to the very same values.
 
-Standard library only, and nothing heavy: the prefetch (``otaguard.cli.prefetch``)
-uses it before its fork.
+Standard library only, and nothing heavy: the console entry calls :func:`plain_image`
+before the prefetch (``otaguard.cli.prefetch``) forks, and every millisecond before
+the fork is added to a large verification; :class:`VerifyArgs` (a dataclass, and
+dataclasses cost ~12 ms to import) is built by :func:`parse`, after the fork.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import os
 TYPE_CHECKING = False  # typing costs ~8 ms to import: keep it off the start-up path
 if TYPE_CHECKING:
     from typing import Any
+
+    from otaguard.cli.verifying import VerifyArgs
 
 #: What ``--format`` accepts on the commands that read an image.
 FORMATS_READ = ("auto", "native", "mcuboot")
@@ -128,14 +133,11 @@ def _value(option: Option, text: str) -> Any:
     return text
 
 
-def parse(argv: list[str]) -> dict[str, Any] | None:
-    """``verify``'s parameters as click would pass them, or ``None`` to let click parse.
-
-    ``argv`` is the whole command line after the program name, starting with ``verify``.
-    """
+def _scan(argv: list[str]) -> dict[str, Any] | None:
+    """``verify``'s parameters by click's names, or ``None`` to let click parse."""
     if not argv or argv[0] != "verify":
         return None
-    opts: dict[str, Any] = {o.dest: o.initial() for o in _BY_FLAG.values()}
+    values: dict[str, Any] = {o.dest: o.initial() for o in _BY_FLAG.values()}
     seen: set[str] = set()
     images: list[str] = []
     args = iter(argv[1:])
@@ -148,13 +150,32 @@ def parse(argv: list[str]) -> dict[str, Any] | None:
             return None  # unknown, --help, --x=y, -- , a single-value option twice
         seen.add(arg)
         if option.kind == "flag":
-            opts[option.dest] = True
+            values[option.dest] = True
             continue
         value = _value(option, next(args, "-"))
         if value is None:
             return None
-        opts[option.dest] = (*opts[option.dest], value) if option.multiple else value
+        values[option.dest] = (*values[option.dest], value) if option.multiple else value
     if len(images) != 1 or not _clean_path(images[0]):
         return None
-    opts["image"] = images[0]
-    return opts
+    values["image"] = images[0]
+    return values
+
+
+def plain_image(argv: list[str]) -> str | None:
+    """The IMAGE of a plain ``verify`` command line (one :func:`parse` takes), else ``None``."""
+    values = _scan(argv)
+    return None if values is None else str(values["image"])
+
+
+def parse(argv: list[str]) -> VerifyArgs | None:
+    """``verify``'s parameters as click would pass them, or ``None`` to let click parse.
+
+    ``argv`` is the whole command line after the program name, starting with ``verify``.
+    """
+    values = _scan(argv)
+    if values is None:
+        return None
+    from otaguard.cli.verifying import VerifyArgs
+
+    return VerifyArgs(**values)

@@ -10,44 +10,45 @@ time is most of what verifying a small image costs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-from otaguard.cli.common import input_path
 from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
 
-NATIVE_MAGIC = b"OTAGUARD"
-#: MCUboot's 0x96f3b83d in either byte order (kept here so that telling the
-#: formats apart does not import the MCUboot code).
-_MCUBOOT_MAGICS = (bytes.fromhex("3db8f396"), bytes.fromhex("96f3b83d"))
+if TYPE_CHECKING:
+    from otaguard.image.policy import ImagePolicy
+    from otaguard.image.trust import PrecomputedDigest, TrustedKeys
+    from otaguard.pki.image_trust import TrustedRoots
+    from otaguard.pki.validate import ValidatedChain
 
 Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class VerifyArgs:
+    """What ``verify`` and ``extract`` were asked, as click passes it (option names as dests).
+
+    Built by click's commands (``otaguard.cli.images``) and by the fast parser
+    (:func:`otaguard.cli.verify_args.parse`); both from the one option table.
+    """
+
+    image: str
+    trusted_keys: tuple[str, ...] = ()
+    trusted_roots: tuple[str, ...] = ()
+    crls: tuple[str, ...] = ()
+    region: str | None = None
+    threshold: int = 1
+    hardware_id: str | None = None
+    min_security_counter: int | None = None
+    min_version: str | None = None
+    fmt: str = "auto"
+    as_json: bool = False
 
 
 def to_json(report: dict[str, Any]) -> str:
     import json  # only for --json
 
     return json.dumps(report, indent=2, sort_keys=True)
-
-
-def detect_format(path: str) -> str:
-    """Tell the native envelope from an MCUboot image by their magic numbers."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if head.startswith(NATIVE_MAGIC[: len(head)]) and len(head) == len(NATIVE_MAGIC):
-        return "native"
-    if head[:4] in _MCUBOOT_MAGICS:
-        return "mcuboot"
-    if len(head) < 8:
-        raise MalformedError("truncated: too short to be an image")
-    raise MalformedError("neither an otaguard nor an MCUboot image (unknown magic)")
-
-
-def resolve_format(opts: dict[str, Any], path: str) -> str:
-    fmt: str = opts["fmt"]
-    return detect_format(path) if fmt == "auto" else fmt
 
 
 def open_input(path: str) -> BinaryIO:
@@ -57,32 +58,37 @@ def open_input(path: str) -> BinaryIO:
         raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def _format(stream: BinaryIO, fmt: str) -> str:
+    """``--format``, or the format the image's magic number names (``auto``)."""
+    if fmt != "auto":
+        return fmt
+    from otaguard.image.any_format import detect_stream
+
+    return detect_stream(stream)
+
+
 # --- trust and policy ---------------------------------------------------------------
 
 
-def trust(opts: dict[str, Any]) -> Any:
-    """TrustedKeys for --trusted-key, or a chain resolver for --trusted-root."""
-    if opts["trusted_roots"]:
-        if opts["trusted_keys"]:
+def trust(args: VerifyArgs) -> TrustedKeys | TrustedRoots:
+    """The trusted keys of --trusted-key, or the roots (CRLs, region) of --trusted-root."""
+    if args.trusted_roots:
+        if args.trusted_keys:
             raise UsageError("give --trusted-key or --trusted-root, not both")
-        if opts["threshold"] != 1:
+        if args.threshold != 1:
             raise UsageError("--threshold applies to --trusted-key only")
-        return _root_resolver(opts)
-    if opts["crls"] or opts["region"]:
+        return _trusted_roots(args)
+    if args.crls or args.region:
         raise UsageError("--crl and --region apply to --trusted-root only")
-    return _trusted_keys(opts["trusted_keys"], opts["threshold"])
+    return _trusted_keys(args.trusted_keys, args.threshold)
 
 
-def _trusted_keys(paths: tuple[str, ...], threshold: int) -> Any:
-    from otaguard.cli.common import ensure_distinct, load_public_key_file
-    from otaguard.image.trust import TrustedKeys
+def _trusted_keys(paths: tuple[str, ...], threshold: int) -> TrustedKeys:
+    from otaguard.cli.options import trusted_keys
 
     if not paths:
         raise UsageError("give at least one --trusted-key: verifying against no key proves nothing")
-    ensure_distinct(list(paths))
-    trusted = TrustedKeys.of(load_public_key_file(p) for p in paths)
-    if len(trusted) != len(paths):
-        raise UsageError("the same key was given twice as --trusted-key")
+    trusted = trusted_keys(paths)
     if not 1 <= threshold <= len(trusted):
         raise UsageError(
             f"--threshold {threshold} needs between 1 and {len(trusted)} (the trusted keys given)"
@@ -90,36 +96,22 @@ def _trusted_keys(paths: tuple[str, ...], threshold: int) -> Any:
     return trusted
 
 
-def _root_resolver(opts: dict[str, Any]) -> Any:
-    """One resolver for both formats: it is handed the parsed envelope metadata or MCUboot image."""
-    from otaguard.crypto.keys import check_supported
-    from otaguard.image.trust import TrustedKeys
+def _trusted_roots(args: VerifyArgs) -> TrustedRoots:
+    from otaguard.pki.image_trust import TrustedRoots
     from otaguard.pki.store import read_certs, read_crl
 
-    roots = [c for path in opts["trusted_roots"] for c in read_certs(path, "trusted root")]
-    crls = [read_crl(path) for path in opts["crls"]]
-
-    def resolve(parsed: Any) -> Any:
-        from otaguard.image.mcuboot_verify import McubootImage
-        from otaguard.pki.image_trust import validate_image_chain, validate_mcuboot_chain
-
-        validate = (
-            validate_mcuboot_chain if isinstance(parsed, McubootImage) else validate_image_chain
-        )
-        chain = validate(parsed, roots, crls=crls, region=opts["region"])
-        opts["_chain"] = chain
-        return TrustedKeys.of([check_supported(chain.leaf.public_key())])
-
-    return resolve
+    roots = tuple(c for path in args.trusted_roots for c in read_certs(path, "trusted root"))
+    crls = tuple(read_crl(path) for path in args.crls)
+    return TrustedRoots(roots, crls, args.region)
 
 
-def policy(opts: dict[str, Any], fmt: str = "native") -> Any:
+def policy(args: VerifyArgs, fmt: str) -> ImagePolicy:
     from otaguard.image.policy import ImagePolicy
 
-    floor = opts.get("min_security_counter")
+    floor = args.min_security_counter
     if floor is not None and floor < 0:
         raise UsageError("--min-security-counter must not be negative")
-    min_version = opts.get("min_version")
+    min_version = args.min_version
     if min_version is not None:
         if fmt == "mcuboot":
             from otaguard.image.mcuboot_format import parse_version
@@ -133,157 +125,93 @@ def policy(opts: dict[str, Any], fmt: str = "native") -> Any:
             except MalformedError as exc:
                 raise UsageError(f"--min-version: {exc}") from None
     return ImagePolicy(
-        hardware_id=opts.get("hardware_id"), min_security_counter=floor, min_version=min_version
+        hardware_id=args.hardware_id, min_security_counter=floor, min_version=min_version
     )
 
 
-def _chain_report(opts: dict[str, Any]) -> dict[str, Any]:
-    chain = opts.get("_chain")
+def _chain_report(chain: ValidatedChain | None) -> dict[str, Any]:
     if chain is None:
         return {}
     return {"certificate_chain": [c.subject.rfc4514_string() for c in chain.path]}
 
 
-def _digest_source() -> Any:
+def _prefetched() -> PrecomputedDigest | None:
+    """The prefetch child's digest, which it gives only for the very file and range."""
     from otaguard.cli import prefetch
 
     job = prefetch.active()
     return job.digest_for if job is not None else None
 
 
-# --- native envelope ---------------------------------------------------------------------
-
-
-def metadata_json(meta: Any) -> dict[str, Any]:
-    return {
-        "version": meta.version,
-        "security_counter": meta.security_counter,
-        "hardware_ids": list(meta.hardware_ids),
-        "payload_kind": meta.payload_kind.name.lower(),
-        "payload_length": meta.payload_length,
-        "payload_digest": str(meta.payload_digest),
-        "delta_base": str(meta.delta_base) if meta.delta_base else None,
-        "created": meta.created,
-        "annotations": dict(meta.annotations),
-        "certificates": len(meta.cert_chain),
-    }
-
-
-def _inspect_native(opts: dict[str, Any]) -> dict[str, Any]:
-    from otaguard.crypto.schemes import SignatureScheme
-    from otaguard.image.envelope_verify import inspect_stream
-
-    with open_input(opts["image"]) as stream:
-        envelope = inspect_stream(stream)
-    report: dict[str, Any] = {"verified": False, "format": "native"}
-    report.update(metadata_json(envelope.metadata))
-    report["signatures"] = [
-        {
-            "key_id": e.key_id.hex(),
-            "scheme": (
-                SignatureScheme(e.scheme).label
-                if e.scheme in SignatureScheme._value2member_map_
-                else f"unknown({e.scheme})"
-            ),
-        }
-        for e in envelope.signatures
-    ]
-    return report
-
-
-# --- MCUboot ------------------------------------------------------------------------------
-
-
-def _inspect_mcuboot(opts: dict[str, Any]) -> dict[str, Any]:
-    from otaguard.image.mcuboot_verify import describe_tlvs, read_image
-
-    with open_input(opts["image"]) as stream:
-        image = read_image(stream)
-    report: dict[str, Any] = {"verified": False, "format": "mcuboot"}
-    report.update(_describe_mcuboot(image))
-    report["protected_tlvs"] = describe_tlvs(image.protected)
-    report["tlvs"] = describe_tlvs(image.unprotected)
-    return report
-
-
-def _describe_mcuboot(image: Any) -> dict[str, Any]:
-    header = image.header
-    trailer = image.trailer
-    return {
-        "version": str(header.version),
-        "security_counter": image.security_counter,
-        "hardware_ids": list(image.hardware_ids),
-        "header_size": header.hdr_size,
-        "image_size": header.img_size,
-        "load_addr": header.load_addr,
-        "flags": header.flags,
-        "endian": "little" if header.endian == "<" else "big",
-        "hash": f"{image.hash_name}:{image.hash_value.hex()}",
-        "pure_signature": image.pure,
-        "dependencies": [f"image {d.image_id} >= {d.min_version}" for d in image.dependencies],
-        "certificates": len(image.cert_chain),
-        "trailer": None
-        if trailer is None
-        else {"magic": trailer.magic_ok, "image_ok": trailer.image_ok},
-    }
-
-
 # --- the commands -------------------------------------------------------------------------
 
 
-def verified_report(opts: dict[str, Any], sink: BinaryIO | None = None) -> dict[str, Any]:
-    """Verify ``opts["image"]`` (its payload to ``sink`` if given); raises if refused."""
-    opts["image"] = input_path(opts["image"])  # '-' is stdin
-    trusted = trust(opts)
-    fmt = resolve_format(opts, opts["image"])
-    verify_image: Callable[..., Any]
-    if fmt == "mcuboot":
-        from otaguard.image.mcuboot_verify import verify_mcuboot as verify_image
+def verified_report(args: VerifyArgs, sink: BinaryIO | None = None) -> dict[str, Any]:
+    """Verify ``args.image`` (its payload to ``sink`` if given); raises if refused."""
+    from otaguard.cli.common import input_path
+    from otaguard.image.trust import TrustedKeys
 
-        def describe(result: Any) -> dict[str, Any]:
-            return _describe_mcuboot(result.image)
-    else:
-        from otaguard.image.envelope_verify import verify_stream as verify_image
+    trusted = trust(args)
+    with open_input(input_path(args.image)) as stream:  # '-' is stdin
+        fmt = _format(stream, args.fmt)
+        image_policy = policy(args, fmt)
+        chain: ValidatedChain | None = None
+        if isinstance(trusted, TrustedKeys):
+            from otaguard.image.any_format import verify_any
 
-        def describe(result: Any) -> dict[str, Any]:
-            return metadata_json(result.metadata)
+            result = verify_any(
+                stream,
+                trusted,
+                threshold=args.threshold,
+                policy=image_policy,
+                fmt=fmt,
+                sink=sink,
+                unsafe_precomputed_digest=_prefetched(),
+            )
+        else:
+            from otaguard.pki.image_trust import verify_any_with_roots
 
-    with open_input(opts["image"]) as stream:
-        result = verify_image(
-            stream,
-            trusted,
-            threshold=opts["threshold"],
-            policy=policy(opts, fmt),
-            sink=sink,
-            digest_source=_digest_source(),
-        )
+            result, chain = verify_any_with_roots(
+                stream,
+                trusted,
+                policy=image_policy,
+                fmt=fmt,
+                sink=sink,
+                unsafe_precomputed_digest=_prefetched(),
+            )
+    from otaguard.image.describe import verified_fields
+
     report = {"verified": True, "format": fmt, "signed_by": list(result.signed_by)}
-    report.update(_chain_report(opts))
-    report.update(describe(result))
+    report.update(_chain_report(chain))
+    report.update(verified_fields(result))
     return report
 
 
-def verify(opts: dict[str, Any], echo: Echo) -> None:
+def verify(args: VerifyArgs, echo: Echo) -> None:
     """``otaguard verify``: one line (or JSON) on success; the error propagates on refusal."""
     try:
-        report = verified_report(opts)
+        report = verified_report(args)
     except RejectedError as exc:
-        if opts["as_json"]:
+        if args.as_json:
             echo(to_json({"verified": False, "check": exc.check, "error": str(exc)}))
         raise
-    if opts["as_json"]:
+    if args.as_json:
         echo(to_json(report))
     else:
         echo(
-            f"OK: {report['format']} image {opts['image']} verified: version "
+            f"OK: {report['format']} image {args.image} verified: version "
             f"{report['version']}, security counter {report['security_counter']}, "
             f"signed by {', '.join(k[:16] for k in report['signed_by'])}"
         )
 
 
-def inspect_report(opts: dict[str, Any]) -> dict[str, Any]:
+def inspect_report(image: str, fmt: str) -> dict[str, Any]:
     """What the image claims, NOT verified."""
-    opts["image"] = input_path(opts["image"])  # '-' is stdin
-    if resolve_format(opts, opts["image"]) == "mcuboot":
-        return _inspect_mcuboot(opts)
-    return _inspect_native(opts)
+    from otaguard.cli.common import input_path
+    from otaguard.image.describe import inspect_fields
+
+    with open_input(input_path(image)) as stream:  # '-' is stdin
+        fmt = _format(stream, fmt)
+        report: dict[str, Any] = {"verified": False, "format": fmt}
+        report.update(inspect_fields(stream, fmt))
+    return report

@@ -3,14 +3,19 @@
 The applier reads the old image only through ``read_at(offset, n)`` (random,
 in pieces of at most 64 KiB), reads the container strictly forward per stream,
 and hands the new image out through :class:`Reconstruction`, a file-like
-object whose ``read`` produces it in order. Nothing is ever held whole:
+object whose ``read`` produces it in order. Nothing grows with the image:
 
-* three LZMA2 decoders, one per stream (the streams are shared by all chunks),
-  each with the container's dictionary: at most one chunk (<= 8 MiB, 4 MiB by
-  default), and no larger than the biggest stream needs;
-* one 64 KiB piece of old data, diff data, output and compressed input each.
-
-So the bound is ``3 * chunk_size + ~1 MiB``: under 32 MiB for any image size.
+* a plain delta has three LZMA2 decoders, one per stream (the streams are shared
+  by all chunks), each with the container's dictionary: at most one chunk
+  (<= 8 MiB, 4 MiB by default), and no larger than the biggest stream needs;
+  plus one 64 KiB piece of old data, diff data, output and compressed input each.
+  So the bound is ``3 * chunk_size + ~1 MiB``: under 32 MiB for any image size;
+* the small-image kinds hold more, within caps that do not grow with the image
+  either: a joined delta its one stream (at most 4 MiB + 64 KiB) and its decoded
+  bytes (at most 4 MiB), about 9 MiB; a zstd delta the old image and the frame's
+  window (each at most one chunk); a predicted delta the old image and one
+  predicted range (together at most 4 MiB), its triples and their map: under
+  20 MiB (``docs/delta.md``, "Memory bounds").
 
 Checks, each with its own error: the base (length and SHA-256 of the whole old
 image, :func:`check_base`, run before anything is written), every control
@@ -232,7 +237,8 @@ def _joined(src: BinaryIO, head: DeltaHeader, offset: int) -> tuple[_Held, _Held
 
 
 class _ZeroRuns:
-    """The diff stream of a BSDIFF_ZRLE chunk: records of literal bytes and zero runs."""
+    """The diff stream of a ZERO_RUNS or ZERO_RUNS_XOR delta, one chunk's records at a time:
+    literal bytes and zero runs (the XOR coding differs only in how ``_add`` combines)."""
 
     def __init__(self, stream: _Stream | _Held, max_records: int) -> None:
         self._stream = stream

@@ -25,7 +25,6 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from otaguard.delta.apply import sub_bytes
 from otaguard.delta.compress import (
@@ -67,11 +66,11 @@ from otaguard.delta.predict import (
     elf_arch,
     elf_code_range,
     guess_load_addresses,
-    payload_offset,
     predict,
     raw_range,
 )
 from otaguard.delta.steps import chunk_steps, xor_diff
+from otaguard.image import sniff
 from otaguard.image.envelope_format import parse_protected
 
 #: ``delta create`` falls back to a compressed full image above this ratio (issue 6).
@@ -304,6 +303,12 @@ def _estimate(diff: bytes) -> int:
     return len(zlib.compress(diff, 6))
 
 
+def payload_offset(old: bytes) -> int:
+    """Where the old image's payload starts, as its header says (0 if it is no image)."""
+    found = sniff.layout(old[: sniff.LAYOUT_SIZE])
+    return 0 if found is None else found.payload_offset
+
+
 #: The predictors a delta of a small image tries (by a quick estimate of its diff stream).
 PREDICTORS = (Arch.THUMB2, Arch.X86_64)
 
@@ -394,6 +399,139 @@ def _zstd_frame(
     return window_log, compressor.compress(bytes(payload))
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What every candidate container of one delta shares: the images, the chunking, the
+    chunk table and the predictor chosen (step 2 of :func:`create_container`)."""
+
+    old: bytes | mmap.mmap
+    new_signed: bytes
+    new_payload: bytes | memoryview | mmap.mmap
+    new_signatures: bytes
+    zdict: bytes
+    chunk_size: int
+    filters: Sequence[Filter]
+    join: bool
+    table: list[bytes]
+    predictor: Arch = Arch.NONE
+    phase: int = 0
+    absolute: Absolute | None = None
+
+    def container(
+        self, streams: _Streams, flags: int, zstd: tuple[int, bytes] | None = None
+    ) -> list[bytes]:
+        """One candidate container: its header, then its streams (``zstd``: the one frame)."""
+        lengths: list[int] | None = None
+        if zstd is None:
+            dict_log, flt, coding, encoded, raw, repeat = _encode_streams(
+                streams, self.chunk_size, self.filters, bool(flags & FLAG_FULL), self.old
+            )
+            # joining saves a fixed ~30 bytes of framing: tried only where that can matter
+            small_streams = sum(map(len, encoded)) <= JOIN_LIMIT
+            joined = (
+                _join(raw, self.chunk_size) if self.join and not flags and small_streams else None
+            )
+            if joined is not None and len(joined[1]) < sum(map(len, encoded)):
+                flags, flt, (dict_log, stream) = FLAG_JOINED, Filter.NONE, joined
+                encoded = [stream]
+                lengths = [len(raw[0]), len(raw[1]), len(stream)]
+        else:
+            dict_log, flt, coding, encoded, repeat = (
+                zstd[0],
+                Filter.NONE,
+                DiffCoding.PLAIN,
+                [b"", b"", zstd[1]],
+                0,
+            )
+        plain = not flags & (FLAG_FULL | FLAG_ZSTD)  # the predictor applies
+        control_length, diff_length, extra_length = lengths or [len(e) for e in encoded]
+        head = DeltaHeader(
+            flags=flags | repeat,
+            chunk_size=self.chunk_size,
+            base_length=len(self.old),
+            base_sha256=bytes(32),  # the envelope's DELTA_BASE, not part of the container
+            payload_digest=parse_protected(self.new_signed).payload_digest,
+            extra_filter=flt,
+            diff_coding=coding,
+            dict_log=dict_log,
+            new_signed=self.new_signed,
+            new_signatures=self.new_signatures,
+            control_length=control_length,
+            diff_length=diff_length,
+            extra_length=extra_length,
+            payload_length=len(self.new_payload),
+            predictor=self.predictor if plain else Arch.NONE,
+            phase=self.phase if plain else 0,
+            absolute=self.absolute if plain else None,
+        )
+        return [encode_header(head, self.zdict, self.table), *encoded]
+
+
+def _match_chunks(
+    old: bytes | mmap.mmap,
+    new_payload: bytes | memoryview | mmap.mmap,
+    chunk_size: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[_Streams, list[bytes], int]:
+    """Step 1: every chunk matched against the whole old image.
+
+    Returns the streams, the chunk table (every chunk's output hash but the last's) and
+    how many chunks went in as they are.
+    """
+    count = chunk_count_for(len(new_payload), chunk_size)
+    table: list[bytes] = []
+    streams = _Streams([], [], _zero_run_lists(), [])
+    literal_chunks = 0
+    matcher = Matcher(old)
+    try:
+        for index, chunk in enumerate(_chunks(new_payload, chunk_size)):
+            literal_chunks += _add_chunk(streams, chunk, matcher)
+            if index + 1 < count:
+                table.append(hashlib.sha256(chunk).digest()[:CHUNK_HASH])
+            if progress is not None:
+                progress(index + 1, count)
+    finally:
+        matcher.close()
+    return streams, table, literal_chunks
+
+
+def _zstd_if_smaller(
+    layout: _Layout, streams: _Streams, parts: list[bytes], zstd: bool | None
+) -> list[bytes] | None:
+    """Step 4, small images only: the zstd container if it wins (or is forced), else None."""
+    old, new_payload, chunk_size = layout.old, layout.new_payload, layout.chunk_size
+    if zstd is None and len(_zstd_frame(old, new_payload, chunk_size, 3)[1]) > 1.5 * sum(
+        map(len, parts)
+    ):
+        return None  # a quick probe says it cannot win
+    frame = _zstd_frame(old, new_payload, chunk_size, ZSTD_LEVEL)
+    candidate = layout.container(streams, FLAG_ZSTD, frame)
+    if zstd or sum(map(len, candidate)) < sum(map(len, parts)):
+        return candidate
+    return None
+
+
+def _full_image_if_smaller(
+    layout: _Layout, delta_bytes: int, literal_chunks: int, fallback_ratio: float
+) -> tuple[list[bytes] | None, int]:
+    """Step 5: the compressed full image when the delta is not worth it (else None), and
+    the full image's size as far as it was worked out (a bound, an estimate, or exact)."""
+    count = chunk_count_for(len(layout.new_payload), layout.chunk_size)
+    # zlib level 1 compresses at most ~1032:1, so below this bound no estimate is needed
+    full_bytes = len(layout.new_payload) // 1032
+    if not count or delta_bytes <= fallback_ratio * full_bytes:
+        return None, full_bytes
+    chunks = _chunks(layout.new_payload, layout.chunk_size)
+    full_bytes = sum(len(zlib.compress(c, 1)) for c in chunks)
+    if delta_bytes <= fallback_ratio * full_bytes and literal_chunks < count:
+        return None, full_bytes
+    literals = _Streams([], None, _zero_run_lists(), [])
+    for chunk in _chunks(layout.new_payload, layout.chunk_size):
+        _add_chunk(literals, chunk, None)
+    parts = layout.container(literals, FLAG_FULL)
+    return parts, sum(map(len, parts))
+
+
 def create_container(
     old: bytes | mmap.mmap,
     new_signed: bytes,
@@ -423,123 +561,51 @@ def create_container(
     pointers can be predicted too (an ELF payload's own headers say it).
     ``join``: False keeps the three streams apart even where one joined stream is smaller
     (for tools and tests that read them).
+
+    The steps: (1) match every chunk; (2) for a small image, choose the predictor;
+    (3) encode the streams; (4) for a small image, try zstd instead; (5) fall back to
+    the compressed full image when the delta is larger than ``fallback_ratio`` of it.
     """
     if len(old) > MAX_OLD_LENGTH:
         raise ValueError("the old image is larger than 2 GiB")
     count = chunk_count_for(len(new_payload), chunk_size)
-    table: list[bytes] = []
-    streams = _Streams([], [], _zero_run_lists(), [])
-    literal_chunks = 0
-    matcher = Matcher(old)
-    try:
-        for index, chunk in enumerate(_chunks(new_payload, chunk_size)):
-            literal_chunks += _add_chunk(streams, chunk, matcher)
-            if index + 1 < count:
-                table.append(hashlib.sha256(chunk).digest()[:CHUNK_HASH])
-            if progress is not None:
-                progress(index + 1, count)
-    finally:
-        matcher.close()
+    streams, table, literal_chunks = _match_chunks(old, new_payload, chunk_size, progress)
     small = bool(old) and len(old) + len(new_payload) <= chunk_size
     tiny = small and len(old) + len(new_payload) <= MAX_PREDICTED  # the predictor applies
-    phase = 0
+    chosen, phase, absolute = Arch.NONE, 0, None
     if tiny and not literal_chunks:
         chosen, phase, absolute = _predict_streams(
             streams, old, bytes(new_payload), predictor, load_address
         )
-    else:
-        chosen, absolute = Arch.NONE, None
-
-    def container(
-        streams: _Streams, flags: int, zstd: tuple[int, bytes] | None = None
-    ) -> list[bytes]:
-        lengths: list[int] | None = None
-        if zstd is None:
-            dict_log, flt, coding, encoded, raw, repeat = _encode_streams(
-                streams, chunk_size, filters, bool(flags & FLAG_FULL), old
-            )
-            # joining saves a fixed ~30 bytes of framing: tried only where that can matter
-            small_streams = sum(map(len, encoded)) <= JOIN_LIMIT
-            joined = _join(raw, chunk_size) if join and not flags and small_streams else None
-            if joined is not None and len(joined[1]) < sum(map(len, encoded)):
-                flags, flt, (dict_log, stream) = FLAG_JOINED, Filter.NONE, joined
-                encoded = [stream]
-                lengths = [len(raw[0]), len(raw[1]), len(stream)]
-        else:
-            dict_log, flt, coding, encoded, repeat = (
-                zstd[0],
-                Filter.NONE,
-                DiffCoding.PLAIN,
-                [b"", b"", zstd[1]],
-                0,
-            )
-        plain = not flags & (FLAG_FULL | FLAG_ZSTD)  # the predictor applies
-        control_length, diff_length, extra_length = lengths or [len(e) for e in encoded]
-        head = DeltaHeader(
-            flags | repeat,
-            chunk_size,
-            len(old),
-            bytes(32),
-            parse_protected(new_signed).payload_digest,
-            flt,
-            coding,
-            dict_log,
-            new_signed,
-            new_signatures,
-            control_length,
-            diff_length,
-            extra_length,
-            len(new_payload),
-            chosen if plain else Arch.NONE,
-            phase if plain else 0,
-            absolute if plain else None,
-        )
-        return [encode_header(head, zdict, table), *encoded]
-
-    parts = container(streams, 0)
+    layout = _Layout(
+        old=old,
+        new_signed=new_signed,
+        new_payload=new_payload,
+        new_signatures=new_signatures,
+        zdict=zdict,
+        chunk_size=chunk_size,
+        filters=filters,
+        join=join,
+        table=table,
+        predictor=chosen,
+        phase=phase,
+        absolute=absolute,
+    )
+    parts = layout.container(streams, 0)
     if zstd is not False and small:
-        level = ZSTD_LEVEL
-        if zstd is None and len(_zstd_frame(old, new_payload, chunk_size, 3)[1]) > 1.5 * sum(
-            map(len, parts)
-        ):
-            level = 0  # a quick probe says it cannot win
-        candidate = (
-            container(streams, FLAG_ZSTD, _zstd_frame(old, new_payload, chunk_size, level))
-            if level
-            else parts
-        )
-        if zstd or sum(map(len, candidate)) < sum(map(len, parts)):
-            parts, literal_chunks = candidate, 0
+        zstd_parts = _zstd_if_smaller(layout, streams, parts, zstd)
+        if zstd_parts is not None:
+            parts, literal_chunks = zstd_parts, 0
     delta_bytes = sum(map(len, parts))
-    # zlib level 1 compresses at most ~1032:1, so below this bound no estimate is needed
-    full_bytes = len(new_payload) // 1032
-    full = False
-    if count and delta_bytes > fallback_ratio * full_bytes:
-        full_bytes = sum(len(zlib.compress(c, 1)) for c in _chunks(new_payload, chunk_size))
-        if delta_bytes > fallback_ratio * full_bytes or literal_chunks == count:
-            literals = _Streams([], None, _zero_run_lists(), [])
-            for chunk in _chunks(new_payload, chunk_size):
-                _add_chunk(literals, chunk, None)
-            parts = container(literals, FLAG_FULL)
-            full, literal_chunks = True, count
-            full_bytes = sum(map(len, parts))
+    full, full_bytes = _full_image_if_smaller(layout, delta_bytes, literal_chunks, fallback_ratio)
+    if full is not None:
+        parts, literal_chunks = full, count
     stats = DeltaStats(
         chunks=count,
         literal_chunks=literal_chunks,
-        full_fallback=full,
+        full_fallback=full is not None,
         delta_bytes=delta_bytes,
         full_bytes=full_bytes,
         container_bytes=sum(map(len, parts)),
     )
     return parts, stats
-
-
-def describe(stats: DeltaStats) -> dict[str, Any]:
-    return {
-        "chunks": stats.chunks,
-        "literal_chunks": stats.literal_chunks,
-        "full_fallback": stats.full_fallback,
-        "delta_bytes": stats.delta_bytes,
-        "full_bytes": stats.full_bytes,
-        "container_bytes": stats.container_bytes,
-    }

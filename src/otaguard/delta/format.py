@@ -10,7 +10,7 @@ byte in ``docs/delta.md``). Integers are big-endian unless noted::
     16 bytes: SHA-256 of the new image's header + signature block, first 16 bytes
     varint M | M bytes: the new image's header + signature block, raw deflate
     varint control length | varint diff length | varint extra length
-    (N - 1) x 8: output SHA-256 of every chunk but the last, first 8 bytes
+    (N - 1) x 4: output SHA-256 of every chunk but the last, first 4 bytes
     control stream | diff stream | extra stream   -- shared by all chunks, to the end
                                                   -- (FLAG_JOINED: one stream of all three)
 
@@ -361,8 +361,14 @@ def inflate_headers(data: bytes, zdict: bytes) -> bytes:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeltaHeader:
+    """The container header, parsed (``read_header``) or to encode (``encode_header``).
+
+    Keyword-only: seventeen fields, several of the same type, are not to be told apart
+    by their position.
+    """
+
     flags: int
     chunk_size: int
     base_length: int
@@ -559,23 +565,23 @@ def read_header(
         raise MalformedError("delta: new payload length out of range")
     control_length, diff_length, extra_length = (_varint(stream, "header") for _ in range(3))
     head = DeltaHeader(
-        flags,
-        chunk_size,
-        base_len,
-        base_sha256,
-        inner.payload_digest,
-        extra_filter,
-        diff_coding,
-        dict_log,
-        new_signed,
-        new_signatures,
-        control_length,
-        diff_length,
-        extra_length,
-        payload_length,
-        predictor,
-        phase,
-        absolute,
+        flags=flags,
+        chunk_size=chunk_size,
+        base_length=base_len,
+        base_sha256=base_sha256,
+        payload_digest=inner.payload_digest,
+        extra_filter=extra_filter,
+        diff_coding=diff_coding,
+        dict_log=dict_log,
+        new_signed=new_signed,
+        new_signatures=new_signatures,
+        control_length=control_length,
+        diff_length=diff_length,
+        extra_length=extra_length,
+        payload_length=payload_length,
+        predictor=predictor,
+        phase=phase,
+        absolute=absolute,
     )
     if head.chunk_count > MAX_CHUNKS:
         raise MalformedError(f"delta: {head.chunk_count} chunks are too many")

@@ -1,6 +1,8 @@
 """The signed delta: a native envelope of kind DELTA whose payload is the container.
 
-``create`` signs the container with the release (or delivery) key. The outer
+``create`` signs the container with the release key(s) that signed the new
+image (a device verifies the delta and the image inside with the same trusted
+keys), after checking both images (:func:`create`). The outer
 header copies the new image's version, security counter and hardware ids, so
 a device's policy (anti-rollback, hardware id) refuses a delta before reading
 its payload, and names the base in DELTA_BASE (SHA-256 of the whole old image
@@ -26,13 +28,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from otaguard.crypto.keys import key_id_bytes
+from otaguard.crypto.keys import key_id, key_id_bytes
 from otaguard.crypto.signer import Signer
 from otaguard.delta.apply import ReadAt, Reconstruction, check_base
 from otaguard.delta.engine import DeltaStats, create_container
 from otaguard.delta.format import DEFAULT_CHUNK_SIZE, DeltaHeader, header_dictionary, read_header
 from otaguard.delta.predict import Arch
-from otaguard.errors import DigestMismatchError, MalformedError, PolicyError, TruncatedError
+from otaguard.errors import (
+    DigestMismatchError,
+    MalformedError,
+    PolicyError,
+    RejectedError,
+    TruncatedError,
+    UsageError,
+)
 from otaguard.image import (
     Digest,
     HashAlgorithm,
@@ -67,17 +76,53 @@ class SplitImage:
     signatures: bytes
 
 
-def split_image(image: bytes | mmap.mmap) -> SplitImage:
-    stream = io.BytesIO(image[: 16 + (1 << 20) + 16])
-    signed, meta = read_protected(stream)
-    end = len(signed) + meta.payload_length
-    if end > len(image):
-        raise MalformedError("the new image is shorter than its payload length")
-    signatures = bytes(image[end:])
-    parse_signature_block(signatures)
-    if meta.payload_kind is not PayloadKind.FULL:
-        raise MalformedError("the new image must be a full image, not a delta")
+def split_image(image: bytes | mmap.mmap, what: str = "the new image") -> SplitImage:
+    """``image`` (a whole full image file) cut into its parts; its structure is checked.
+
+    ``what`` names the image in the errors, which keep their class (a refusal).
+    """
+    try:
+        stream = io.BytesIO(image[: 16 + (1 << 20) + 16])
+        signed, meta = read_protected(stream)
+        end = len(signed) + meta.payload_length
+        if end > len(image):
+            raise TruncatedError("truncated: shorter than its payload length")
+        signatures = bytes(image[end:])
+        parse_signature_block(signatures)
+        if meta.payload_kind is not PayloadKind.FULL:
+            raise MalformedError("must be a full image, not a delta")
+    except RejectedError as exc:
+        raise type(exc)(f"{what}: {exc}") from None
     return SplitImage(signed, meta, memoryview(image)[len(signed) : end], signatures)
+
+
+def check_new_image(image: SplitImage, signers: Sequence[Signer]) -> None:
+    """Refuse a new image no device would accept from this delta, before anything is written.
+
+    Its payload must match its signed digest (else every apply ends in a digest error),
+    and every delta key must have signed it: a device checks the delta and the image it
+    rebuilds with the same trusted keys, so one that trusts only a delta key the image
+    does not carry refuses the image.
+    """
+    meta = image.metadata
+    digest = hashlib.new(meta.payload_digest.algorithm.hashlib_name, image.payload).digest()
+    if not hmac.compare_digest(digest, meta.payload_digest.value):
+        raise DigestMismatchError("the new image: its payload does not match its signed digest")
+    entries = parse_signature_block(image.signatures)
+    carried = {entry.key_id for entry in entries}
+    keys = [signer.public_key for signer in signers]
+    for key in keys:
+        if key_id_bytes(key) not in carried:
+            raise UsageError(
+                f"the delta key {key_id(key)[:16]} did not sign the new image: devices that "
+                "trust only it would refuse the image the delta rebuilds (sign the delta with "
+                "the new image's key)"
+            )
+    trusted = TrustedKeys.of(keys)
+    try:
+        verify_signatures(image.signed, entries, trusted, threshold=len(trusted))
+    except RejectedError as exc:
+        raise type(exc)(f"the new image: {exc}") from None
 
 
 def create(
@@ -93,8 +138,15 @@ def create(
     load_address: int | None = None,
     join: bool = True,
 ) -> tuple[ImageMetadata, DeltaStats]:
-    """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``."""
+    """Write the signed delta from ``old`` to ``new`` (whole image files) to seekable ``dest``.
+
+    Nothing is written unless a device could apply it: both images must be full native
+    images (structure checked), the new image's payload must match its digest and every
+    signer must have signed the new image (:func:`check_new_image`).
+    """
     image = split_image(new)
+    split_image(old, "the old image (the delta's base)")
+    check_new_image(image, signers)
     meta = image.metadata
     kwargs = {} if fallback_ratio is None else {"fallback_ratio": fallback_ratio}
     # hashing releases the GIL: the base digest is computed while the suffix sort runs

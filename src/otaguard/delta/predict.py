@@ -272,13 +272,6 @@ def predict(
     return bytes(out)
 
 
-def payload_offset(old: bytes) -> int:
-    """Where the old image's payload starts (0 if it is not a native image)."""
-    if len(old) >= 16 and old[:8] == b"OTAGUARD":
-        return 16 + int.from_bytes(old[12:16], "big")
-    return 0
-
-
 def raw_range(load_address: int, length: int, offset: int) -> Absolute | None:
     """32-bit pointers into a raw image of ``length`` bytes loaded at ``load_address``.
 

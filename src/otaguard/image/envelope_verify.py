@@ -25,7 +25,7 @@ import hmac
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, Literal
 
 from otaguard.crypto.keys import key_id
 from otaguard.crypto.schemes import SignatureScheme, verify_signature
@@ -47,7 +47,7 @@ from otaguard.image.envelope_format import (
     parse_signature_block,
 )
 from otaguard.image.policy import ImagePolicy, check_policy
-from otaguard.image.trust import DigestSource, TrustedKeys
+from otaguard.image.trust import PrecomputedDigest, TrustedKeys
 
 #: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
 CHUNK_SIZE = 1 << 17
@@ -57,6 +57,7 @@ CHUNK_SIZE = 1 << 17
 class VerifiedImage:
     """Metadata of an image whose signatures, policy and digest all passed."""
 
+    format: ClassVar[Literal["native"]] = "native"  # beside VerifiedMcuboot's (verify_any)
     metadata: ImageMetadata
     signed_by: tuple[str, ...]
     payload_offset: int
@@ -179,13 +180,16 @@ def verify_stream(
     threshold: int,
     policy: ImagePolicy,
     sink: BinaryIO | None = None,
-    digest_source: DigestSource | None = None,
+    unsafe_precomputed_digest: PrecomputedDigest | None = None,
 ) -> VerifiedImage:
     """Run steps 1-5 over the envelope at the stream's current position.
 
     When ``sink`` is given, payload bytes are written to it as they are
     hashed; they are only trustworthy if this function returns, so the caller
     must make the sink's output atomic (see ``otaguard._atomic``).
+    ``unsafe_precomputed_digest``: the payload's digest computed by the caller, asked
+    for after steps 1-4; UNSAFE unless the caller proved it is this file's (see
+    :data:`~otaguard.image.trust.PrecomputedDigest`).
     """
     start = stream.tell() if stream.seekable() else 0
     signed, meta = read_protected(stream)
@@ -205,9 +209,9 @@ def verify_stream(
         check_policy(meta, policy)
         stream.seek(start + payload_offset)
         precomputed = None
-        if digest_source is not None and sink is None:
+        if unsafe_precomputed_digest is not None and sink is None:
             algorithm = meta.payload_digest.algorithm.hashlib_name
-            precomputed = digest_source(
+            precomputed = unsafe_precomputed_digest(
                 stream, start + payload_offset, meta.payload_length, algorithm
             )
         _check_digest(meta, precomputed or _hash_payload(stream, meta, sink))

@@ -30,7 +30,7 @@ import hmac
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
@@ -74,7 +74,7 @@ from otaguard.image.mcuboot_format import (
     unprotected_area_size,
 )
 from otaguard.image.policy import ImagePolicy
-from otaguard.image.trust import DigestSource, TrustedKeys
+from otaguard.image.trust import PrecomputedDigest, TrustedKeys
 
 #: 128 KiB: measured fastest here (the buffer stays in L2 while it is hashed).
 CHUNK_SIZE = 1 << 17
@@ -110,6 +110,7 @@ class McubootImage:
 
 @dataclass(frozen=True)
 class VerifiedMcuboot:
+    format: ClassVar[Literal["mcuboot"]] = "mcuboot"  # beside VerifiedImage's (verify_any)
     image: McubootImage
     signed_by: tuple[str, ...]
 
@@ -368,14 +369,15 @@ def verify_mcuboot(
     policy: ImagePolicy,
     sink: BinaryIO | None = None,
     max_image_size: int | None = None,
-    digest_source: DigestSource | None = None,
+    unsafe_precomputed_digest: PrecomputedDigest | None = None,
 ) -> VerifiedMcuboot:
     """Run steps 1-5 over the MCUboot image in ``stream`` (seekable, from offset 0).
 
     With ``sink``, payload bytes are written as they are hashed; they are only
     trustworthy if this returns, so the caller must make the sink atomic.
-    ``digest_source``: as for ``verify_stream``, asked for the exact region
-    the parsed header names, after the key pairing passed.
+    ``unsafe_precomputed_digest``: as for ``verify_stream``, asked for the exact region
+    the parsed header names, after the key pairing passed; UNSAFE unless proved (see
+    :data:`~otaguard.image.trust.PrecomputedDigest`).
     """
     if threshold < 1:
         raise ValueError("threshold must be at least 1")
@@ -385,8 +387,9 @@ def verify_mcuboot(
     claims = _pair_signatures(image, trusted)
     names = {image.hash_name} | {n for c in claims if (n := signature_hash(c.key)) is not None}
     precomputed = None
-    if digest_source is not None and sink is None and not image.pure and names == {"sha256"}:
-        precomputed = digest_source(stream, 0, image.header.protected_end, "sha256")
+    precompute = unsafe_precomputed_digest
+    if precompute is not None and sink is None and not image.pure and names == {"sha256"}:
+        precomputed = precompute(stream, 0, image.header.protected_end, "sha256")
     if precomputed is not None:
         digests, region = {"sha256": precomputed}, None
     else:

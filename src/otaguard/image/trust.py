@@ -23,8 +23,18 @@ class TrustedKeys:
         return len(self.by_id)
 
 
-#: Optionally supplies the digest of ``length`` bytes at ``offset`` of the open
-#: stream, computed by the caller's own means (the CLI hashes in a child process
-#: while it starts up); ``None`` means "hash it here". It is asked only after the
-#: signatures and policy passed, for the exact range the signed header names.
-DigestSource = Callable[[BinaryIO, int, int, str], bytes | None]
+#: A digest the caller computed itself, for ``unsafe_precomputed_digest`` of
+#: :func:`~otaguard.image.verify_stream` and :func:`~otaguard.image.mcuboot.verify_mcuboot`:
+#: called as ``(stream, offset, length, algorithm)``, it returns the ``algorithm`` digest
+#: of the ``length`` bytes at ``offset`` of the open ``stream``, or ``None`` ("hash it
+#: here"). It is asked only after the signatures and policy passed, for the exact range
+#: the parsed signed header names.
+#:
+#: UNSAFE unless the caller has proved the digest is of exactly those bytes of exactly
+#: that open file: the verifier compares what this returns with the signed digest and
+#: never reads the bytes itself, so a digest of other bytes -- another file, the same
+#: file before someone rewrote it, a cache keyed by a path -- makes it accept a payload
+#: nobody hashed. The CLI's prefetch (``otaguard.cli.prefetch``) hashes in a child
+#: process and answers only for the same device, inode, size, mtime and ctime and the
+#: same range; anything less sure must pass ``None``.
+PrecomputedDigest = Callable[[BinaryIO, int, int, str], bytes | None]

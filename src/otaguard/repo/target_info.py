@@ -1,9 +1,8 @@
 """What ``repo add-target`` records about an image: verified first, then described.
 
-An image is only recorded if it verifies (the otaguard envelope with
-:func:`otaguard.image.verify_stream`, or an MCUboot image with
-:func:`otaguard.image.mcuboot_verify.verify_mcuboot`) against the release keys
-given; the custom fields of its :class:`TargetFile` come from the *verified*
+An image is only recorded if it verifies (an otaguard envelope or an MCUboot
+image, by :func:`otaguard.image.verify_any`) against the release keys given;
+the custom fields of its :class:`TargetFile` come from the *verified*
 metadata, never from the command line.
 """
 
@@ -20,41 +19,24 @@ from typing import Any, BinaryIO
 from tuf.api.metadata import TargetFile
 
 from otaguard.crypto.keys import PublicKey
-from otaguard.errors import MalformedError, StorageError, TruncatedError, UsageError
+from otaguard.errors import StorageError, TruncatedError, UsageError
 
-NATIVE_MAGIC = b"OTAGUARD"
-MCUBOOT_MAGICS = (bytes.fromhex("3db8f396"), bytes.fromhex("96f3b83d"))
 #: Largest image add-target accepts (a target must also fit a device slot).
 MAX_IMAGE_SIZE = 4 * 1024**3
 CHUNK = 1 << 20
-
-
-def detect_format(head: bytes) -> str:
-    if head[: len(NATIVE_MAGIC)] == NATIVE_MAGIC:
-        return "otaguard"
-    if head[:4] in MCUBOOT_MAGICS:
-        return "mcuboot"
-    if len(head) < len(NATIVE_MAGIC):
-        raise TruncatedError("truncated: too short to be an image")
-    raise MalformedError("neither an otaguard nor an MCUboot image (unknown magic)")
 
 
 def verified_custom(
     stream: BinaryIO, keys: Sequence[PublicKey], threshold: int = 1
 ) -> dict[str, Any]:
     """Verify the image in ``stream`` (seekable, at 0); return its custom fields."""
-    from otaguard.image import ImagePolicy, TrustedKeys
+    from otaguard.image import ImagePolicy, TrustedKeys, verify_any
 
     if not keys:
         raise UsageError("give at least one --trusted-key: verifying against no key proves nothing")
-    trusted = TrustedKeys.of(keys)
-    head = stream.read(len(NATIVE_MAGIC))
-    stream.seek(0)
-    fmt = detect_format(head)
-    if fmt == "otaguard":
-        from otaguard.image import verify_stream
-
-        meta = verify_stream(stream, trusted, threshold=threshold, policy=ImagePolicy()).metadata
+    result = verify_any(stream, TrustedKeys.of(keys), threshold=threshold, policy=ImagePolicy())
+    if result.format == "native":
+        meta = result.metadata
         return {
             "format": "otaguard",
             "version": meta.version,
@@ -63,9 +45,7 @@ def verified_custom(
             "payload_kind": meta.payload_kind.name.lower(),
             "delta_base": str(meta.delta_base) if meta.delta_base else None,
         }
-    from otaguard.image.mcuboot_verify import verify_mcuboot
-
-    image = verify_mcuboot(stream, trusted, threshold=threshold, policy=ImagePolicy()).image
+    image = result.image
     return {
         "format": "mcuboot",
         "version": str(image.header.version),
