@@ -8,6 +8,11 @@ busy timeout) instead of one failing with "database is locked" when it tries to
 upgrade its read lock; readers are never blocked (WAL mode). Foreign keys are
 enforced (SQLite leaves them off by default).
 
+Pools never overflow: at a sustained concurrency above the pool size (handlers run
+blocking calls on anyio's 40 worker threads) an overflowing pool opens and closes a
+PostgreSQL connection -- a new backend process -- per request; a thread that finds
+the pool busy waits for a connection instead.
+
 PostgreSQL is reached through psycopg 3 (``postgresql+psycopg://...``); a plain
 ``postgresql://`` URL is taken to mean it.
 """
@@ -83,7 +88,7 @@ class Database:
             self._write_engine = _sqlite_engine(self.url, "BEGIN IMMEDIATE")
         else:
             self.engine = create_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
             )
             self._write_engine = self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)
