@@ -8,6 +8,9 @@ busy timeout) instead of one failing with "database is locked" when it tries to
 upgrade its read lock; readers are never blocked (WAL mode). Foreign keys are
 enforced (SQLite leaves them off by default).
 
+:meth:`Database.lookup` is the hot path's read (the device row of every signed
+request): one statement, one round trip, no transaction.
+
 Pools never overflow: at a sustained concurrency above the pool size (handlers run
 blocking calls on anyio's 40 worker threads) an overflowing pool opens and closes a
 PostgreSQL connection -- a new backend process -- per request; a thread that finds
@@ -23,9 +26,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Executable, Row, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from otaguard.errors import UsageError
@@ -91,8 +94,43 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=0, pool_pre_ping=True
             )
             self._write_engine = self.engine
+        self._lookup_engine = self._lookups(pool_size)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self._write_engine, expire_on_commit=False)
+
+    def _lookups(self, pool_size: int) -> Engine:
+        """The engine of :meth:`lookup`: autocommit, no ping (PostgreSQL; SQLite: the reader)."""
+        if self.url.startswith("sqlite"):
+            return self.engine
+        return create_engine(
+            self.url, pool_size=pool_size, max_overflow=0, isolation_level="AUTOCOMMIT"
+        )
+
+    def lookup(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        """The first row of one read-only statement, in one round trip to PostgreSQL.
+
+        For the hot path (a device's row at every signed request): no transaction
+        (autocommit: no BEGIN and ROLLBACK round trips) and no ping when the connection
+        is checked out. A connection that died since (PostgreSQL restarted) fails the
+        statement, which invalidates the pool's older connections; the read is then
+        retried once, on a new connection -- it changes nothing, so running it twice is
+        harmless. Any other error, or a second failure, is raised.
+        """
+        try:
+            return self._lookup_once(statement, params)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        return self._lookup_once(statement, params)
+
+    def _lookup_once(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        with self._lookup_engine.connect() as conn:
+            return conn.execute(statement, params).first()
+
+    @property
+    def engines(self) -> list[Engine]:
+        """Every engine of this process (tests watch them all for writes)."""
+        return list(dict.fromkeys([self.engine, self._write_engine, self._lookup_engine]))
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,5 +150,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._lookup_engine is not self.engine:
+            self._lookup_engine.dispose()
         if self._write_engine is not self.engine:
             self._write_engine.dispose()
