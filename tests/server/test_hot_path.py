@@ -159,3 +159,12 @@ def test_concurrent_readers_wait_for_a_connection_instead_of_opening_more(
         assert 1 <= len(opened) <= size
     finally:
         db.dispose()
+
+
+def test_check_ins_read_the_repository_versions_inline_while_cached(pg_live: LiveServer) -> None:
+    """No thread hand-off for the versions while this process's copy is fresh."""
+    store = pg_live.app_state.server.repo
+    store.forget()
+    assert store.cached_versions() == (False, None)
+    versions = store.versions()  # read from the database (None: nothing published)
+    assert store.cached_versions() == (True, versions)
