@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import pq
-from sqlalchemy import event, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy import event, select, text
 
 from otaguard.server.client import FleetClient
 from otaguard.server.db import Database
@@ -105,7 +105,7 @@ def test_an_idle_check_in_reads_the_device_in_one_round_trip(
 def test_a_lookup_survives_a_connection_the_server_dropped(pg_url: str) -> None:
     db = Database(pg_url, pool_size=2)
     try:
-        query = text("SELECT pg_backend_pid()")
+        query = select(text("pg_backend_pid()"))
         first = db.lookup(query, {})
         assert first is not None
         with pg_connect(
@@ -120,12 +120,14 @@ def test_a_lookup_survives_a_connection_the_server_dropped(pg_url: str) -> None:
 
 def test_a_failing_lookup_is_not_retried(pg_url: str) -> None:
     db = Database(pg_url, pool_size=2)
-    executed: list[str] = []
-    event.listen(db._lookup_engine, "before_cursor_execute", lambda *a: executed.append(a[2]))
+    checkouts: list[int] = []
+    event.listen(db._lookup_engine, "checkout", lambda *_: checkouts.append(1))
     try:
-        with pytest.raises(ProgrammingError):
-            db.lookup(text("SELECT * FROM no_such_table"), {})
-        assert len(executed) == 1
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            db.lookup(select(text("*")).select_from(text("no_such_table")), {})
+        assert len(checkouts) == 1
+        # the connection survives a statement error (no transaction was aborted)
+        assert db.lookup(select(text("1")), {}) == (1,)
     finally:
         db.dispose()
 
@@ -140,7 +142,7 @@ def test_concurrent_readers_wait_for_a_connection_instead_of_opening_more(
     engine = db._lookup_engine if which == "lookup" else db.engine
     opened: list[int] = []
     event.listen(engine, "connect", lambda *_: opened.append(1))
-    query = text("SELECT pg_sleep(0.01)")
+    query = select(text("pg_sleep(0.01)"))
 
     def read() -> None:
         for _ in range(5):

@@ -52,13 +52,9 @@ def lookup(db: Database, device_id: str) -> DeviceRecord | None:
     row = db.lookup(_LOOKUP, {"id": device_id})
     if row is None:
         return None
+    id_, key_der, revoked_at, generation, state, group_id = row
     return DeviceRecord(
-        row.id,
-        load_public_key(row.public_key_der),
-        row.revoked_at is not None,
-        row.generation,
-        row.state_hash,
-        row.group_id,
+        id_, load_public_key(key_der), revoked_at is not None, generation, state, group_id
     )
 
 
