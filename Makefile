@@ -43,9 +43,16 @@ lint: venv
 
 # Byte-compile first: an installed otaguard has .pyc files (pip compiles at install), and
 # imgtool's do; without this, PYTHONDONTWRITEBYTECODE=1 would charge us a compile per run.
-bench: venv
+bench: venv system-deps postgres bench-deps
 	$(BIN)/python -m compileall -q src >/dev/null
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/run.py
+
+# The server bench's load generator: Debian's wrk (bench/README.md).
+.PHONY: bench-deps
+bench-deps:
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache demo-out

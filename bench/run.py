@@ -17,7 +17,8 @@ Contract for a bench module `bench/bench_<name>.py`:
   markdown is kept in RESULTS.md under the failure line, so measurements taken before the
   failure are not lost.
 
-Usage: `python bench/run.py [--quick] [NAME ...]` (`make bench` runs everything, full size).
+Usage: `python bench/run.py [--quick] [--keep-others] [NAME ...]` (`make bench` runs
+everything, full size; `--keep-others` keeps the sections of the benches not run).
 """
 
 from __future__ import annotations
@@ -234,12 +235,58 @@ def render(outcomes: list[Outcome], head: str) -> str:
     return "".join(parts)
 
 
+def keep_others(previous: str, rendered: str) -> str:
+    """``rendered`` (a run of some benches) with the other sections of ``previous`` kept.
+
+    A section of ``previous`` whose title the new run has replaces it in place; the
+    others stay as they were, each marked once with the date and commit of the run
+    that measured it (taken from ``previous``'s header); new sections go last.
+    """
+    head, new = _sections(rendered)
+    old_head, old = _sections(previous)
+    date = _header_value(old_head, "Date")
+    commit = _header_value(old_head, "otaguard commit")
+    mark = f"_Carried over from the run of {date}, commit {commit}._"
+    merged = []
+    for title, body in old:
+        if title in dict(new):
+            merged.append((title, dict(new)[title]))
+        elif "_Carried over from the run of" in body:
+            merged.append((title, body))
+        else:
+            merged.append((title, body.rstrip("\n") + f"\n\n{mark}\n"))
+    merged += [(t, b) for t, b in new if t not in dict(old)]
+    return head + "".join(f"\n## {t}\n{b}" for t, b in merged)
+
+
+def _sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    head, *parts = text.split("\n## ")
+    sections = []
+    for part in parts:
+        title, _, body = part.partition("\n")
+        sections.append((title, body))
+    return head, sections
+
+
+def _header_value(head: str, key: str) -> str:
+    for line in head.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] == key:
+            return cells[1]
+    return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benches and write RESULTS.md; exit 1 if any bench failed."""
     benches = discover()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("names", nargs="*", help=f"benches to run (default all): {list(benches)}")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke test")
+    parser.add_argument(
+        "--keep-others",
+        action="store_true",
+        help="keep the sections of benches not run from the existing RESULTS.md (marked)",
+    )
     args = parser.parse_args(argv)
 
     unknown = [n for n in args.names if n not in benches]
@@ -265,10 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
 
+    text = render(outcomes, header(selected, args.quick, started, commit_at_start))
+    if args.keep_others and RESULTS.exists():
+        text = keep_others(RESULTS.read_text("utf-8"), text)
     tmp = RESULTS.with_suffix(".md.tmp")
-    tmp.write_text(
-        render(outcomes, header(selected, args.quick, started, commit_at_start)), "utf-8"
-    )
+    tmp.write_text(text, "utf-8")
     tmp.replace(RESULTS)
     print(f"wrote {RESULTS.relative_to(REPO)}", file=sys.stderr)
     return 1 if any(o.error for o in outcomes) else 0

@@ -149,13 +149,13 @@ def test_an_idle_check_in_writes_nothing(live: LiveServer, world) -> None:  # ty
     def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
         statements.append(statement)
 
-    for engine in {ctx.db.engine, ctx.db._write_engine}:
+    for engine in ctx.db.engines:
         event.listen(engine, "before_cursor_execute", record)
     try:
         for _ in range(3):
             assert device.check_in(etag).status_code == 304
     finally:
-        for engine in {ctx.db.engine, ctx.db._write_engine}:
+        for engine in ctx.db.engines:
             event.remove(engine, "before_cursor_execute", record)
     writes = [
         s for s in statements if not s.lstrip().upper().startswith(("SELECT", "BEGIN", "PRAGMA"))

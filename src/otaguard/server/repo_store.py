@@ -66,12 +66,17 @@ class RepoStore:
         self._versions: tuple[float, RepoVersions | None] = (0.0, None)
         self._index: TargetIndex | None = None
 
+    def cached_versions(self) -> tuple[bool, RepoVersions | None]:
+        """(True, versions) when this process's copy is fresh: no database, no thread needed."""
+        at, cached = self._versions
+        return bool(at) and time.monotonic() - at < STATE_TTL, cached
+
     def versions(self) -> RepoVersions | None:
         """The published versions (None before the first release), cached for a second."""
-        at, cached = self._versions
-        now = time.monotonic()
-        if now - at < STATE_TTL and at:
+        fresh, cached = self.cached_versions()
+        if fresh:
             return cached
+        now = time.monotonic()
         with self.db.reading() as session:
             row = session.get(RepositoryState, 1)
             value = (

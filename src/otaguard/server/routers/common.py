@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from otaguard.server.context import ServerContext
 
 
-def server(request: Request) -> ServerContext:
+async def server(request: Request) -> ServerContext:
+    # async: FastAPI runs a plain function on a worker thread, a hand-off per request
     ctx: ServerContext = request.app.state.server
     return ctx
 

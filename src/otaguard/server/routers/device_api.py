@@ -162,7 +162,9 @@ async def check_in(
     device = caller.device
     if state is None or state != device.state_hash:
         raise ApiError(409, "state-unknown", "POST /api/v1/device/state first")
-    versions = await run_in_threadpool(srv.repo.versions)
+    fresh, versions = srv.repo.cached_versions()
+    if not fresh:
+        versions = await run_in_threadpool(srv.repo.versions)
     tag = checkin.etag(device, versions, srv.keys.director_keyid)
     if checkin.matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
