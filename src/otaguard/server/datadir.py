@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from otaguard._atomic import write_atomic
+from otaguard.audit.note import VerifierKey
 from otaguard.crypto.keys import describe_key, key_id
 from otaguard.crypto.signer import Signer
 from otaguard.errors import StorageError, UsageError
@@ -100,9 +101,16 @@ def _name_log(
     """Name the audit log (once) and record the keys this start generated."""
     origin = config.audit_origin or audit_key.default_origin(signer.public_key)
     with db.writing() as session:
-        named = audit.set_origin(session, origin)
+        named, key = audit.name_log(
+            session, origin, VerifierKey.for_public_key(origin, signer.public_key).encode()
+        )
         if config.audit_origin is not None and named != config.audit_origin:
             raise UsageError(f"the audit log is named {named!r}: --audit-origin cannot rename it")
+        if key != VerifierKey.for_public_key(named, signer.public_key).encode():
+            raise UsageError(
+                f"the audit log {named!r} is signed by {key}, not by the audit key configured: "
+                f"the audit key cannot change under a log"
+            )
         for path in created:
             if path.suffix != ".pem":
                 continue

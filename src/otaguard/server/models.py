@@ -228,6 +228,8 @@ class AuditHead(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     edge: Mapped[bytes] = mapped_column(LargeBinary)
     origin: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: the audit key's verifier key (signed-note), fixed with the origin at the first start
+    verifier_key: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class AuditCheckpoint(Base):

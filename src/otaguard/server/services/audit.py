@@ -143,9 +143,11 @@ def record(
     return record_all(session, [AuditEvent(when(now), actor, action, subject, dict(details or {}))])
 
 
-def set_origin(session: Session, origin: str) -> str:
-    """Name the log once (the first start); the name it has."""
+def name_log(session: Session, origin: str, verifier_key: str) -> tuple[str, str]:
+    """Name the log and fix its key once (the first start); the name and key it has."""
     head = session.scalars(select(AuditHead).where(AuditHead.id == HEAD_ID).with_for_update()).one()
     if head.origin is None:
         head.origin = origin
-    return head.origin
+    if head.verifier_key is None:
+        head.verifier_key = verifier_key
+    return head.origin, head.verifier_key

@@ -40,9 +40,10 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("edge", sa.LargeBinary, nullable=False),
         sa.Column("origin", sa.String(255), nullable=True),
+        sa.Column("verifier_key", sa.Text, nullable=True),
     )
     # The one head row exists from the start: appenders lock it, never race to create it.
-    op.bulk_insert(head, [{"id": 1, "size": 0, "edge": b"", "origin": None}])
+    op.bulk_insert(head, [{"id": 1, "size": 0, "edge": b"", "origin": None, "verifier_key": None}])
     op.create_table(
         "audit_checkpoints",
         sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
