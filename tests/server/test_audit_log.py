@@ -180,6 +180,24 @@ def test_an_action_that_did_not_happen_has_no_entry(
     assert entries(live) == before
 
 
+def test_an_action_whose_entry_cannot_be_written_does_not_happen(
+    live: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entry is written in the action's transaction: if it fails, so does the action."""
+    from otaguard.server.services import audit
+
+    def broken(*args: object, **kwargs: object) -> int:
+        raise OSError("the log's disk is full")
+
+    monkeypatch.setattr(audit, "record_all", broken)
+    answer = live.admin().post("/api/v1/tokens", json={"role": "auditor", "name": "ghost"})
+    assert answer.status_code == 500
+    monkeypatch.undo()
+    names = [t["name"] for t in live.admin().get("/api/v1/tokens").json()]
+    assert "ghost" not in names
+    assert not [e for e in entries(live) if e.event.subject == "ghost"]
+
+
 def test_device_actions_are_recorded(live: LiveServer, fleet: FleetClient) -> None:
     ca = DeviceCa.make()
     fleet.create_group(name="eu", ca_pem=ca.ca_pem, hardware_id=HW, region="eu", tags={})
