@@ -380,11 +380,12 @@ def submit(
     )
     from otaguard.audit.verify import verify_log
     from otaguard.cli.audit_cmd import _public_key, _trusted_key
+    from otaguard.crypto.loader import read_key_file
     from otaguard.crypto.pkcs11 import is_pkcs11_uri
     from otaguard.errors import UsageError
 
     private = is_pkcs11_uri(key_spec) or (
-        os.path.isfile(key_spec) and b"PRIVATE KEY" in open(key_spec, "rb").read(1 << 16)  # noqa: SIM115
+        os.path.isfile(key_spec) and b"PRIVATE KEY" in read_key_file(key_spec)
     )
     key = _public_key(key_spec, passphrase_env) if private else _trusted_key(key_spec)
     read = DirectoryReader(log)

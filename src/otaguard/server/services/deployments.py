@@ -151,7 +151,7 @@ def _events(
         "deployment": made.id,
         "target": made.target,
         "group": made.group,
-        "hardware_ids": sorted(hardware_ids),
+        "hardware_ids": sorted(str(h)[:64] for h in hardware_ids)[:50],  # signed, of any length
         "devices": devices,
         "assignments": len(made.assignments),
         "skipped": len(made.skipped),

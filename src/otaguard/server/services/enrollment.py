@@ -146,7 +146,7 @@ def create_group(
             info = _info(row)
             details = {
                 "ca_sha256": info.ca_sha256,
-                "ca_subject": info.ca_subject,
+                "ca_subject": info.ca_subject[:512],
                 "hardware_id": hardware_id,
                 "region": region,
                 "tags": dict(tags),

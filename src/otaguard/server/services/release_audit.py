@@ -10,8 +10,10 @@ or why it was refused.
 * ``release.refuse`` (subject ``repository``): the check that refused the upload, its
   one-line reason, and what was uploaded (each document's SHA-256, the targets named).
 
-Details are capped so an entry always fits the log (64 KiB): long lists are cut
-and counted.
+Details are capped so an entry always fits the log (64 KiB) whatever the signed
+metadata holds (its custom fields are the release managers', of any length): long
+lists are cut and counted, strings cut at :data:`MAX_TEXT`. An entry that did not
+fit would fail the publish after its files were written.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ MAX_LISTED = 50
 MAX_KEYS = 20
 MAX_ROLES = 10
 MAX_DETAIL = 500
+MAX_TEXT = 128
+
+
+def _text(value: object) -> str:
+    return str(value)[:MAX_TEXT]
 
 
 def _capped(items: Sequence[Any], limit: int = MAX_LISTED) -> dict[str, Any]:
@@ -63,15 +70,15 @@ def signers(
 def _target_details(info: TargetFile, role: str, md: Metadata[Targets]) -> dict[str, Any]:
     custom = info.custom
     hardware = custom.get("hardware_ids")
-    hardware_ids = [str(h) for h in hardware[:MAX_LISTED]] if isinstance(hardware, list) else []
+    hardware_ids = [_text(h) for h in hardware[:MAX_LISTED]] if isinstance(hardware, list) else []
     return {
         "target": info.path,
         "sha256": info.hashes.get("sha256"),
         "length": info.length,
         "hardware_ids": hardware_ids,
-        "version": str(custom["version"]) if "version" in custom else None,
+        "version": _text(custom["version"]) if "version" in custom else None,
         "security_counter": _int_or_none(custom.get("security_counter")),
-        "role": role,
+        "role": _text(role),
         "role_version": md.signed.version,
     }
 
@@ -113,7 +120,10 @@ def published(
         **operator_details,
         "roots": list(new_roots),
         "roles": _capped(
-            [{"role": n, "version": md.signed.version, **role_signers[n]} for n, md in roles],
+            [
+                {"role": _text(n), "version": md.signed.version, **role_signers[n]}
+                for n, md in roles
+            ],
             MAX_ROLES,
         ),
         "targets": _capped(sorted(t.path for t in new_targets)),
@@ -139,7 +149,7 @@ def refused(
     if data is not None:
         try:  # best effort: the upload may be refused precisely for not parsing
             md: Metadata[Targets] = Metadata.from_bytes(data)
-            targets = sorted(str(p) for p in md.signed.targets)
+            targets = sorted(_text(p) for p in md.signed.targets)
         except Exception:
             targets = []
     return {
@@ -148,7 +158,7 @@ def refused(
         "roots": _capped([hashlib.sha256(r).hexdigest() for r in roots]),
         "roles": _capped(
             [
-                {"role": n[:64], "sha256": hashlib.sha256(d).hexdigest()}
+                {"role": _text(n), "sha256": hashlib.sha256(d).hexdigest()}
                 for n, d in sorted(roles.items())
             ]
         ),
