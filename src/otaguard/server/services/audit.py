@@ -151,3 +151,12 @@ def name_log(session: Session, origin: str, verifier_key: str) -> tuple[str, str
     if head.verifier_key is None:
         head.verifier_key = verifier_key
     return head.origin, head.verifier_key
+
+
+def record_device(
+    session: Session, device_id: str, action: str, details: Mapping[str, Any], *, now: float
+) -> int:
+    """What a device did (or was refused), about itself: actor and subject are its id."""
+    return record(
+        session, actor=device(device_id), action=action, subject=device_id, details=details, now=now
+    )

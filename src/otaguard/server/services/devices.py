@@ -135,14 +135,7 @@ def store_state(
             "software_id": software_id(every),
             "state": digest,
         }
-        audit.record(
-            session,
-            actor=audit.device(device_id),
-            action="device.state",
-            subject=device_id,
-            details=details,
-            now=now,
-        )
+        audit.record_device(session, device_id, "device.state", details, now=now)
 
 
 # -- events ------------------------------------------------------------------------------

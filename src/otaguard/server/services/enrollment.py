@@ -343,14 +343,7 @@ def enroll(
             if dropped:
                 details["refusals_not_recorded"] = dropped
             with db.writing() as session:
-                audit.record(
-                    session,
-                    actor=audit.device(device_id),
-                    action="enroll.refuse",
-                    subject=device_id,
-                    details=details,
-                    now=stamp,
-                )
+                audit.record_device(session, device_id, "enroll.refuse", details, now=stamp)
         raise
 
 
@@ -425,14 +418,7 @@ def _record_enrolment(
         "ecus": [{"serial": s, "hardware_id": h} for s, h in ecus],
         "renewed_certificate": renewed,
     }
-    audit.record(
-        session,
-        actor=audit.device(device_id),
-        action="device.enroll",
-        subject=device_id,
-        details=details,
-        now=now,
-    )
+    audit.record_device(session, device_id, "device.enroll", details, now=now)
 
 
 def _pem(chain: Sequence[x509.Certificate]) -> str:
