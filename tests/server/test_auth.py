@@ -23,6 +23,18 @@ CALLS: dict[str, tuple[str, str, object]] = {
     "devices:list": ("GET", "/api/v1/devices", None),
     "devices:show": ("GET", "/api/v1/devices/VIN1", None),
     "devices:revoke": ("POST", "/api/v1/devices/VIN1/revoke", None),
+    "audit:checkpoint": ("GET", "/api/v1/audit/checkpoint", None),
+    "audit:sign": ("POST", "/api/v1/audit/checkpoint", None),
+    "audit:tile": ("GET", "/api/v1/audit/tile/0/000.p/1", None),
+    "audit:entries": ("GET", "/api/v1/audit/entries?start=0&end=1", None),
+    "audit:search": ("GET", "/api/v1/audit/search?subject=x", None),
+    "audit:inclusion": ("GET", "/api/v1/audit/proof/inclusion?index=0", None),
+    "audit:consistency": ("GET", "/api/v1/audit/proof/consistency?old_size=0", None),
+    "audit:submit": (
+        "POST",
+        "/api/v1/audit/submissions",
+        {"checkpoint": "", "key": "", "entries": []},
+    ),
 }
 ALL = {"admin", "release-manager", "operator", "auditor"}
 #: which roles may make each call (docs/server.md's table)
@@ -41,6 +53,14 @@ ALLOWED = {
     "devices:list": ALL,
     "devices:show": ALL,
     "devices:revoke": {"admin", "operator"},
+    "audit:checkpoint": {"admin", "auditor"},
+    "audit:sign": {"admin", "auditor"},
+    "audit:tile": {"admin", "auditor"},
+    "audit:entries": {"admin", "auditor"},
+    "audit:search": {"admin", "auditor"},
+    "audit:inclusion": {"admin", "auditor"},
+    "audit:consistency": {"admin", "auditor"},
+    "audit:submit": {"admin", "release-manager"},
 }
 ROLES = ("admin", "release-manager", "operator", "auditor")
 

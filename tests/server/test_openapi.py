@@ -83,5 +83,12 @@ def test_openapi_lists_every_route(api_server: LiveServer) -> None:
         "/api/v1/devices/{device_id}/revoke",
         "/repo/metadata/{name}",
         "/repo/targets/{name}",
+        "/api/v1/audit/checkpoint",
+        "/api/v1/audit/tile/{path}",
+        "/api/v1/audit/entries",
+        "/api/v1/audit/search",
+        "/api/v1/audit/proof/inclusion",
+        "/api/v1/audit/proof/consistency",
+        "/api/v1/audit/submissions",
     ):
         assert path in paths, path

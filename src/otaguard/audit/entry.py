@@ -72,6 +72,17 @@ ACTIONS = frozenset(
         "device.install",
         "device.boot",
         "device.revert",
+        # the fleet server (docs/server.md, "Audit log")
+        "artifact.upload",
+        "group.create",
+        "group.crl",
+        "enroll.refuse",
+        "device.revoke",
+        "device.assign",
+        "device.state",
+        "device.refuse",
+        "deployment.create",
+        "audit.submit",
     }
 )
 

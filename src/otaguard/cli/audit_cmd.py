@@ -31,11 +31,13 @@ _KEY_HELP = (
 
 
 class HttpReader:
-    """A log reader over HTTP(S): ``<base>/<path>``; 404 means absent."""
+    """A log reader over HTTP(S): ``<base>/<path>``; 404 means absent. ``token``: a
+    bearer token (the fleet server's ``/api/v1/audit`` needs an auditor's)."""
 
-    def __init__(self, base: str, fetcher: HttpxFetcher) -> None:
+    def __init__(self, base: str, fetcher: HttpxFetcher, token: str | None = None) -> None:
         self.base = base.rstrip("/")
         self.fetcher = fetcher
+        self.headers = {"Authorization": f"Bearer {token}"} if token else None
 
     def __call__(self, path: str) -> bytes:
         from otaguard.audit.tiles import CHECKPOINT, size_cap
@@ -43,7 +45,10 @@ class HttpReader:
         from otaguard.repo.fetcher import FetchError, LengthExceededError
 
         try:
-            return self.fetcher.fetch(f"{self.base}/{path}", size_cap(path))
+            with self.fetcher.stream(
+                f"{self.base}/{path}", size_cap(path), headers=self.headers
+            ) as chunks:
+                return b"".join(chunks)
         except LengthExceededError as exc:  # hostile input, refused like an oversized file
             error = AuditCheckpointError if path == CHECKPOINT else AuditTreeError
             raise error(f"{path}: {exc}") from None
@@ -53,7 +58,7 @@ class HttpReader:
             raise StorageError(f"cannot fetch {exc}") from exc
 
 
-def _reader(log: str) -> LogReader:
+def _reader(log: str, token_file: str | None = None) -> LogReader:
     from otaguard.audit.tiles import DirectoryReader
     from otaguard.errors import UsageError
 
@@ -62,10 +67,31 @@ def _reader(log: str) -> LogReader:
 
         fetcher = HttpxFetcher()
         click.get_current_context().call_on_close(fetcher.close)
-        return HttpReader(log, fetcher)
+        return HttpReader(log, fetcher, read_token(token_file) if token_file else None)
+    if token_file:
+        raise UsageError("--token-file applies to a log URL only")
     if not os.path.isdir(log):
         raise UsageError(f"--log {log}: not a directory or an http(s) URL")
     return DirectoryReader(log)
+
+
+def read_token(path: str) -> str:
+    """An operator token from a file (``fleet --token-file`` reads it the same way)."""
+    from otaguard._files import read_bounded
+    from otaguard.errors import UsageError
+
+    token = read_bounded(path, 4096, "token file").decode("ascii", "replace").strip()
+    if not token or any(c.isspace() for c in token):
+        raise UsageError(f"{path} holds no token")
+    return token
+
+
+_TOKEN_OPTION = click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="A bearer token for a log URL that needs one (a fleet server's /api/v1/audit: "
+    "an auditor's token).",
+)
 
 
 def _trusted_key(spec: str) -> PublicKey | VerifierKey:
@@ -120,8 +146,15 @@ def audit() -> None:
     help="An older checkpoint you hold: the log must extend it.",
 )
 @click.option("--trusted-key", "trusted", multiple=True, required=True, help=_KEY_HELP)
+@_TOKEN_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def verify(log: str, old_checkpoint: str | None, trusted: tuple[str, ...], as_json: bool) -> None:
+def verify(
+    log: str,
+    old_checkpoint: str | None,
+    trusted: tuple[str, ...],
+    token_file: str | None,
+    as_json: bool,
+) -> None:
     """Check every entry, the tree, the signature and consistency with an older checkpoint."""
     from otaguard.audit.note import b64encode
     from otaguard.audit.verify import verify_log
@@ -129,7 +162,7 @@ def verify(log: str, old_checkpoint: str | None, trusted: tuple[str, ...], as_js
     keys = [_trusted_key(k) for k in trusted]
     old = _read_file(old_checkpoint, "checkpoint") if old_checkpoint else None
     try:
-        result = verify_log(_reader(log), keys, old_checkpoint=old)
+        result = verify_log(_reader(log, token_file), keys, old_checkpoint=old)
     except Exception as exc:
         _emit_failure(as_json, exc)
         raise
@@ -161,12 +194,14 @@ def verify(log: str, old_checkpoint: str | None, trusted: tuple[str, ...], as_js
     multiple=True,
     help="Check the checkpoint's signature first (recommended). " + _KEY_HELP,
 )
+@_TOKEN_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the proof as JSON.")
 def prove(
     log: str,
     index: int | None,
     old_size: int | None,
     trusted: tuple[str, ...],
+    token_file: str | None,
     as_json: bool,
 ) -> None:
     """An inclusion proof (--index) or a consistency proof (--old-size), checked against
@@ -180,7 +215,7 @@ def prove(
 
     if (index is None) == (old_size is None):
         raise UsageError("give exactly one of --index and --old-size")
-    read = _reader(log)
+    read = _reader(log, token_file)
     if trusted:
         checkpoint = read_checkpoint(read, [_trusted_key(k) for k in trusted])
     else:

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from otaguard.cli import audit_log
 from otaguard.cli.common import ensure_distinct, passphrase_from_env
 from otaguard.cli.verifying import open_input
 from otaguard.errors import UsageError
@@ -86,6 +87,7 @@ def delta() -> None:
 @click.argument("old_path", metavar="OLD_IMAGE", type=_path)
 @click.argument("new_path", metavar="NEW_IMAGE", type=_path)
 @click.argument("out_path", metavar="OUT", type=_path)
+@audit_log.audited(audit_log.delta_signed)
 def create_cmd(
     keys: tuple[str, ...],
     passphrase_env: str | None,

@@ -302,3 +302,10 @@ def _device_view(d: dict[str, Any]) -> Any:
          for h in d["history"]],
     )  # fmt: skip
     return Group(head, ecus, history)
+
+
+# -- the audit log (its own module) -------------------------------------------------------
+
+from otaguard.cli.fleet_audit_cmd import audit as _audit  # noqa: E402
+
+fleet.add_command(_audit)

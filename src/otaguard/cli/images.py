@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from otaguard.cli import verifying
+from otaguard.cli import audit_log, verifying
 from otaguard.cli.common import (
     SIGN_INPUTS,
     VERIFY_INPUTS,
@@ -127,6 +127,7 @@ def _annotations(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
 )
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=False, allow_dash=True))
+@audit_log.audited(audit_log.image_signed)
 def sign(**opts: Any) -> None:
     """Sign INPUT into OUTPUT (written atomically; '-' is stdin or stdout)."""
     from otaguard.crypto.loader import load_signer

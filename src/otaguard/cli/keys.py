@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from otaguard.cli import audit_log
 from otaguard.cli.common import (
     STDIO,
     load_private_key_file,
@@ -51,6 +52,7 @@ def key() -> None:
     help="Encrypt the key with the passphrase in environment variable VAR.",
 )
 @_FORCE
+@audit_log.audited(audit_log.key_generated)
 def generate(
     algorithm: str, out: str, public_out: str | None, passphrase_env: str | None, force: bool
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from otaguard.cli import audit_log
 from otaguard.cli.common import passphrase_from_env
 from otaguard.crypto.keys import KeyType
 from otaguard.pki.issue import REVOCATION_REASONS
@@ -109,6 +110,7 @@ def pki() -> None:
     help="Limit the CA levels below the root (default: unlimited).",
 )
 @_json_option
+@audit_log.audited(audit_log.certificate_issued("root"))
 def init_root(
     out_dir: str,
     subject: str,
@@ -162,6 +164,7 @@ def init_root(
 )
 @click.option("--path-length", default=0, show_default=True, type=click.IntRange(0, 5))
 @_json_option
+@audit_log.audited(audit_log.certificate_issued("intermediate"))
 def issue_intermediate(
     ca_dir: str,
     ca_passphrase_env: str | None,
@@ -222,6 +225,7 @@ def issue_intermediate(
 @_key_options("ed25519")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 825))
 @_json_option
+@audit_log.audited(audit_log.certificate_issued("signer"))
 def issue_signer(
     ca_dir: str,
     ca_passphrase_env: str | None,
@@ -267,6 +271,7 @@ def issue_signer(
 @_key_options("ecdsa-p256")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 10950))
 @_json_option
+@audit_log.audited(audit_log.certificate_issued("device"))
 def issue_device(
     ca_dir: str,
     ca_passphrase_env: str | None,
@@ -305,6 +310,7 @@ def issue_device(
 @click.argument("serial")
 @click.option("--reason", required=True, type=click.Choice(list(REVOCATION_REASONS)))
 @_json_option
+@audit_log.audited(audit_log.revoked)
 def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
     from otaguard.pki.issue import Revocation
@@ -333,6 +339,7 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 400))
 @_json_option
+@audit_log.audited(audit_log.crl_issued)
 def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
     from cryptography.hazmat.primitives.serialization import Encoding
@@ -381,6 +388,7 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--years", default=5, show_default=True, type=click.IntRange(1, 20))
 @_json_option
+@audit_log.audited(audit_log.cross_signed)
 def cross_sign_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int, as_json: bool
 ) -> None:
@@ -416,6 +424,7 @@ def cross_sign_cmd(
 @click.option("--epoch", required=True, type=click.IntRange(2, 2**32 - 1), help="New key epoch.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @_json_option
+@audit_log.audited(audit_log.rotation_made)
 def rotation_message_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str, as_json: bool
 ) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from otaguard.cli import audit_log
 from otaguard.cli.common import passphrase_from_env
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ def remove_target(directory: str, name: str) -> None:
 @click.argument("roles", nargs=-1)
 @click.option("--key", "keys", multiple=True, required=True, help="Private key or pkcs11: URI.")
 @_PASSPHRASE
+@audit_log.audited(audit_log.repo_signed)
 def sign(
     directory: str, roles: tuple[str, ...], keys: tuple[str, ...], passphrase_env: str | None
 ) -> None:
@@ -241,6 +243,7 @@ def status(directory: str, as_json: bool) -> None:
 @click.option("--timestamp-key", help="Online timestamp key (default: the configured one).")
 @_PASSPHRASE
 @_JSON
+@audit_log.audited(audit_log.repo_published)
 def publish(
     directory: str,
     snapshot_key: str | None,

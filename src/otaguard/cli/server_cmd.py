@@ -34,6 +34,12 @@ def server() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--repo-url", help="Where devices fetch repository files (a mirror); default: here.")
 @click.option(
+    "--audit-key",
+    help="Key signing the audit log's checkpoints: a key file or pkcs11: URI "
+    "(default: DATA_DIR/online-keys/audit.pem, made at the first start).",
+)
+@click.option("--audit-origin", help="The audit log's name, fixed at the first start.")
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -46,6 +52,8 @@ def run(
     port: int,
     workers: int,
     repo_url: str | None,
+    audit_key: str | None,
+    audit_origin: str | None,
     log_level: str,
 ) -> None:
     """Serve the device and operator APIs and the repository files."""
@@ -58,7 +66,11 @@ def run(
     from otaguard.server.db import Database, normalise_url
 
     config = ServerConfig.create(
-        data_dir, normalise_url(database) if database else None, repo_url=repo_url
+        data_dir,
+        normalise_url(database) if database else None,
+        repo_url=repo_url,
+        audit_key=audit_key,
+        audit_origin=audit_origin,
     )
     db = Database(config.database_url)
     try:

@@ -25,6 +25,7 @@ from otaguard.server.jobs import JobRunner
 from otaguard.server.limits import BodyLimit
 from otaguard.server.routers import (
     artifacts,
+    audit,
     deployments,
     device_api,
     devices,
@@ -69,6 +70,7 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
         releases,
         deployments,
         repo_files,
+        audit,
     ):
         app.include_router(module.router)
     _describe_errors_once(app)

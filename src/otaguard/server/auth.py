@@ -39,6 +39,8 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "deploy": frozenset({Role.ADMIN, Role.OPERATOR}),
     "devices:read": _ALL,
     "devices:revoke": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "audit:read": frozenset({Role.ADMIN, Role.AUDITOR}),
+    "audit:submit": frozenset({Role.ADMIN, Role.RELEASE_MANAGER}),
 }
 TOKEN_BYTES = 32
 MAX_TOKEN_CHARS = 128

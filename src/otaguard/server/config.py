@@ -20,6 +20,8 @@ from otaguard.errors import UsageError
 ENV_DATA_DIR = "OTAGUARD_SERVER_DATA_DIR"
 ENV_DATABASE = "OTAGUARD_SERVER_DATABASE"
 ENV_PUBLIC_URL = "OTAGUARD_SERVER_REPO_URL"
+ENV_AUDIT_KEY = "OTAGUARD_SERVER_AUDIT_KEY"
+ENV_AUDIT_ORIGIN = "OTAGUARD_SERVER_AUDIT_ORIGIN"
 
 MiB = 1024 * 1024
 
@@ -36,6 +38,9 @@ class Limits:
     max_roots_per_upload: int = 1024
     max_roles_per_upload: int = 20_000
     page: int = 1000
+    #: audit entries per answer (entries, searches), and entries per submitted local log
+    audit_page: int = 1000
+    audit_submission: int = 50_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Timing:
     job_interval: float = 2.0
     director_expiry: int = 86_400
     nonce_retention: int = 900
+    #: the audit log's checkpoint is signed again when it is this old and entries were added
+    audit_checkpoint: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,10 @@ class ServerConfig:
     database_url: str
     #: where devices fetch repository files (a mirror or CDN may serve them); None: this server
     repo_url: str | None = None
+    #: the audit key: a key file or a pkcs11: URI; None: DATA_DIR/online-keys/audit.pem
+    audit_key: str | None = None
+    #: the audit log's name (its checkpoints' origin), fixed at the first start
+    audit_origin: str | None = None
     limits: Limits = Limits()
     timing: Timing = Timing()
 
@@ -84,6 +95,10 @@ class ServerConfig:
     def director_root_file(self) -> Path:
         return self.data_dir / "director-root.json"
 
+    @property
+    def audit_public_file(self) -> Path:
+        return self.data_dir / "audit.pub"
+
     @classmethod
     def create(
         cls, data_dir: str | os.PathLike[str], database_url: str | None = None, **kw: object
@@ -98,12 +113,23 @@ class ServerConfig:
             raise UsageError(
                 f"{ENV_DATA_DIR} is not set (start the server with otaguard server run)"
             )
-        return cls.create(data_dir, env.get(ENV_DATABASE) or None, repo_url=env.get(ENV_PUBLIC_URL))
+        return cls.create(
+            data_dir,
+            env.get(ENV_DATABASE) or None,
+            repo_url=env.get(ENV_PUBLIC_URL),
+            audit_key=env.get(ENV_AUDIT_KEY) or None,
+            audit_origin=env.get(ENV_AUDIT_ORIGIN) or None,
+        )
 
     def to_env(self) -> dict[str, str]:
         env = {ENV_DATA_DIR: str(self.data_dir), ENV_DATABASE: self.database_url}
-        if self.repo_url:
-            env[ENV_PUBLIC_URL] = self.repo_url
+        for name, value in (
+            (ENV_PUBLIC_URL, self.repo_url),
+            (ENV_AUDIT_KEY, self.audit_key),
+            (ENV_AUDIT_ORIGIN, self.audit_origin),
+        ):
+            if value:
+                env[name] = value
         return env
 
 

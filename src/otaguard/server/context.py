@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from otaguard.crypto.signer import Signer
+from otaguard.server import audit_key
 from otaguard.server import keys as online_keys
 from otaguard.server.config import ServerConfig
 from otaguard.server.db import Database
@@ -19,6 +21,7 @@ from otaguard.server.lastseen import LastSeen
 from otaguard.server.nonces import NonceCache
 from otaguard.server.repo_store import RepoStore
 from otaguard.server.services import devices
+from otaguard.server.services.enrollment import RefusalBudget
 from otaguard.server.services.tokens import Tokens
 
 
@@ -32,12 +35,18 @@ class ServerContext:
     nonces: NonceCache = field(init=False)
     last_seen: LastSeen = field(init=False)
     repo: RepoStore = field(init=False)
+    #: how many refused enrolments this process may still record this minute
+    enrol_refusals: RefusalBudget = field(init=False)
+    #: signs the audit log's checkpoints (``audit_key``: a file key or an HSM key)
+    audit_signer: Signer = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = Tokens(self.db)
         self.nonces = NonceCache()
         self.last_seen = LastSeen(self.db, self.config.timing.last_seen_flush)
         self.repo = RepoStore(self.config.repo_dir, self.db)
+        self.enrol_refusals = RefusalBudget()
+        self.audit_signer = audit_key.load(self.config)
 
     def now(self) -> int:
         return int(self.clock())
@@ -56,3 +65,6 @@ class ServerContext:
     def close(self) -> None:
         self.last_seen.stop()
         self.db.dispose()
+        close = getattr(self.audit_signer, "close", None)
+        if close is not None:  # an HSM session
+            close()

@@ -3,9 +3,11 @@
 * re-sign the image repository's timestamp before it expires (and the snapshot
   when past half its life): without it devices would refuse the repository as
   frozen (``services.releases.resign_timestamp``);
-* forget device nonces older than any request the server still accepts.
+* forget device nonces older than any request the server still accepts;
+* sign a checkpoint of the audit log when entries were added and the newest
+  checkpoint is older than ``Timing.audit_checkpoint`` (``services.audit_checkpoints``).
 
-Later issues add the campaign evaluator and audit checkpoints here.
+Later issues add the campaign evaluator here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import threading
 from otaguard.protocol.signing import MAX_SKEW_SECONDS
 from otaguard.server.context import ServerContext
 from otaguard.server.lease import Lease, holder_id
-from otaguard.server.services import devices, releases
+from otaguard.server.services import audit_checkpoints, devices, releases
 
 log = logging.getLogger("otaguard.server")
 LEASE = "jobs"
@@ -35,6 +37,9 @@ def run_once(ctx: ServerContext) -> dict[str, object]:
             ctx.repo.forget()
             done["timestamp"] = version
     done["nonces"] = devices.forget_nonces(ctx.db, now - 2 * MAX_SKEW_SECONDS)
+    if audit_checkpoints.due(ctx.db, now=now, interval=timing.audit_checkpoint):
+        signed = audit_checkpoints.sign_head(ctx.db, ctx.audit_signer, now=now)
+        done["checkpoint"] = signed.checkpoint.size
     return done
 
 

@@ -179,3 +179,75 @@ class Lease(Base):
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
     taken_at: Mapped[float] = mapped_column(Float)
+
+
+# -- the audit log (services/audit.py, docs/audit.md) ----------------------------------------
+
+
+class AuditEntryRow(Base):
+    """Entry ``idx`` of the audit log: its canonical bytes (the truth) and its leaf hash.
+
+    ``action``, ``subject_sha256`` and ``target`` are copied out of ``data`` when the
+    entry is appended, only to find entries; readers check ``data`` itself (and its proof).
+    """
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index("ix_audit_entries_subject", "subject_sha256", "idx"),
+        Index("ix_audit_entries_target", "target", "idx"),
+        Index("ix_audit_entries_action", "action", "idx"),
+    )
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
+    action: Mapped[str] = mapped_column(String(64))
+    subject_sha256: Mapped[str] = mapped_column(String(HEX))
+    target: Mapped[str | None] = mapped_column(String(TARGET), default=None)
+    time: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditNode(Base):
+    """The hash of complete subtree (``level``, ``idx``) for levels 8, 16, 24...: the
+    hash tiles above level 0 (level 0 is ``audit_entries.leaf``)."""
+
+    __tablename__ = "audit_nodes"
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditHead(Base):
+    """The log's head (one row, id 1): its size and right edge (``CompactRange``).
+
+    Every append locks this row (PostgreSQL ``FOR UPDATE``; SQLite's writer lock),
+    so entry indexes are handed out one transaction at a time.
+    """
+
+    __tablename__ = "audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    edge: Mapped[bytes] = mapped_column(LargeBinary)
+    origin: Mapped[str | None] = mapped_column(String(255), default=None)
+    #: the audit key's verifier key (signed-note), fixed with the origin at the first start
+    verifier_key: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the tree of ``size`` entries."""
+
+    __tablename__ = "audit_checkpoints"
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class AuditSource(Base):
+    """A local (ceremony) log whose entries were submitted: how far, under which key."""
+
+    __tablename__ = "audit_sources"
+    origin: Mapped[str] = mapped_column(String(255), primary_key=True)
+    verifier_key: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[int] = mapped_column(BigInteger)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response
 from pydantic import BaseModel
 
-from otaguard.server.auth import allow
+from otaguard.server.auth import Operator, allow
 from otaguard.server.errors import ApiError, responses
 from otaguard.server.routers.common import Server
 from otaguard.server.services import artifacts
@@ -16,6 +16,7 @@ router = APIRouter(
     prefix="/api/v1/artifacts/sha256", tags=["releases"], responses=responses(401, 403)
 )
 
+ReleaseManager = Annotated[Operator, allow("releases:write")]
 SHA256 = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$", description="the image's SHA-256")]
 
 
@@ -27,7 +28,6 @@ class ArtifactOut(BaseModel):
 @router.put(
     "/{sha256}",
     status_code=201,
-    dependencies=[allow("releases:write")],
     responses=responses(
         413, 422, extra={200: {"model": ArtifactOut, "description": "already stored"}}
     ),
@@ -41,7 +41,7 @@ class ArtifactOut(BaseModel):
     },
 )
 async def put_artifact(
-    sha256: SHA256, request: Request, response: Response, srv: Server
+    sha256: SHA256, request: Request, response: Response, srv: Server, who: ReleaseManager
 ) -> ArtifactOut:
     info = await artifacts.receive(
         srv.db,
@@ -50,6 +50,7 @@ async def put_artifact(
         request.stream(),
         limit=srv.config.limits.artifact,
         now=srv.now(),
+        by=who,
     )
     if not info.created:
         response.status_code = 200

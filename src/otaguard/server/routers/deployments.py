@@ -54,7 +54,7 @@ async def create_deployment(body: DeploymentRequest, srv: Server, who: Deployer)
             target=body.target,
             devices=body.devices,
             group=body.group,
-            by=who.name,
+            by=who,
             now=srv.now(),
         )
     )

@@ -78,6 +78,7 @@ async def enroll(
             nonce=signed.nonce,
             signed_at=signed.time,
             now=dt.datetime.fromtimestamp(srv.now(), dt.UTC),
+            refusals=srv.enrol_refusals,
         )
     )
     if not result.created:

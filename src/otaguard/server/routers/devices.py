@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict
 
-from otaguard.server.auth import allow
+from otaguard.server.auth import Operator, allow
 from otaguard.server.errors import responses
 from otaguard.server.routers.common import Server
 from otaguard.server.services import devices
@@ -65,8 +65,10 @@ def show_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server)
     )
 
 
-@router.post(
-    "/{device_id}/revoke", dependencies=[allow("devices:revoke")], responses=responses(404, 422)
-)
-def revoke_device(device_id: Annotated[str, Path(pattern=DEVICE_ID)], srv: Server) -> DeviceOut:
-    return DeviceOut.model_validate(devices.revoke(srv.db, device_id, now=srv.now()))
+@router.post("/{device_id}/revoke", responses=responses(404, 422))
+def revoke_device(
+    device_id: Annotated[str, Path(pattern=DEVICE_ID)],
+    srv: Server,
+    who: Annotated[Operator, allow("devices:revoke")],
+) -> DeviceOut:
+    return DeviceOut.model_validate(devices.revoke(srv.db, device_id, now=srv.now(), by=who))

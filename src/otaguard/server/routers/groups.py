@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from otaguard.server.auth import allow
+from otaguard.server.auth import Operator, allow
 from otaguard.server.errors import responses
 from otaguard.server.routers.common import Server
 from otaguard.server.services import enrollment
@@ -17,6 +17,7 @@ router = APIRouter(
     prefix="/api/v1/enrollment-groups", tags=["enrollment"], responses=responses(401, 403)
 )
 
+GroupWriter = Annotated[Operator, allow("groups:write")]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}$"
 TAG_KEY = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -44,10 +45,8 @@ class GroupOut(BaseModel):
     created_at: int
 
 
-@router.post(
-    "", status_code=201, dependencies=[allow("groups:write")], responses=responses(409, 413, 422)
-)
-async def create_group(body: GroupRequest, srv: Server) -> GroupOut:
+@router.post("", status_code=201, responses=responses(409, 413, 422))
+async def create_group(body: GroupRequest, srv: Server, who: GroupWriter) -> GroupOut:
     info = await run_in_threadpool(
         lambda: enrollment.create_group(
             srv.db,
@@ -57,6 +56,7 @@ async def create_group(body: GroupRequest, srv: Server) -> GroupOut:
             region=body.region,
             tags=dict(body.tags),
             now=srv.now(),
+            by=who,
         )
     )
     return GroupOut.model_validate(info)
@@ -76,11 +76,11 @@ class CrlStored(BaseModel):
     revoked_devices: list[str]
 
 
-@router.put("/{name}/crl", dependencies=[allow("groups:write")], responses=responses(404, 413, 422))
+@router.put("/{name}/crl", responses=responses(404, 413, 422))
 async def put_crl(
-    name: Annotated[str, Path(pattern=NAME)], body: CrlRequest, srv: Server
+    name: Annotated[str, Path(pattern=NAME)], body: CrlRequest, srv: Server, who: GroupWriter
 ) -> CrlStored:
     info, revoked = await run_in_threadpool(
-        lambda: enrollment.set_crl(srv.db, name, body.crl_pem, now=srv.now())
+        lambda: enrollment.set_crl(srv.db, name, body.crl_pem, now=srv.now(), by=who)
     )
     return CrlStored(group=GroupOut.model_validate(info), revoked_devices=revoked)

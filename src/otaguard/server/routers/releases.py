@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from otaguard.server.auth import allow
+from otaguard.server.auth import Operator, allow
 from otaguard.server.errors import ApiError, responses
 from otaguard.server.routers.common import Server
 from otaguard.server.services import releases
@@ -52,15 +52,16 @@ def _decode(value: str, what: str) -> bytes:
         raise ApiError(422, "malformed", f"{what} is not base64") from None
 
 
-@router.post(
-    "", status_code=201, dependencies=[allow("releases:write")], responses=responses(413, 422)
-)
-async def upload_release(body: ReleaseUpload, srv: Server) -> Published:
+ReleaseManager = Annotated[Operator, allow("releases:write")]
+
+
+@router.post("", status_code=201, responses=responses(413, 422))
+async def upload_release(body: ReleaseUpload, srv: Server, who: ReleaseManager) -> Published:
     roots = [_decode(r, f"roots[{i}]") for i, r in enumerate(body.roots)]
     roles = {name: _decode(data, f"roles[{name[:64]!r}]") for name, data in body.roles.items()}
     result = await run_in_threadpool(
         lambda: releases.publish_release(
-            srv.db, srv.config, srv.keys, roots=roots, roles=roles, now=srv.now()
+            srv.db, srv.config, srv.keys, roots=roots, roles=roles, now=srv.now(), by=who
         )
     )
     srv.repo.forget()

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 
-from otaguard.server.auth import Role, allow
+from otaguard.server.auth import Operator, Role, allow
 from otaguard.server.errors import responses
 from otaguard.server.routers.common import Server
+
+Admin = Annotated[Operator, allow("tokens:manage")]
 
 router = APIRouter(
     prefix="/api/v1/tokens",
@@ -41,8 +43,8 @@ class NewToken(TokenOut):
 
 
 @router.post("", status_code=201, responses=responses(422))
-def create_token(body: TokenRequest, srv: Server) -> NewToken:
-    info, secret = srv.tokens.create(body.role, body.name, now=srv.now())
+def create_token(body: TokenRequest, srv: Server, who: Admin) -> NewToken:
+    info, secret = srv.tokens.create(body.role, body.name, now=srv.now(), by=who)
     return NewToken(**TokenOut.model_validate(info).model_dump(), token=secret)
 
 
@@ -52,5 +54,7 @@ def list_tokens(srv: Server) -> list[TokenOut]:
 
 
 @router.delete("/{token_id}", responses=responses(404, 422))
-def revoke_token(token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], srv: Server) -> TokenOut:
-    return TokenOut.model_validate(srv.tokens.revoke(token_id, now=srv.now()))
+def revoke_token(
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], srv: Server, who: Admin
+) -> TokenOut:
+    return TokenOut.model_validate(srv.tokens.revoke(token_id, now=srv.now(), by=who))

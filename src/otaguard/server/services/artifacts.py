@@ -4,7 +4,7 @@ An artifact is stored as ``DATA_DIR/artifacts/sha256/<hex>`` only after its byte
 hash to ``<hex>``: the name is the content, so an upload cannot replace another
 image. The file is fsynced and renamed into place before the database row is
 committed, so an acknowledged upload survives a crash (and a row never names a
-missing file).
+missing file). The row's insert is audited (``artifact.upload``) in its transaction.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from otaguard.server.auth import Operator
 from otaguard.server.db import Database
 from otaguard.server.errors import ApiError
 from otaguard.server.models import Artifact
+from otaguard.server.services import audit
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ async def receive(
     *,
     limit: int,
     now: int,
+    by: Operator,
 ) -> ArtifactInfo:
     """Store the streamed body as artifact ``sha256`` (422 ``digest`` if it hashes otherwise)."""
     existing = lookup(db, sha256)
@@ -98,11 +101,21 @@ async def receive(
     with db.writing() as session:
         dialect = session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        session.execute(
+        inserted = session.execute(
             insert(Artifact)
             .values(sha256=sha256, length=length, created_at=now)
             .on_conflict_do_nothing(index_elements=["sha256"])
-        )
+            .returning(Artifact.sha256)
+        ).first()
+        if inserted is not None:
+            audit.record(
+                session,
+                actor=audit.operator(by),
+                action="artifact.upload",
+                subject=f"sha256:{sha256}",
+                details=audit.by_operator(by, {"sha256": sha256, "length": length}),
+                now=now,
+            )
     return ArtifactInfo(sha256, length, existing is None)
 
 

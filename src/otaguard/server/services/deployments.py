@@ -6,19 +6,30 @@ target's (signed) ``hardware_ids`` lists, and bumps each affected device's
 assignment generation: the version of its next director metadata, so the
 device sees a new instruction and can refuse an older one. Campaigns (waves,
 kill switch) will create deployments through this function.
+
+Audited in the same transaction: ``deployment.create`` (subject: the target; who,
+which group or how many devices, how many ECUs) and, per device given an
+assignment, ``device.assign`` (subject: the device; the target, the ECUs, the
+deployment), the record of why a vehicle's software changed. ``context`` (e.g. a
+campaign's id, wave and approvals) is copied into both, so a vehicle's history
+names the campaign and approvals behind each change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 
+from otaguard.audit.entry import Actor, AuditEvent
+from otaguard.server.auth import Operator
 from otaguard.server.db import Database
 from otaguard.server.errors import ApiError
 from otaguard.server.models import Assignment, Deployment, Device, Ecu, EnrollmentGroup
 from otaguard.server.repo_store import TargetIndex
+from otaguard.server.services import audit
 
 MAX_DEVICES = 10_000
 
@@ -46,9 +57,20 @@ def deploy(
     target: str,
     devices: Sequence[str] = (),
     group: str | None = None,
-    by: str,
+    by: str | Operator,
     now: int,
+    actor: Actor | None = None,
+    context: Mapping[str, Any] | None = None,
 ) -> DeploymentMade:
+    """Assign ``target``; ``by`` is the operator (or the name of who decided, with
+    ``actor`` for the audit log, e.g. the campaign evaluator)."""
+    if isinstance(by, Operator):
+        actor = actor or audit.operator(by)
+        extra = audit.by_operator(by, context or {})
+        by = by.name
+    else:
+        actor = actor or Actor("operator", by)
+        extra = dict(context or {})
     info = index.targets.get(target) if index is not None else None
     if info is None:
         raise ApiError(422, "unknown-target", f"{target!r} is not in the published repository")
@@ -111,4 +133,34 @@ def deploy(
                 made.assignments.append(AssignmentMade(device.id, ecu.serial, target))
             device.generation += 1
         deployment.assignments = len(made.assignments)
+        audit.record_all(session, _events(made, hardware_ids, len(rows), actor, extra, now))
         return made
+
+
+def _events(
+    made: DeploymentMade,
+    hardware_ids: set[str],
+    devices: int,
+    actor: Actor,
+    extra: Mapping[str, Any],
+    now: int,
+) -> list[AuditEvent]:
+    time = audit.when(now)
+    summary = {
+        **extra,
+        "deployment": made.id,
+        "target": made.target,
+        "group": made.group,
+        "hardware_ids": sorted(str(h)[:64] for h in hardware_ids)[:50],  # signed, of any length
+        "devices": devices,
+        "assignments": len(made.assignments),
+        "skipped": len(made.skipped),
+    }
+    events = [AuditEvent(time, actor, "deployment.create", made.target, summary)]
+    per_device: dict[str, list[str]] = {}
+    for assignment in made.assignments:
+        per_device.setdefault(assignment.device_id, []).append(assignment.ecu)
+    for device_id, ecus in per_device.items():
+        details = {**extra, "deployment": made.id, "target": made.target, "ecus": ecus}
+        events.append(AuditEvent(time, actor, "device.assign", device_id, details))
+    return events

@@ -1,4 +1,11 @@
-"""Devices: the lookup behind every signed request, state reports, events, revocation, listing."""
+"""Devices: the lookup behind every signed request, state reports, events, revocation, listing.
+
+Audited in the transaction of the change: a state report that changes what an ECU
+runs (``device.state``: every ECU, and the configuration's software id), each new
+install/boot/revert/refusal event (``device.install``, ``device.boot``,
+``device.revert``, ``device.refuse``; download progress is telemetry, not recorded),
+and revocation (``device.revoke``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from otaguard.audit.entry import AuditEvent
+from otaguard.audit.records import software_id
 from otaguard.crypto.keys import PublicKey, load_public_key
+from otaguard.server.auth import Operator
 from otaguard.server.db import Database
 from otaguard.server.errors import ApiError
 from otaguard.server.models import (
@@ -23,6 +33,7 @@ from otaguard.server.models import (
     Ecu,
     EnrollmentGroup,
 )
+from otaguard.server.services import audit
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,9 @@ class EcuState:
     boot: str
 
 
+_STATE_FIELDS = ("target", "version", "security_counter", "sha256", "slot", "boot")
+
+
 def store_state(
     session: Session, device_id: str, ecus: Sequence[EcuState], digest: str, now: int
 ) -> None:
@@ -96,39 +110,84 @@ def store_state(
     unknown = sorted({e.serial for e in ecus} - set(known))
     if unknown:
         raise ApiError(422, "unknown-ecu", f"no ECU {unknown[0]!r} was enrolled for this device")
+    changed = []
     for item in ecus:
         row = known[item.serial]
         if row.hardware_id != item.hardware_id:
             raise ApiError(
                 422, "hardware-id", f"ECU {item.serial} was enrolled as {row.hardware_id}"
             )
-        row.target = item.target
-        row.version = item.version
-        row.security_counter = item.security_counter
-        row.sha256 = item.sha256
-        row.slot = item.slot
-        row.boot = item.boot
+        if any(getattr(row, name) != getattr(item, name) for name in _STATE_FIELDS):
+            changed.append(item.serial)
+        for name in _STATE_FIELDS:
+            setattr(row, name, getattr(item, name))
     device = session.get(Device, device_id)
     assert device is not None
     device.state_hash = digest
     device.state_at = now
     device.last_seen = now
+    if changed:
+        every = [
+            {
+                "serial": r.serial,
+                "hardware_id": r.hardware_id,
+                **{name: getattr(r, name) for name in _STATE_FIELDS},
+            }
+            for r in sorted(known.values(), key=lambda r: r.serial)
+        ]
+        details = {
+            "ecus": every,
+            "changed": changed,
+            "software_id": software_id(every),
+            "state": digest,
+        }
+        audit.record_device(session, device_id, "device.state", details, now=now)
 
 
 # -- events ------------------------------------------------------------------------------
 
 
+#: device event kinds -> the audit action that records them (download progress: none)
+EVENT_ACTIONS = {
+    "installed": "device.install",
+    "install-failed": "device.install",
+    "boot-trial": "device.boot",
+    "confirmed": "device.boot",
+    "reverted": "device.revert",
+    "refused": "device.refuse",
+}
+
+
 def store_events(
     session: Session, device_id: str, events: Sequence[dict[str, Any]], now: int
 ) -> None:
-    """Insert the events not seen before (idempotent by device and event id)."""
+    """Insert the events not seen before (idempotent by device and event id); the
+    security-relevant ones among the new are audited."""
     if not events:
         return
     rows = [{**event, "device_id": device_id, "received_at": now} for event in events]
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(DeviceEvent).on_conflict_do_nothing(index_elements=["device_id", "id"])
-    session.execute(statement, rows)
+    statement = (
+        insert(DeviceEvent)
+        .on_conflict_do_nothing(index_elements=["device_id", "id"])
+        .returning(DeviceEvent.id)
+    )
+    new = {row.id for row in session.execute(statement, rows)} if rows else set()
+    actor, time = audit.device(device_id), audit.when(now)
+    recorded = []
+    for event in events:
+        if event["id"] in new and event["kind"] in EVENT_ACTIONS:
+            new.discard(event["id"])  # an id twice in one batch is one event
+            action = EVENT_ACTIONS[event["kind"]]
+            recorded.append(AuditEvent(time, actor, action, device_id, _event_details(event)))
+    if recorded:
+        audit.record_all(session, recorded)
+
+
+def _event_details(event: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "time", "kind", "ecu", "target", "result", "failure", "check", "detail")
+    return {("event" if k == "id" else k): event.get(k) for k in keys}
 
 
 # -- operators ---------------------------------------------------------------------------
@@ -268,13 +327,22 @@ def show_device(
         )
 
 
-def revoke(db: Database, device_id: str, *, now: int) -> DeviceSummary:
+def revoke(db: Database, device_id: str, *, now: int, by: Operator) -> DeviceSummary:
     with db.writing() as session:
         device = session.get(Device, device_id)
         if device is None:
             raise ApiError(404, "not-found", f"no device {device_id!r}")
-        if device.revoked_at is None:
-            device.revoked_at = now
         group = session.get(EnrollmentGroup, device.group_id)
         assert group is not None
+        if device.revoked_at is None:
+            device.revoked_at = now
+            details = {"reason": "operator", "group": group.name, "cert_serial": device.cert_serial}
+            audit.record(
+                session,
+                actor=audit.operator(by),
+                action="device.revoke",
+                subject=device_id,
+                details=audit.by_operator(by, details),
+                now=now,
+            )
         return _summary(device, group, device.last_seen)

@@ -33,12 +33,13 @@ from otaguard.repo.bootstrap import publish_repository
 from otaguard.repo.config import DEFAULT_EXPIRY_DAYS, RepoConfig, save_config
 from otaguard.repo.layout import Layout, to_bytes
 from otaguard.repo.repository import ImageRepository, locked
+from otaguard.server.auth import Operator
 from otaguard.server.config import ServerConfig
 from otaguard.server.db import Database
 from otaguard.server.errors import ApiError
 from otaguard.server.keys import OnlineKeys
 from otaguard.server.models import RepositoryState
-from otaguard.server.services import artifacts, release_checks
+from otaguard.server.services import artifacts, audit, release_audit, release_checks
 
 _PG_PUBLISH_LOCK = 0x07A60B0B
 
@@ -144,6 +145,44 @@ def publish_release(
     roots: Sequence[bytes],
     roles: Mapping[str, bytes],
     now: int,
+    by: Operator,
+) -> PublishedRelease:
+    """Check and publish an upload (audited: ``release.upload``, ``repo.sign``), or refuse
+    it (422, audited in a transaction of its own: ``release.refuse``)."""
+    try:
+        return _publish(db, config, keys, roots=roots, roles=roles, now=now, by=by)
+    except (ApiError, RejectedError, UsageError) as exc:
+        if isinstance(exc, ApiError) and exc.status != 422:
+            raise
+        check = (
+            exc.error
+            if isinstance(exc, ApiError)
+            else exc.check
+            if isinstance(exc, RejectedError)
+            else "invalid-request"
+        )
+        details = release_audit.refused(check=check, detail=str(exc), roots=roots, roles=roles)
+        with db.writing() as session:
+            audit.record(
+                session,
+                actor=audit.operator(by),
+                action="release.refuse",
+                subject="repository",
+                details=audit.by_operator(by, details),
+                now=now,
+            )
+        raise
+
+
+def _publish(
+    db: Database,
+    config: ServerConfig,
+    keys: OnlineKeys,
+    *,
+    roots: Sequence[bytes],
+    roles: Mapping[str, bytes],
+    now: int,
+    by: Operator,
 ) -> PublishedRelease:
     release_checks.top_level_only(roles)
     when = _now_dt(now)
@@ -160,7 +199,7 @@ def publish_release(
             online_keyids={r: keys.tuf_keyid(r) for r in (Snapshot.type, Timestamp.type)},
             published_root=lambda v: _published_root(repo, v),
         )
-        changed, _ = release_checks.check_roles(roles, state, root, now=when)
+        changed, tree = release_checks.check_roles(roles, state, root, now=when)
         published_targets = {
             path: info for md in state.roles.values() for path, info in md.signed.targets.items()
         }
@@ -206,6 +245,20 @@ def publish_release(
             check = exc.check if isinstance(exc, RejectedError) else "inconsistent"
             raise ApiError(422, check, str(exc)) from None
         row = record_versions(session, repo, now)
+        events = release_audit.published(
+            who=audit.operator(by),
+            operator_details={"operator_token": by.token_id},
+            now=now,
+            root=root,
+            new_roots=[md.signed.version for md in new_roots],
+            changed=changed,
+            tree=tree,
+            new_targets=new_targets,
+            snapshot_version=result.snapshot_version,
+            timestamp_version=result.timestamp_version,
+            online_keys={r: keys.tuf_keyid(r) for r in (Snapshot.type, Timestamp.type)},
+        )
+        audit.record_all(session, events)
         return PublishedRelease(
             [md.signed.version for md in new_roots],
             {name: md.signed.version for name, md in changed.items()},
@@ -230,11 +283,32 @@ def resign_timestamp(db: Database, config: ServerConfig, *, now: int, margin: in
         if timestamp.signed.expires.timestamp() - now > margin:
             row = session.get(RepositoryState, 1)
             if row is None or row.timestamp_version != timestamp.signed.version:
-                record_versions(session, repo, now)  # the row lost a race with a crash
+                # the row lost a race with a crash: the files were published, not recorded
+                recorded = record_versions(session, repo, now)
+                _record_signing(session, recorded, now, recovered=True)
             return None
         result = publish_repository(repo)
-        record_versions(session, repo, now)
+        _record_signing(session, record_versions(session, repo, now), now, recovered=False)
         return result.timestamp_version
+
+
+def _record_signing(session: Session, row: RepositoryState, now: int, *, recovered: bool) -> None:
+    """The server's own signature of snapshot and timestamp (the job): ``repo.sign``."""
+    details = {
+        "root_version": row.root_version,
+        "snapshot_version": row.snapshot_version,
+        "timestamp_version": row.timestamp_version,
+        "timestamp_expires": row.timestamp_expires,
+        "reason": "found published after a crash" if recovered else "re-signed before expiry",
+    }
+    audit.record(
+        session,
+        actor=audit.SYSTEM,
+        action="repo.sign",
+        subject="repository",
+        details=details,
+        now=now,
+    )
 
 
 def list_targets(repo_dir: Path) -> list[TargetFile]:

@@ -1,4 +1,8 @@
-"""Operator tokens: create (shown once), list, revoke, look up by hash."""
+"""Operator tokens: create (shown once), list, revoke, look up by hash.
+
+Creating and revoking a token are audited (``token.create``, ``token.revoke``) in
+the transaction that does it; the entry names the token, never its secret.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from otaguard.server.auth import Operator, Role, new_token, token_hash
 from otaguard.server.db import Database
 from otaguard.server.errors import ApiError
 from otaguard.server.models import ApiToken
+from otaguard.server.services import audit
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class Tokens:
             return Operator(row.id, row.name, Role(row.role))
 
     def create(
-        self, role: Role, name: str, *, now: int, token: str | None = None
+        self, role: Role, name: str, *, now: int, by: Operator | None, token: str | None = None
     ) -> tuple[TokenInfo, str]:
         """A new token and its secret (the only time the secret exists outside its owner)."""
         token = token or new_token()
@@ -49,19 +54,32 @@ class Tokens:
             )
             session.add(row)
             session.flush()
+            actor, details = audit.actor_and_details(by, {"token_id": row.id, "role": role.value})
+            audit.record(
+                session, actor=actor, action="token.create", subject=name, details=details, now=now
+            )
             return _info(row), token
 
     def list(self) -> list[TokenInfo]:
         with self.db.reading() as session:
             return [_info(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.id))]
 
-    def revoke(self, token_id: int, *, now: int) -> TokenInfo:
+    def revoke(self, token_id: int, *, now: int, by: Operator) -> TokenInfo:
         with self.db.writing() as session:
             row = session.get(ApiToken, token_id)
             if row is None:
                 raise ApiError(404, "not-found", f"no token {token_id}")
             if row.revoked_at is None:
                 row.revoked_at = now
+                details = audit.by_operator(by, {"token_id": row.id, "role": row.role})
+                audit.record(
+                    session,
+                    actor=audit.operator(by),
+                    action="token.revoke",
+                    subject=row.name,
+                    details=details,
+                    now=now,
+                )
             return _info(row)
 
     def has_admin(self) -> bool:

@@ -1,0 +1,410 @@
+"""``otaguard fleet audit``: the server's audit log, checked on the auditor's side.
+
+* ``export --out DIR``: a fresh checkpoint, then the log as the server stores it, in
+  the C2SP tlog-tiles layout (``checkpoint``, ``tile/...``, ``tile/entries/...``):
+  ``otaguard audit verify --log DIR --trusted-key audit.pub`` checks it offline, and
+  any web server can serve it;
+* ``prove``: an inclusion or consistency proof from the server, checked here;
+* ``vehicle ID``: a vehicle's software history (per ECU: image, version, security
+  counter over time, with the deployment or campaign and approvals behind each
+  change, and the software id), JSON or CSV, each record with its inclusion proof;
+* ``release TARGET``: an update's record (signatures, compatibility rule, decisions,
+  refusals, outcome counts);
+* ``submit --log DIR``: a local (ceremony) log's entries, verified here against its
+  own checkpoint and key, recorded in the server's log.
+
+Every record printed was checked against a checkpoint verified with
+``--trusted-key`` (the server's ``DATA_DIR/audit.pub``): a server that edits an
+entry is refused (exit 1), the entry named.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from otaguard.audit.note import VerifierKey
+    from otaguard.crypto.keys import PublicKey
+    from otaguard.server.audit_client import AuditClient, Head
+
+_TRUSTED = click.option(
+    "--trusted-key",
+    "trusted",
+    multiple=True,
+    required=True,
+    help="The server's audit key (DATA_DIR/audit.pub, or a verifier key NAME+ID+KEY).",
+)
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+def _keys(specs: tuple[str, ...]) -> list[PublicKey | VerifierKey]:
+    from otaguard.cli.audit_cmd import _trusted_key
+
+    return [_trusted_key(k) for k in specs]
+
+
+def _emit(value: Any, as_json: bool, line: str) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True) if as_json else line)
+
+
+@contextlib.contextmanager
+def _session(ctx: click.Context) -> Iterator[AuditClient]:
+    """The fleet client of the ``fleet`` group (server, token), as an audit client."""
+    from otaguard.cli.fleet_cmd import _client
+    from otaguard.server.audit_client import AuditClient
+
+    with _client(ctx) as client:
+        yield AuditClient(client)
+
+
+def _fresh_head(api: AuditClient, keys: list[PublicKey | VerifierKey]) -> Head:
+    from otaguard.server.audit_client import verified_checkpoint
+
+    return verified_checkpoint(api.sign_checkpoint()["note"], keys)
+
+
+@click.group("audit")
+def audit() -> None:
+    """The server's audit log: export, proofs, vehicle and release records, submissions."""
+
+
+@audit.command("export")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--trusted-key",
+    "trusted",
+    multiple=True,
+    help="Check the checkpoint's signature before writing (the server's audit.pub).",
+)
+@_JSON
+@click.pass_context
+def export(ctx: click.Context, out: str, trusted: tuple[str, ...], as_json: bool) -> None:
+    """Write the whole log as static tlog-tiles files (a new checkpoint first)."""
+    from otaguard.audit.checkpoint import parse_checkpoint
+    from otaguard.audit.note import b64encode, parse_note
+    from otaguard.audit.tiles import (
+        CHECKPOINT,
+        TILE_HEIGHT,
+        DirectoryWriter,
+        entries_path,
+        tile_path,
+        tile_width,
+    )
+    from otaguard.errors import UsageError
+
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise UsageError(f"--out {out}: give a new or empty directory")
+    with _session(ctx) as api:
+        note = api.sign_checkpoint()["note"].encode("utf-8")
+        if trusted:
+            from otaguard.audit.checkpoint import open_checkpoint
+
+            checkpoint = open_checkpoint(note, _keys(trusted))
+        else:
+            checkpoint = parse_checkpoint(parse_note(note).text)
+        size = checkpoint.size
+        writer = DirectoryWriter(out)
+        files = 0
+        level = 0
+        while size >> (TILE_HEIGHT * level):
+            count = size >> (TILE_HEIGHT * level)
+            for index in range(-(-count // 256)):
+                width = tile_width(size, level, index)
+                paths = [tile_path(level, index, width)]
+                if level == 0:
+                    paths.append(entries_path(index, width))
+                for path in paths:
+                    writer(path, api.file(path))
+                    files += 1
+            level += 1
+        writer.sync()
+        writer(CHECKPOINT, note)
+        writer.sync()
+    report = {
+        "out": out,
+        "origin": checkpoint.origin,
+        "tree_size": size,
+        "root_hash": b64encode(checkpoint.root),
+        "files": files + 1,
+        "checkpoint_verified": bool(trusted),
+    }
+    line = (
+        f"exported {size} entries of {checkpoint.origin} to {out} ({files + 1} files); "
+        f"verify: otaguard audit verify --log {out} --trusted-key audit.pub"
+    )
+    _emit(report, as_json, line)
+
+
+@audit.command("prove")
+@click.option("--index", type=click.IntRange(min=0), help="Prove entry N is in the log.")
+@click.option("--old-size", type=click.IntRange(min=0), help="Prove the log extends its first M.")
+@click.option(
+    "--checkpoint",
+    "old_checkpoint",
+    type=click.Path(dir_okay=False),
+    help="An older checkpoint you hold: prove the log extends exactly it.",
+)
+@_TRUSTED
+@_JSON
+@click.pass_context
+def prove(
+    ctx: click.Context,
+    index: int | None,
+    old_size: int | None,
+    old_checkpoint: str | None,
+    trusted: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """An inclusion (--index) or consistency (--old-size, --checkpoint) proof from the
+    server, checked here against a fresh checkpoint signed by the audit key."""
+    from otaguard.audit.checkpoint import open_checkpoint
+    from otaguard.audit.entry import parse_entry
+    from otaguard.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+    from otaguard.audit.note import b64decode_strict, b64encode
+    from otaguard.cli.audit_cmd import _read_file
+    from otaguard.errors import AuditConsistencyError, AuditEntryError, UsageError
+
+    if sum(x is not None for x in (index, old_size, old_checkpoint)) != 1:
+        raise UsageError("give exactly one of --index, --old-size and --checkpoint")
+    keys = _keys(trusted)
+    old = (
+        open_checkpoint(_read_file(old_checkpoint, "checkpoint"), keys) if old_checkpoint else None
+    )
+    with _session(ctx) as api:
+        head = _fresh_head(api, keys)
+        size = head.checkpoint.size
+        if index is not None:
+            if index >= size:
+                raise UsageError(f"the log has {size} entries: no entry {index}")
+            body = api.inclusion(index, size)
+        else:
+            wanted = old.size if old is not None else old_size
+            assert wanted is not None
+            if wanted > size:
+                raise AuditConsistencyError(f"the log has {size} entries, fewer than {wanted}")
+            body = api.consistency(wanted, size)
+    root = head.checkpoint.root
+    if index is not None:
+        raw = str(body["entry"]).encode("utf-8")
+        path = [b64decode_strict(h) for h in body["inclusion_path"]]
+        verify_inclusion(leaf_hash(raw), index, size, path, root)
+        if parse_entry(raw).index != index:
+            raise AuditEntryError(f"the server sent another entry as {index}", index=index)
+    else:
+        old_root = b64decode_strict(body["root_hash_1"])
+        if old is not None and (old.origin != head.checkpoint.origin or old_root != old.root):
+            raise AuditConsistencyError(
+                f"the server's tree of {old.size} entries is not the one your checkpoint "
+                f"signs: the log's history was rewritten (a fork)"
+            )
+        path = [b64decode_strict(h) for h in body["consistency_path"]]
+        verify_consistency(int(body["tree_size_1"]), size, path, old_root, root)
+    body = {
+        **body,
+        "origin": head.checkpoint.origin,
+        "root_hash": b64encode(root),
+        "verified": True,
+    }
+    if as_json:
+        click.echo(json.dumps(body, indent=2, sort_keys=True))
+        return
+    what = (
+        f"entry {index} is in the log of {size} entries"
+        if index is not None
+        else f"the log of {size} entries extends its first {body['tree_size_1']}"
+    )
+    click.echo(f"verified: {what} ({head.checkpoint.origin}, root {b64encode(root)})")
+    if index is not None:
+        click.echo(body["entry"])
+
+
+def _collect(api: AuditClient, head: Head, **query: Any) -> list[Any]:
+    from otaguard.server.audit_client import checked_entry
+
+    return [
+        checked_entry(item, head) for item in api.search(tree_size=head.checkpoint.size, **query)
+    ]
+
+
+def _checkpoint_json(head: Head) -> dict[str, Any]:
+    from otaguard.audit.note import b64encode
+
+    cp = head.checkpoint
+    return {
+        "origin": cp.origin,
+        "tree_size": cp.size,
+        "root_hash": b64encode(cp.root),
+        "note": head.note.decode("utf-8"),
+    }
+
+
+@audit.command("vehicle")
+@click.argument("device_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+    help="json and csv carry each record's entry and inclusion proof.",
+)
+@_TRUSTED
+@_JSON
+@click.pass_context
+def vehicle(
+    ctx: click.Context, device_id: str, fmt: str, trusted: tuple[str, ...], as_json: bool
+) -> None:
+    """A vehicle's software history and identification, every record proven."""
+    from otaguard.audit.records import VEHICLE_ACTIONS, vehicle_csv, vehicle_history
+
+    keys = _keys(trusted)
+    with _session(ctx) as api:
+        head = _fresh_head(api, keys)
+        items = _collect(api, head, subject=device_id, actions=VEHICLE_ACTIONS)
+    history = {"checkpoint": _checkpoint_json(head), **vehicle_history(device_id, items)}
+    if as_json or fmt == "json":
+        click.echo(json.dumps(history, indent=2, sort_keys=True))
+    elif fmt == "csv":
+        click.echo(vehicle_csv(history, history["checkpoint"]), nl=False)
+    else:
+        _vehicle_table(history)
+
+
+def _vehicle_table(history: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"vehicle {history['vehicle']}: software id {history['software_id']}")
+    for column in (
+        "entry",
+        "time",
+        "ECU",
+        "target",
+        "version",
+        "counter",
+        "decided by",
+        "deployment",
+    ):
+        table.add_column(column)
+    for record in history["software"]:
+        for change in record["changes"]:
+            table.add_row(
+                str(record["index"]),
+                record["time"],
+                str(change["serial"]),
+                str(change["target"] or ""),
+                str(change["version"] or ""),
+                str(change["security_counter"]),
+                str(change["decided_by"] or ""),
+                str(change["deployment"] or ""),
+            )
+    console = Console(soft_wrap=True)
+    console.print(table)
+    cp = history["checkpoint"]
+    console.print(
+        f"{len(history['software'])} state record(s), {len(history['events'])} other event(s); "
+        f"each proven in the log of {cp['tree_size']} entries ({cp['origin']})"
+    )
+
+
+@audit.command("release")
+@click.argument("target")
+@_TRUSTED
+@_JSON
+@click.pass_context
+def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: bool) -> None:
+    """An update's record: signatures, compatibility, decisions, refusals, outcomes."""
+    from otaguard.audit.records import release_story
+
+    keys = _keys(trusted)
+    with _session(ctx) as api:
+        head = _fresh_head(api, keys)
+        found = {p.entry.index: p for p in _collect(api, head, target=target)}
+        for action in ("release.refuse", "audit.submit"):
+            found.update({p.entry.index: p for p in _collect(api, head, actions=[action])})
+    story = {"checkpoint": _checkpoint_json(head), **release_story(target, list(found.values()))}
+    if as_json:
+        click.echo(json.dumps(story, indent=2, sort_keys=True))
+        return
+    click.echo(f"release {target} (proven in the log of {head.checkpoint.size} entries)")
+    for upload in story["uploads"]:
+        d = upload["details"]
+        signed = d.get("signed_by") or {}
+        click.echo(
+            f"  uploaded (entry {upload['index']}, {upload['time']}) by {upload['actor']}: "
+            f"sha256 {d.get('sha256')}, version {d.get('version')}, counter "
+            f"{d.get('security_counter')}, {d.get('role')} v{d.get('role_version')} signed by "
+            f"{len(signed.get('keys') or [])} key(s) (threshold {signed.get('threshold')})"
+        )
+    click.echo(f"  compatibility: hardware ids {story['compatibility']['hardware_ids']}")
+    click.echo(f"  offline signing entries: {len(story['offline_signatures'])}")
+    click.echo(f"  refused uploads: {len(story['refusals'])}")
+    for deployment in story["deployments"]:
+        d = deployment["details"]
+        click.echo(
+            f"  deployment {d.get('deployment')} (entry {deployment['index']}) by "
+            f"{deployment['actor']}: {d.get('assignments')} ECU(s) of {d.get('devices')} device(s)"
+        )
+    click.echo(f"  campaign entries: {len(story['campaign'])}, halts: {len(story['halts'])}")
+    click.echo(f"  outcomes: {json.dumps(story['outcomes'], sort_keys=True)}")
+
+
+@audit.command("submit")
+@click.option("--log", "log", required=True, type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--key",
+    "key_spec",
+    required=True,
+    help="The local log's audit key: public key file, verifier key, private key or pkcs11: URI.",
+)
+@click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted private key.")
+@_JSON
+@click.pass_context
+def submit(
+    ctx: click.Context, log: str, key_spec: str, passphrase_env: str | None, as_json: bool
+) -> None:
+    """Send a local (ceremony) log's entries to the server's log, verified first here."""
+    from otaguard.audit.note import VerifierKey
+    from otaguard.audit.tiles import (
+        CHECKPOINT,
+        DirectoryReader,
+        entries_path,
+        parse_bundle,
+        tile_width,
+    )
+    from otaguard.audit.verify import verify_log
+    from otaguard.cli.audit_cmd import _public_key, _trusted_key
+    from otaguard.crypto.loader import read_key_file
+    from otaguard.crypto.pkcs11 import is_pkcs11_uri
+    from otaguard.errors import UsageError
+
+    private = is_pkcs11_uri(key_spec) or (
+        os.path.isfile(key_spec) and b"PRIVATE KEY" in read_key_file(key_spec)
+    )
+    key = _public_key(key_spec, passphrase_env) if private else _trusted_key(key_spec)
+    read = DirectoryReader(log)
+    checked = verify_log(read, [key])  # everything: signature, entries, tiles, root
+    size = checked.checkpoint.size
+    if size > 50_000:
+        raise UsageError(f"{log} holds {size} entries: at most 50,000 per submission")
+    entries: list[bytes] = []
+    for bundle in range(-(-size // 256)):
+        entries += parse_bundle(read(entries_path(bundle, tile_width(size, 0, bundle))))
+    vkey = (
+        key
+        if isinstance(key, VerifierKey)
+        else VerifierKey.for_public_key(checked.checkpoint.origin, key)
+    )
+    with _session(ctx) as api:
+        done = api.submit(read(CHECKPOINT), vkey.encode(), entries)
+    line = (
+        f"{done['recorded']} new entries of {done['origin']} recorded (from index "
+        f"{done['first_index']}); {done['already']} were recorded before"
+    )
+    _emit(done, as_json, line)
