@@ -6,10 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from helpers import ALL_KEY_TYPES, CliResult, cached_key
 from otaguard.cli.main import run
 from otaguard.crypto.keys import PrivateKey
+
+# Speed is measured in bench/, never by timing a test: no per-example deadline, which a
+# loaded CI machine (two pytest workers beside PostgreSQL and servers) would trip at random.
+settings.register_profile("otaguard", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("otaguard")
 
 
 @pytest.fixture

@@ -40,8 +40,10 @@ import contextlib
 import fcntl
 import os
 import re
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -146,14 +148,23 @@ def atomic_output(
     ``overwrite``: see :func:`check_output`.
     """
     target = check_output(path, inputs=inputs, overwrite=overwrite)
+    # Ctrl-C or SIGTERM between the temporary file's creation and the ``try`` that removes
+    # it would leave it behind: both wait (blocked) until that ``try`` is in place.
+    mask = _defer_signals()
     try:
         fd, tmp = _locked_temp(target, mode)
     except OSError as exc:
+        _restore_signals(mask)
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _restore_signals(mask)
+        raise
+    handle = os.fdopen(fd, "wb")  # cannot fail on a descriptor just opened for writing
     try:
         # closing the file releases its lock: only once it is renamed or removed
-        with os.fdopen(fd, "wb") as handle:
+        with handle:
             try:
+                _restore_signals(mask)  # a signal that came meanwhile is raised here
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -194,6 +205,20 @@ def _install(tmp: Path, target: Path, *, overwrite: bool) -> None:
         os.replace(tmp, target)
         return
     tmp.unlink()
+
+
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+
+
+def _defer_signals() -> set[int | signal.Signals] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None  # Python runs signal handlers in the main thread only
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+
+
+def _restore_signals(mask: set[int | signal.Signals] | None) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _locked_temp(target: Path, mode: int) -> tuple[int, Path]:

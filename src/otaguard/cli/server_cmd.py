@@ -88,6 +88,9 @@ def run(
         sock.bind((host, port))
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    # Listening now (not when uvicorn gets to it) makes "listening on" true when printed:
+    # a client that connects at once waits in the backlog instead of being refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     bound = sock.getsockname()[1]
     os.environ.update(config.to_env())

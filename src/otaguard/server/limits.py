@@ -15,6 +15,10 @@ from otaguard.server.config import Limits
 from otaguard.server.errors import BodyTooLarge
 
 ARTIFACT_PREFIX = "/api/v1/artifacts/"
+#: A body declared over its cap but no larger than this is read (and dropped) before the 413:
+#: closing a connection with unread bytes makes the kernel send a reset, which a client still
+#: writing sees instead of the answer. Larger bodies are not worth reading: answer and close.
+DRAIN_LIMIT = 1 << 20
 DEVICE_PREFIX = "/api/v1/device/"
 
 
@@ -45,6 +49,8 @@ class BodyLimit:
                 except ValueError:
                     declared = 0
                 if declared > cap:
+                    if declared <= DRAIN_LIMIT:
+                        await _drain(receive)
                     await _too_large(send, cap)
                     return
         seen = 0
@@ -59,6 +65,13 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+async def _drain(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 async def _too_large(send: Send, cap: int) -> None:
