@@ -196,7 +196,8 @@ def key_generated(o: Mapping[str, Any]) -> list[Note]:
         with Pkcs11Signer(out) as signer:
             public = signer.public_key
     else:
-        from otaguard.cli.common import load_private_key_file, passphrase_from_env
+        from otaguard.cli.common import passphrase_from_env
+        from otaguard.crypto.loader import load_private_key_file
 
         public = load_private_key_file(out, passphrase_from_env(o["passphrase_env"])).public_key()
     where = parse_pkcs11_uri(out).without_pin() if is_pkcs11_uri(out) else out

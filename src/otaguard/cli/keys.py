@@ -14,14 +14,9 @@ from typing import TYPE_CHECKING
 import click
 
 from otaguard.cli import audit_log
-from otaguard.cli.common import (
-    STDIO,
-    load_private_key_file,
-    passphrase_from_env,
-    to_stdout,
-)
+from otaguard.cli.common import STDIO, passphrase_from_env, to_stdout
 from otaguard.crypto.keys import KeyType
-from otaguard.crypto.loader import read_key_file
+from otaguard.crypto.loader import load_private_key_file, read_key_file
 from otaguard.errors import UsageError
 
 if TYPE_CHECKING:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -11,36 +10,17 @@ from typing import Any, TypeVar
 import click
 
 from otaguard.cli import audit_log
-from otaguard.cli.common import passphrase_from_env
+from otaguard.cli.common import passphrase_from_env, to_stdout
 from otaguard.crypto.keys import KeyType
 from otaguard.pki.issue import REVOCATION_REASONS
 
 F = TypeVar("F", bound=Callable[..., Any])
-_KIND = {"code-signing": "Release", "device-identity": "Device"}
-_SKEW = dt.timedelta(minutes=5)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+def _new_key(key: str | None, algorithm: str, passphrase_env: str | None) -> Any:
+    from otaguard.pki.ca import new_key
 
-
-def _new_key(
-    key: str | None, algorithm: str, passphrase_env: str | None
-) -> tuple[Any, dict[str, Any]]:
-    """(signer for the new key, storage kwargs for write_ca_dir): --key, or a fresh key."""
-    from otaguard.crypto.keys import KeyType, generate_private_key, private_key_pem
-    from otaguard.crypto.loader import load_signer, read_key_file
-    from otaguard.crypto.pkcs11 import is_pkcs11_uri, parse_pkcs11_uri
-    from otaguard.crypto.signer import KeySigner
-
-    passphrase = passphrase_from_env(passphrase_env)
-    if key is None:
-        private = generate_private_key(KeyType(algorithm))
-        return KeySigner(private), {"key_pem": private_key_pem(private, passphrase)}
-    signer = load_signer(key, passphrase)
-    if is_pkcs11_uri(key):
-        return signer, {"key_uri": parse_pkcs11_uri(key).without_pin()}
-    return signer, {"key_pem": read_key_file(key)}
+    return new_key(key, KeyType(algorithm), passphrase_from_env(passphrase_env))
 
 
 def _key_options(default_algorithm: str) -> Callable[[F], F]:
@@ -73,24 +53,22 @@ def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else line)
 
 
-def _certificate(kind: str, cert: Any, **where: str) -> dict[str, Any]:
-    """What --json reports for a certificate, and where it was written (``where``)."""
-    return {
-        **where,
-        "kind": kind,
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "serial": f"{cert.serial_number:X}",
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-    }
+def _emit_beside(out: str, as_json: bool, report: dict[str, Any], line: str) -> None:
+    """As :func:`_emit`, on stderr when the output itself went to stdout (``--out -``)."""
+    text = json.dumps(report, indent=2, sort_keys=True) if as_json else line
+    click.echo(text, err=to_stdout(out))
 
 
-def _issuer(ca_dir: str, passphrase_env: str | None) -> Any:
-    from otaguard.pki.store import load_ca_dir
+def _ca(ca_dir: str, passphrase_env: str | None) -> Any:
+    from otaguard.pki.ca import open_ca
 
-    ca = load_ca_dir(Path(ca_dir))
-    return ca, ca.issuer(passphrase_from_env(passphrase_env))
+    return open_ca(Path(ca_dir), passphrase_from_env(passphrase_env))
+
+
+def _report(kind: str, cert: Any, **where: str) -> dict[str, Any]:
+    from otaguard.pki.ca import certificate_report
+
+    return certificate_report(kind, cert, **where)
 
 
 @click.group()
@@ -122,22 +100,15 @@ def init_root(
     as_json: bool,
 ) -> None:
     """Create a self-signed root CA (keep it offline)."""
-    from otaguard.pki.issue import build_root, parse_subject
-    from otaguard.pki.store import write_ca_dir
+    from otaguard.pki.ca import init_root, utc_now
 
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    now = _now()
-    cert = build_root(
-        signer,
-        parse_subject(subject),
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=365 * years),
-        path_length=path_length,
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = init_root(
+        Path(out_dir), subject, new, years=years, path_length=path_length, now=utc_now()
     )
-    write_ca_dir(Path(out_dir), cert, [cert], **storage)
     _emit(
         as_json,
-        _certificate("root", cert, dir=out_dir),
+        _report("root", cert, dir=out_dir),
         f"root CA {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
@@ -181,27 +152,24 @@ def issue_intermediate(
     as_json: bool,
 ) -> None:
     """Issue a regional intermediate CA (constraints travel in the certificate)."""
-    years = years or (5 if purpose == "code-signing" else 15)
-    from otaguard.pki.constraints import Constraints
-    from otaguard.pki.issue import build_intermediate, parse_subject
-    from otaguard.pki.store import write_ca_dir
+    from otaguard.pki.ca import issue_intermediate, utc_now
 
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    name = subject or f"CN={'/'.join(regions) or 'Global'} {_KIND[purpose]} CA"
-    constraints = Constraints(purpose, frozenset(regions) or None, frozenset(hardware_ids) or None)
-    now = _now()
-    cert = build_intermediate(
+    ca, issuer = _ca(ca_dir, ca_passphrase_env)
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = issue_intermediate(
+        ca,
         issuer,
-        signer.public_key,
-        parse_subject(name),
-        constraints,
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=365 * years),
+        Path(out_dir),
+        new,
+        subject=subject,
+        regions=regions,
+        hardware_ids=hardware_ids,
+        purpose=purpose,
+        years=years,
         path_length=path_length,
+        now=utc_now(),
     )
-    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), **storage)
-    report = _certificate("intermediate", cert, dir=out_dir)
+    report = _report("intermediate", cert, dir=out_dir)
     report["constraints"] = {
         "purpose": purpose,
         "regions": sorted(regions) or None,
@@ -240,25 +208,24 @@ def issue_signer(
     as_json: bool,
 ) -> None:
     """Issue a short-lived code-signing certificate."""
-    from otaguard.pki.issue import build_signer
-    from otaguard.pki.store import write_ca_dir
+    from otaguard.pki.ca import issue_signer, utc_now
 
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    now = _now()
-    cert = build_signer(
+    ca, issuer = _ca(ca_dir, ca_passphrase_env)
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = issue_signer(
+        ca,
         issuer,
-        signer.public_key,
-        name,
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=days),
+        Path(out_dir),
+        new,
+        name=name,
         regions=regions,
         hardware_ids=hardware_ids,
+        days=days,
+        now=utc_now(),
     )
-    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
     _emit(
         as_json,
-        _certificate("signer", cert, dir=out_dir, name=name),
+        _report("signer", cert, dir=out_dir, name=name),
         f"signer {name} (serial {cert.serial_number:X}, valid {days} days) in {out_dir}",
     )
 
@@ -284,23 +251,16 @@ def issue_device(
     as_json: bool,
 ) -> None:
     """Issue a device identity certificate from a device CA (--purpose device-identity)."""
-    from otaguard.pki.issue import build_device
-    from otaguard.pki.store import write_ca_dir
+    from otaguard.pki.ca import issue_device, utc_now
 
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    now = _now()
-    cert = build_device(
-        issuer,
-        signer.public_key,
-        device_id,
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=days),
+    ca, issuer = _ca(ca_dir, ca_passphrase_env)
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = issue_device(
+        ca, issuer, Path(out_dir), new, device_id=device_id, days=days, now=utc_now()
     )
-    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
     _emit(
         as_json,
-        _certificate("device", cert, dir=out_dir, device_id=device_id),
+        _report("device", cert, dir=out_dir, device_id=device_id),
         f"device certificate {device_id} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
@@ -313,14 +273,10 @@ def issue_device(
 @audit_log.audited(audit_log.revoked)
 def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
-    from otaguard.pki.issue import Revocation
-    from otaguard.pki.serial import parse_serial
-    from otaguard.pki.store import load_ca_dir, record_revocation
+    from otaguard.pki.ca import revoke, utc_now
 
-    number = parse_serial(serial)
-    ca = load_ca_dir(Path(ca_dir))
-    revocation = Revocation(number, _now(), reason)
-    record_revocation(ca, revocation)
+    revocation = revoke(Path(ca_dir), serial, reason, now=utc_now())
+    number = revocation.serial
     _emit(
         as_json,
         {
@@ -342,37 +298,21 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
 @audit_log.audited(audit_log.crl_issued)
 def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
-    from cryptography.hazmat.primitives.serialization import Encoding
+    from otaguard.pki.ca import utc_now, write_crl
 
-    from otaguard._atomic import check_output, write_atomic
-    from otaguard.pki.issue import build_crl
-    from otaguard.pki.store import next_crl_number, revocations
-
-    check_output(out, inputs=[ca_dir])  # before the CRL number is spent
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    now = _now()
-    revoked = revocations(ca)
-    number = next_crl_number(ca)
-    signed = build_crl(
-        issuer,
-        revoked,
-        this_update=now,
-        next_update=now + dt.timedelta(days=days),
-        number=number,
+    done = write_crl(
+        Path(ca_dir), passphrase_from_env(ca_passphrase_env), out, days=days, now=utc_now()
     )
-    write_atomic(out, signed.public_bytes(Encoding.PEM), inputs=[ca_dir])
-    _emit(
-        as_json,
-        {
-            "ca": ca_dir,
-            "out": out,
-            "revoked": [f"{r.serial:X}" for r in revoked],
-            "crl_number": number,
-            "this_update": now.isoformat(),
-            "next_update": (now + dt.timedelta(days=days)).isoformat(),
-        },
-        f"CRL with {len(revoked)} revoked certificate(s) written to {out}",
-    )
+    report = {
+        "ca": ca_dir,
+        "out": out,
+        "revoked": [f"{r.serial:X}" for r in done.revoked],
+        "crl_number": done.number,
+        "this_update": done.this_update.isoformat(),
+        "next_update": done.next_update.isoformat(),
+    }
+    line = f"CRL with {len(done.revoked)} revoked certificate(s) written to {out}"
+    _emit_beside(out, as_json, report, line)
 
 
 @pki.command("cross-sign")
@@ -393,21 +333,17 @@ def cross_sign_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int, as_json: bool
 ) -> None:
     """Certify a new root with the old one, for a root rotation."""
-    from otaguard._atomic import write_atomic
-    from otaguard.pki.issue import cross_sign
-    from otaguard.pki.store import load_ca_dir, pem
+    from otaguard.pki.ca import cross_sign_root, utc_now
 
-    _, issuer = _issuer(ca_dir, ca_passphrase_env)
-    new = load_ca_dir(Path(new_root))
-    now = _now()
-    cert = cross_sign(
-        issuer, new.cert, not_before=now - _SKEW, not_after=now + dt.timedelta(days=365 * years)
+    passphrase = passphrase_from_env(ca_passphrase_env)
+    cert, new = cross_sign_root(
+        Path(ca_dir), passphrase, Path(new_root), out, years=years, now=utc_now()
     )
-    write_atomic(out, pem([cert]), inputs=[ca_dir, new_root])
-    _emit(
+    _emit_beside(
+        out,
         as_json,
-        _certificate("cross-certificate", cert, out=out),
-        f"cross-certificate for {new.cert.subject.rfc4514_string()} written to {out}",
+        _report("cross-certificate", cert, out=out),
+        f"cross-certificate for {new.subject.rfc4514_string()} written to {out}",
     )
 
 
@@ -429,15 +365,13 @@ def rotation_message_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str, as_json: bool
 ) -> None:
     """The anchor rotation message devices accept (signed by the old root)."""
-    from otaguard._atomic import write_atomic
-    from otaguard.pki.anchor import make_rotation
-    from otaguard.pki.store import load_ca_dir
+    from otaguard.pki.ca import write_rotation
 
-    _, issuer = _issuer(ca_dir, ca_passphrase_env)
-    new = load_ca_dir(Path(new_root))
-    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch), inputs=[ca_dir, new_root])
-    subject = new.cert.subject.rfc4514_string()
-    _emit(
+    passphrase = passphrase_from_env(ca_passphrase_env)
+    new = write_rotation(Path(ca_dir), passphrase, Path(new_root), epoch, out)
+    subject = new.subject.rfc4514_string()
+    _emit_beside(
+        out,
         as_json,
         {"new_root": subject, "epoch": epoch, "out": out},
         f"rotation to {subject} at key epoch {epoch} written to {out}",
@@ -449,14 +383,15 @@ def rotation_message_cmd(
 @_json_option
 def drill(out_dir: str, as_json: bool) -> None:
     """Play the key-compromise incident end to end and check every step."""
+    from otaguard.pki.ca import utc_now
     from otaguard.pki.drill import drill_steps, run_drill
 
     if not as_json:
-        for line in run_drill(Path(out_dir), now=_now()):
+        for line in run_drill(Path(out_dir), now=utc_now()):
             click.echo(line)
         return
     steps = [
         {"step": step.number, "title": step.title, "results": [r.strip() for r in step.results]}
-        for step in drill_steps(Path(out_dir), now=_now())
+        for step in drill_steps(Path(out_dir), now=utc_now())
     ]
     _emit(True, {"out_dir": out_dir, "steps": steps, "complete": True}, "")

@@ -140,7 +140,7 @@ def add_target(
     max_size: int | None,
 ) -> None:
     """Verify IMAGE (otaguard envelope or MCUboot) and stage it as a target."""
-    from otaguard.cli.common import load_public_key_file
+    from otaguard.crypto.loader import load_public_key_file
     from otaguard.errors import UsageError
     from otaguard.repo.layout import check_target_path
     from otaguard.repo.repository import ImageRepository, locked

@@ -137,7 +137,7 @@ def _chain_report(chain: ValidatedChain | None) -> dict[str, Any]:
 
 def _prefetched() -> PrecomputedDigest | None:
     """The prefetch child's digest, which it gives only for the very file and range."""
-    from otaguard.cli import prefetch
+    from otaguard.image import prefetch
 
     job = prefetch.active()
     return job.digest_for if job is not None else None

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from helpers import cached_key, make_image
-from otaguard.cli import prefetch, verify_args
+from otaguard.cli import verify_args
+from otaguard.image import prefetch
 from otaguard.crypto.keys import KeyType, public_key_pem
 
 ENTRY = [sys.executable, "-c", "from otaguard.cli.entry import main; main()"]
