@@ -49,6 +49,14 @@ def input_path(path: str) -> str:
     return STDIN_PATH
 
 
+def open_input(path: str) -> BinaryIO:
+    """``path`` (stdin for ``-``) opened for reading; a failure is a one-line refusal."""
+    try:
+        return open(input_path(path), "rb")
+    except OSError as exc:
+        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 def _spool_stdin() -> None:
     import shutil
     import tempfile

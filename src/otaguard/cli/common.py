@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 # ``-`` as stdin and stdout is the library's rule (otaguard._stdio); the commands import it here.
 from otaguard._stdio import STDIO, input_path, output_file, to_stdout
-from otaguard.errors import KeyLoadError, UsageError
+from otaguard.errors import UsageError
 
 if TYPE_CHECKING:
     from otaguard._atomic import InputPath
-    from otaguard.crypto.keys import PrivateKey, PublicKey
 
 __all__ = ["STDIO", "input_path", "output_file", "to_stdout"]
 

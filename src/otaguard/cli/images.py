@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from otaguard._stdio import open_input
 from otaguard.cli import audit_log, verifying
 from otaguard.cli.common import (
     SIGN_INPUTS,
@@ -159,7 +160,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
         raise UsageError("INPUT and OUTPUT must be different files")
     chain = signer_chain(opts["cert_chain"], signers)
     with (
-        verifying.open_input(opts["input_path"]) as source,
+        open_input(opts["input_path"]) as source,
         output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
     ):
         meta = sign_stream(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
+from otaguard.errors import MalformedError, RejectedError, UsageError
 
 if TYPE_CHECKING:
     from otaguard.image.policy import ImagePolicy
@@ -49,13 +49,6 @@ def to_json(report: dict[str, Any]) -> str:
     import json  # only for --json
 
     return json.dumps(report, indent=2, sort_keys=True)
-
-
-def open_input(path: str) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _format(stream: BinaryIO, fmt: str) -> str:
@@ -148,11 +141,11 @@ def _prefetched() -> PrecomputedDigest | None:
 
 def verified_report(args: VerifyArgs, sink: BinaryIO | None = None) -> dict[str, Any]:
     """Verify ``args.image`` (its payload to ``sink`` if given); raises if refused."""
-    from otaguard.cli.common import input_path
+    from otaguard._stdio import open_input
     from otaguard.image.trust import TrustedKeys
 
     trusted = trust(args)
-    with open_input(input_path(args.image)) as stream:  # '-' is stdin
+    with open_input(args.image) as stream:  # '-' is stdin
         fmt = _format(stream, args.fmt)
         image_policy = policy(args, fmt)
         chain: ValidatedChain | None = None
@@ -207,10 +200,10 @@ def verify(args: VerifyArgs, echo: Echo) -> None:
 
 def inspect_report(image: str, fmt: str) -> dict[str, Any]:
     """What the image claims, NOT verified."""
-    from otaguard.cli.common import input_path
+    from otaguard._stdio import open_input
     from otaguard.image.describe import inspect_fields
 
-    with open_input(input_path(image)) as stream:  # '-' is stdin
+    with open_input(image) as stream:  # '-' is stdin
         fmt = _format(stream, fmt)
         report: dict[str, Any] = {"verified": False, "format": fmt}
         report.update(inspect_fields(stream, fmt))
