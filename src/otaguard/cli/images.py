@@ -247,7 +247,9 @@ def extract(out: str, **opts: Any) -> None:
 @click.argument("image", type=click.Path(dir_okay=False))
 def inspect(as_json: bool, fmt: str, image: str) -> None:
     """Show IMAGE's metadata WITHOUT verifying it."""
-    report = verifying.inspect_report(image, fmt)
+    from otaguard.image.describe import inspect_file
+
+    report = inspect_file(image, fmt)
     if as_json:
         click.echo(verifying.to_json(report))
         return
