@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from otaguard._files import read_bounded
+from otaguard._stdio import open_input
 from otaguard.crypto.loader import MAX_KEY_FILE
 from otaguard.errors import UsageError
 
@@ -154,58 +155,31 @@ def device() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def init(directory: Path, **opts: Any) -> None:
     """Manufacture a device in DIRECTORY: blank flash, anchors in OTP, counters at 0."""
-    from otaguard.device.geometry import preset
-    from otaguard.device.model import MAIN, Component, DeviceConfig
-    from otaguard.device.store import init_device, parse_anchor
-    from otaguard.errors import KeyLoadError
+    from otaguard.device.manufacture import components_of, geometry_of, manufacture
+    from otaguard.device.model import DeviceConfig
 
-    geometry = preset(opts["geometry"])
-    if opts["erased_value"]:
-        geometry = geometry.with_erased(int(opts["erased_value"], 16))
-    if opts["slot_size"]:
-        geometry = geometry.with_slot_size(opts["slot_size"])
-    components = [Component(MAIN, opts["hardware_id"])]
-    for spec in opts["components"]:
-        name, sep, hwid = spec.partition("=")
-        if not sep:
-            raise UsageError(f"--component {spec!r}: expected NAME=HWID")
-        components.append(Component(name, hwid))
-    anchors = []
-    for path in opts["trusted_keys"]:
-        try:
-            anchors.append(parse_anchor(read_bounded(path, MAX_KEY_FILE, "trusted key")))
-        except KeyLoadError as exc:
-            raise KeyLoadError(f"{path}: {exc}") from exc
+    erased = int(opts["erased_value"], 16) if opts["erased_value"] else None
+    geometry = geometry_of(opts["geometry"], erased_value=erased, slot_size=opts["slot_size"])
     config = DeviceConfig(
         geometry,
-        tuple(components),
+        components_of(opts["hardware_id"], opts["components"]),
         trial_tries=opts["trial_tries"],
         strict_counter=opts["strict_counter"],
         region=opts["region"],
     )
-    init_device(
+    done = manufacture(
         directory,
         config,
-        anchors,
+        opts["trusted_keys"],
         fuse_bits=opts["fuse_bits"],
         counter_backend=opts["counter_backend"],
     )
     _emit(
         opts,
-        {
-            "device": str(directory),
-            "geometry": geometry.to_json(),
-            "anchors": len(anchors),
-            "components": {c.name: c.hardware_id for c in components},
-            "counter_backend": opts["counter_backend"],
-            "fuse_bits": opts["fuse_bits"] if opts["counter_backend"] == "fuses" else None,
-            "trial_tries": config.trial_tries,
-            "strict_counter": config.strict_counter,
-            "region": config.region,
-        },
+        done.to_json(),
         f"device {directory}: {geometry.name} flash ({geometry.sector_size}-byte sectors, "
-        f"erased 0x{geometry.erased:02x}), {len(anchors)} anchor(s) in OTP, "
-        f"components {', '.join(c.name for c in components)}",
+        f"erased 0x{geometry.erased:02x}), {done.anchors} anchor(s) in OTP, "
+        f"components {', '.join(c.name for c in config.components)}",
     )
 
 
@@ -249,7 +223,7 @@ def install_cmd(
     running = load_running(directory)
     with _session(directory, opts, "install") as dev, contextlib.ExitStack() as stack:
         files = {
-            name: stack.enter_context(_open_image(path))
+            name: stack.enter_context(open_input(path))
             for name, path in _image_args(dev, images).items()
         }
         try:
@@ -279,15 +253,6 @@ def install_cmd(
             f"a trial with {result.tries} tries from the next boot "
             f"({result.flash_ops} flash operations)",
         )
-
-
-def _open_image(path: str) -> Any:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        from otaguard.errors import StorageError
-
-        raise StorageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
 @device.command("boot")
@@ -458,7 +423,7 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
     from otaguard.device.attack import flash_raw
     from otaguard.device.store import open_device
 
-    with open_device(directory) as dev, _open_image(image) as source:
+    with open_device(directory) as dev, open_input(image) as source:
         length = source.seek(0, 2)
         source.seek(0)
         flash_raw(dev, letter, component, source, length, point_boot_control=activate)
@@ -479,16 +444,10 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
 )
 def learn_crl_cmd(directory: Path, crl: str, issuer_chain: str | None) -> None:
     """Store a revocation list signed by a CA under the device's anchored roots."""
-    from otaguard.device.store import load_crls, open_device, save_crls
-    from otaguard.pki.crl_store import learn_crl
+    from otaguard.device.store import learn_crl_file
     from otaguard.pki.store import read_certs
 
     data = read_bounded(crl, MAX_KEY_FILE, "CRL")
     chain = read_certs(issuer_chain, "issuer chain") if issuer_chain else []
-    with open_device(directory) as dev:
-        roots = dev.trust.anchored_roots()
-        if not roots:
-            raise UsageError("this device anchors no root certificate: CRLs do not apply")
-        store = learn_crl(load_crls(directory), data, roots=roots, issuer_chain=chain)
-        save_crls(directory, store)
-    click.echo(f"CRL learned; the device now holds {len(store.crls)} revocation list(s)")
+    held = learn_crl_file(directory, data, chain)
+    click.echo(f"CRL learned; the device now holds {held} revocation list(s)")
