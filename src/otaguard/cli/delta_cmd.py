@@ -17,7 +17,7 @@ import json
 
 import click
 
-from otaguard.cli import audit_log
+from otaguard.cli import audit_log, params
 from otaguard.cli.common import ensure_distinct, passphrase_from_env, to_stdout
 from otaguard.errors import UsageError
 
@@ -59,7 +59,7 @@ def delta() -> None:
     help="Where a raw (non-ELF) firmware payload is loaded, e.g. 0x08000000: lets the "
     "delta predict its 32-bit pointers (guessed from them if not given).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@params.JSON
 @click.argument("old_path", metavar="OLD_IMAGE", type=_path)
 @click.argument("new_path", metavar="NEW_IMAGE", type=_path)
 @click.argument("out_path", metavar="OUT", type=_path)
@@ -118,7 +118,7 @@ def create_cmd(
     type=_path,
     help="Verify the delta's and the new image's signatures with this key (repeatable).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@params.JSON
 @click.argument("old_path", metavar="OLD_IMAGE", type=_path)
 @click.argument("delta_path", metavar="DELTA", type=_path)
 @click.argument("out_path", metavar="OUT", type=_path)

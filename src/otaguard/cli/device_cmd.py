@@ -21,6 +21,7 @@ import click
 
 from otaguard._files import read_bounded
 from otaguard._stdio import open_input
+from otaguard.cli import params
 from otaguard.crypto.loader import MAX_KEY_FILE
 from otaguard.errors import UsageError
 
@@ -52,7 +53,7 @@ def _fault_options(func: F) -> F:
             help="What the rest of a torn operation reads back as.",
         ),
         click.option("--tear-seed", type=int, default=0, show_default=True, hidden=True),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        params.JSON,
     ]
     for option in reversed(options):
         func = option(func)
@@ -152,7 +153,7 @@ def device() -> None:
     help="Install only images with a counter ABOVE the fuses (default: at least equal).",
 )
 @click.option("--region", default=None, help="The device's region (checked against chains).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@params.JSON
 def init(directory: Path, **opts: Any) -> None:
     """Manufacture a device in DIRECTORY: blank flash, anchors in OTP, counters at 0."""
     from otaguard.device.manufacture import components_of, geometry_of, manufacture

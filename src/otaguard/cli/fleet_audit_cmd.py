@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from otaguard.cli import params
+
 if TYPE_CHECKING:
     from otaguard.audit.note import VerifierKey
     from otaguard.crypto.keys import PublicKey
@@ -40,7 +42,6 @@ _TRUSTED = click.option(
     required=True,
     help="The server's audit key (DATA_DIR/audit.pub, or a verifier key NAME+ID+KEY).",
 )
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 def _keys(specs: tuple[str, ...]) -> list[PublicKey | VerifierKey]:
@@ -82,7 +83,7 @@ def audit() -> None:
     multiple=True,
     help="Check the checkpoint's signature before writing (the server's audit.pub).",
 )
-@_JSON
+@params.JSON
 @click.pass_context
 def export(ctx: click.Context, out: str, trusted: tuple[str, ...], as_json: bool) -> None:
     """Write the whole log as static tlog-tiles files (a new checkpoint first)."""
@@ -151,7 +152,7 @@ def export(ctx: click.Context, out: str, trusted: tuple[str, ...], as_json: bool
     help="An older checkpoint you hold: prove the log extends exactly it.",
 )
 @_TRUSTED
-@_JSON
+@params.JSON
 @click.pass_context
 def prove(
     ctx: click.Context,
@@ -255,7 +256,7 @@ def _checkpoint_json(head: Head) -> dict[str, Any]:
     help="json and csv carry each record's entry and inclusion proof.",
 )
 @_TRUSTED
-@_JSON
+@params.JSON
 @click.pass_context
 def vehicle(
     ctx: click.Context, device_id: str, fmt: str, trusted: tuple[str, ...], as_json: bool
@@ -316,7 +317,7 @@ def _vehicle_table(history: dict[str, Any]) -> None:
 @audit.command("release")
 @click.argument("target")
 @_TRUSTED
-@_JSON
+@params.JSON
 @click.pass_context
 def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: bool) -> None:
     """An update's record: signatures, compatibility, decisions, refusals, outcomes."""
@@ -364,7 +365,7 @@ def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: 
     help="The local log's audit key: public key file, verifier key, private key or pkcs11: URI.",
 )
 @click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted private key.")
-@_JSON
+@params.JSON
 @click.pass_context
 def submit(
     ctx: click.Context, log: str, key_spec: str, passphrase_env: str | None, as_json: bool

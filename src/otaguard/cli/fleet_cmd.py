@@ -16,11 +16,9 @@ from typing import Any
 
 import click
 
+from otaguard.cli import params
+
 MAX_TOKEN_FILE = 4096
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
 
 
 @click.group("fleet")
@@ -88,7 +86,7 @@ def token() -> None:
     type=click.Choice(["admin", "release-manager", "operator", "auditor"]),
 )
 @click.option("--name", required=True, help="Who the token is for.")
-@_json_option
+@params.JSON
 @click.pass_context
 def token_create(ctx: click.Context, role: str, name: str, as_json: bool) -> None:
     """Create a token; it is printed this once (store it in a file, mode 0600)."""
@@ -124,7 +122,7 @@ def _tags(items: Sequence[str]) -> dict[str, str]:
 @click.option("--region", required=True)
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE")
 @click.option("--name", help="Group name (default: HARDWARE_ID-REGION).")
-@_json_option
+@params.JSON
 @click.pass_context
 def enroll(
     ctx: click.Context,
@@ -168,7 +166,7 @@ def release() -> None:
 
 @release.command("publish")
 @click.option("--repo", "repo_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@_json_option
+@params.JSON
 @click.pass_context
 def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
     """Upload the repository's roots, signed roles and images; the server checks and publishes."""
@@ -204,7 +202,7 @@ def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
 @click.argument("target")
 @click.option("--device", "devices", multiple=True, help="Device id (repeatable).")
 @click.option("--group", help="Every device of this enrolment group.")
-@_json_option
+@params.JSON
 @click.pass_context
 def deploy(
     ctx: click.Context, target: str, devices: tuple[str, ...], group: str | None, as_json: bool
@@ -232,7 +230,7 @@ def deploy(
 
 
 @fleet.command("devices")
-@_json_option
+@params.JSON
 @click.pass_context
 def devices_cmd(ctx: click.Context, as_json: bool) -> None:
     """Every enrolled device."""
@@ -262,7 +260,7 @@ def _when(stamp: int | None) -> str:
 
 @fleet.command("device", context_settings={"ignore_unknown_options": False})
 @click.argument("args", nargs=-1, required=True, metavar="ID | revoke ID")
-@_json_option
+@params.JSON
 @click.pass_context
 def device_cmd(ctx: click.Context, args: tuple[str, ...], as_json: bool) -> None:
     """Show a device (software per ECU, last check-in, history), or revoke it."""

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from otaguard.cli import audit_log
+from otaguard.cli import audit_log, params
 from otaguard.cli.common import passphrase_from_env, to_stdout
 from otaguard.crypto.keys import KeyType
 from otaguard.pki.issue import REVOCATION_REASONS
@@ -46,9 +46,6 @@ def _key_options(default_algorithm: str) -> Callable[[F], F]:
     return decorate
 
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-
-
 def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else line)
 
@@ -77,7 +74,7 @@ def pki() -> None:
 
 
 @pki.command("init-root")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--subject", required=True, help='RFC 4514 name, e.g. "CN=Acme Root CA,O=Acme".')
 @_key_options("ecdsa-p384")
 @click.option("--years", default=20, show_default=True, type=click.IntRange(1, 50))
@@ -87,7 +84,7 @@ def pki() -> None:
     type=click.IntRange(0, 5),
     help="Limit the CA levels below the root (default: unlimited).",
 )
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("root"))
 def init_root(
     out_dir: str,
@@ -114,9 +111,9 @@ def init_root(
 
 
 @pki.command("issue-intermediate")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the issuing CA's key.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--subject", default=None, help="Default: CN=<regions> Intermediate CA.")
 @click.option("--region", "regions", multiple=True, help="Region it may sign for (repeatable).")
 @click.option("--hardware-id", "hardware_ids", multiple=True, help="Hardware id it may sign for.")
@@ -134,7 +131,7 @@ def init_root(
     help="Validity (default: 5 for code signing, 15 for a device CA).",
 )
 @click.option("--path-length", default=0, show_default=True, type=click.IntRange(0, 5))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("intermediate"))
 def issue_intermediate(
     ca_dir: str,
@@ -184,15 +181,15 @@ def issue_intermediate(
 
 
 @pki.command("issue-signer")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the issuing CA's key.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--name", required=True, help="Signer name, e.g. release-2026q4.")
 @click.option("--region", "regions", multiple=True, help="Narrow the regions (repeatable).")
 @click.option("--hardware-id", "hardware_ids", multiple=True, help="Narrow the hardware ids.")
 @_key_options("ed25519")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 825))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("signer"))
 def issue_signer(
     ca_dir: str,
@@ -231,13 +228,13 @@ def issue_signer(
 
 
 @pki.command("issue-device")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the device CA's key.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--device-id", required=True, help="Device identity, e.g. the VIN.")
 @_key_options("ecdsa-p256")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 10950))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("device"))
 def issue_device(
     ca_dir: str,
@@ -266,10 +263,10 @@ def issue_device(
 
 
 @pki.command("revoke")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.argument("serial")
 @click.option("--reason", required=True, type=click.Choice(list(REVOCATION_REASONS)))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.revoked)
 def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
@@ -290,11 +287,11 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
 
 
 @pki.command("crl")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the CA's key.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 400))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.crl_issued)
 def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
@@ -327,7 +324,7 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
 @click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--years", default=5, show_default=True, type=click.IntRange(1, 20))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.cross_signed)
 def cross_sign_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int, as_json: bool
@@ -359,7 +356,7 @@ def cross_sign_cmd(
 @click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--epoch", required=True, type=click.IntRange(2, 2**32 - 1), help="New key epoch.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.rotation_made)
 def rotation_message_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str, as_json: bool
@@ -379,8 +376,8 @@ def rotation_message_cmd(
 
 
 @pki.command("drill")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
-@_json_option
+@params.OUT_DIR
+@params.JSON
 def drill(out_dir: str, as_json: bool) -> None:
     """Play the key-compromise incident end to end and check every step."""
     from otaguard.pki.ca import utc_now

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from otaguard.cli import audit_log
+from otaguard.cli import audit_log, params
 from otaguard.cli.common import passphrase_from_env
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 _PASSPHRASE = click.option(
     "--passphrase-env", metavar="VAR", help="Passphrase of encrypted private key files."
 )
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 @click.group()
@@ -191,7 +190,7 @@ def sign(
 
 @repo.command("status")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@_JSON
+@params.JSON
 def status(directory: str, as_json: bool) -> None:
     """Show published versions and what each staged role still needs."""
     from otaguard.repo.bootstrap import status_report
@@ -214,7 +213,7 @@ def status(directory: str, as_json: bool) -> None:
 @click.option("--snapshot-key", help="Online snapshot key (default: the configured one).")
 @click.option("--timestamp-key", help="Online timestamp key (default: the configured one).")
 @_PASSPHRASE
-@_JSON
+@params.JSON
 @audit_log.audited(audit_log.repo_published)
 def publish(
     directory: str,
