@@ -11,8 +11,8 @@ import pytest
 
 from helpers import cached_key, make_image
 from otaguard.cli import verify_args
-from otaguard.image import prefetch
 from otaguard.crypto.keys import KeyType, public_key_pem
+from otaguard.image import prefetch
 
 ENTRY = [sys.executable, "-c", "from otaguard.cli.entry import main; main()"]
 BIG = prefetch.MIN_PAYLOAD + 12345

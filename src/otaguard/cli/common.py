@@ -40,8 +40,20 @@ def passphrase_from_env(var: str | None) -> bytes | None:
     return value.encode()
 
 
-def ensure_distinct(paths: list[str]) -> None:
-    resolved = [os.path.realpath(p) for p in paths]
+def one_stdout(as_json: bool, out: str, flag: str) -> bool:
+    """Whether ``out`` is stdout; refused with ``--json``, which wants stdout too."""
+    if as_json and to_stdout(out):
+        raise UsageError(f"--json and {flag} both want stdout: give one")
+    return to_stdout(out)
+
+
+def ensure_distinct(paths: list[str], output: str | None = None) -> None:
+    """Refuse a file given twice, among the inputs or as an input and the ``output``.
+
+    ``-`` as the output is stdout, which no input can be (an input ``-`` is stdin).
+    """
+    named = [*paths, *([output] if output is not None and not to_stdout(output) else [])]
+    resolved = [os.path.realpath(p) for p in named]
     if len(set(resolved)) != len(resolved):
         raise UsageError("the same file was given twice")
 

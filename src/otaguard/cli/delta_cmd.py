@@ -18,7 +18,7 @@ import json
 import click
 
 from otaguard.cli import audit_log, params
-from otaguard.cli.common import ensure_distinct, passphrase_from_env, to_stdout
+from otaguard.cli.common import ensure_distinct, one_stdout, passphrase_from_env
 from otaguard.errors import UsageError
 
 _path = click.Path(dir_okay=False, allow_dash=True)
@@ -81,7 +81,8 @@ def create_cmd(
     from otaguard.delta.engine import FULL_FALLBACK_RATIO
     from otaguard.delta.files import create_file
 
-    ensure_distinct([old_path, new_path, out_path])
+    err = one_stdout(as_json, out_path, "OUT '-'")  # the delta on stdout: messages to stderr
+    ensure_distinct([old_path, new_path], out_path)
     ensure_distinct(list(keys))
     signers = [load_signer(k, passphrase_from_env(passphrase_env)) for k in keys]
     ensure_distinct_keys(key_id_bytes(s.public_key) for s in signers)
@@ -90,9 +91,8 @@ def create_cmd(
     done = create_file(
         old_path, new_path, out_path, signers, chunk_size=size, load_address=address, inputs=keys
     )
-    err = to_stdout(out_path)  # the delta itself went to stdout: messages to stderr
     if as_json:
-        click.echo(json.dumps(done.to_json(), indent=2, sort_keys=True), err=err)
+        click.echo(json.dumps(done.to_json(), indent=2, sort_keys=True))
         return
     stats = done.stats
     if stats.full_fallback:
@@ -129,12 +129,12 @@ def apply_cmd(
     from otaguard.cli.options import trusted_keys as load_trusted_keys
     from otaguard.delta.files import applied_report, apply_file
 
-    ensure_distinct([old_path, delta_path, out_path])
+    err = one_stdout(as_json, out_path, "OUT '-'")  # the image on stdout: messages to stderr
+    ensure_distinct([old_path, delta_path], out_path)
     trusted = load_trusted_keys(trusted_keys) if trusted_keys else None
     opened = apply_file(old_path, delta_path, out_path, trusted, inputs=trusted_keys)
-    err = to_stdout(out_path)  # the image itself went to stdout: messages to stderr
     if as_json:
-        click.echo(json.dumps(applied_report(opened, out_path), indent=2, sort_keys=True), err=err)
+        click.echo(json.dumps(applied_report(opened, out_path), indent=2, sort_keys=True))
         return
     note = "" if opened.authenticated else " (signatures not checked: verify OUT)"
     click.echo(

@@ -22,6 +22,7 @@ from otaguard.cli.common import (
     ensure_distinct,
     input_path,
     inputs_of,
+    one_stdout,
     output_file,
     passphrase_from_env,
     to_stdout,
@@ -230,8 +231,7 @@ def verify(**opts: Any) -> None:
 def extract(out: str, **opts: Any) -> None:
     """Write IMAGE's payload to OUT, only after full verification (atomic; '-': stdin/stdout)."""
     args = verifying.VerifyArgs(**opts)
-    if args.as_json and to_stdout(out):
-        raise UsageError("--json and OUT '-' both want stdout: give one")
+    one_stdout(args.as_json, out, "OUT '-'")
     with output_file(out, inputs=inputs_of(opts, *VERIFY_INPUTS)) as sink:
         report = verifying.verified_report(args, sink)
     if args.as_json:

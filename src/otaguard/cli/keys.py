@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from otaguard.cli import audit_log
-from otaguard.cli.common import STDIO, passphrase_from_env, to_stdout
+from otaguard.cli.common import STDIO, one_stdout, passphrase_from_env
 from otaguard.crypto.keys import KeyType
 from otaguard.crypto.loader import load_private_key_file, read_key_file
 from otaguard.errors import UsageError
@@ -96,9 +96,7 @@ def public(
     from otaguard._atomic import check_output, write_atomic
     from otaguard.crypto.keys import describe_key, key_id, public_key_pem
 
-    stdout = out is not None and to_stdout(out)
-    if stdout and as_json:
-        raise UsageError("--json and --out - both want stdout: give one")
+    stdout = out is not None and one_stdout(as_json, out, "--out -")
     if out is not None and not stdout:
         check_output(out, inputs=[key_file], overwrite=force)
     pub = _public_key_of(key_file, passphrase_env)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from otaguard.cli import audit_log, params
-from otaguard.cli.common import passphrase_from_env, to_stdout
+from otaguard.cli.common import one_stdout, passphrase_from_env, to_stdout
 from otaguard.crypto.keys import KeyType
 from otaguard.pki.issue import REVOCATION_REASONS
 
@@ -51,7 +51,7 @@ def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
 
 
 def _emit_beside(out: str, as_json: bool, report: dict[str, Any], line: str) -> None:
-    """As :func:`_emit`, on stderr when the output itself went to stdout (``--out -``)."""
+    """As :func:`_emit`; the line on stderr when the output itself went to stdout."""
     text = json.dumps(report, indent=2, sort_keys=True) if as_json else line
     click.echo(text, err=to_stdout(out))
 
@@ -295,6 +295,7 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
 @audit_log.audited(audit_log.crl_issued)
 def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
+    one_stdout(as_json, out, "--out -")
     from otaguard.pki.ca import utc_now, write_crl
 
     done = write_crl(
@@ -330,6 +331,7 @@ def cross_sign_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int, as_json: bool
 ) -> None:
     """Certify a new root with the old one, for a root rotation."""
+    one_stdout(as_json, out, "--out -")
     from otaguard.pki.ca import cross_sign_root, utc_now
 
     passphrase = passphrase_from_env(ca_passphrase_env)
@@ -362,6 +364,7 @@ def rotation_message_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str, as_json: bool
 ) -> None:
     """The anchor rotation message devices accept (signed by the old root)."""
+    one_stdout(as_json, out, "--out -")
     from otaguard.pki.ca import write_rotation
 
     passphrase = passphrase_from_env(ca_passphrase_env)

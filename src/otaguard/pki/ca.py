@@ -271,7 +271,6 @@ def write_rotation(
 
     _, issuer = open_ca(ca_dir, passphrase)
     new = load_ca_dir(new_root)
-    write_output(
-        out, make_rotation(issuer.signer, new.cert, epoch), inputs=[str(ca_dir), str(new_root)]
-    )
+    message = make_rotation(issuer.signer, new.cert, epoch)
+    write_output(out, message, inputs=[str(ca_dir), str(new_root)], binary=True)
     return new.cert
