@@ -30,17 +30,15 @@ from otaguard.pki.store import load_ca_dir, read_crl
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 
 
+def _root(path: Path, subject: str) -> Path:
+    key = new_key(None, KeyType.ECDSA_P256, None)
+    init_root(path, subject, key, years=20, path_length=None, now=NOW)
+    return path
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    init_root(
-        tmp_path / "root",
-        "CN=Test Root",
-        new_key(None, KeyType.ECDSA_P256, None),
-        years=20,
-        path_length=None,
-        now=NOW,
-    )
-    return tmp_path / "root"
+    return _root(tmp_path / "root", "CN=Test Root")
 
 
 def test_a_hierarchy_with_validity_from_the_given_clock(root: Path, tmp_path: Path) -> None:
@@ -128,14 +126,7 @@ def test_crl_numbers_only_grow_and_an_input_is_never_replaced(root: Path, tmp_pa
 
 
 def test_cross_sign_and_rotation_write_their_outputs(root: Path, tmp_path: Path) -> None:
-    init_root(
-        tmp_path / "new",
-        "CN=New Root",
-        new_key(None, KeyType.ECDSA_P256, None),
-        years=20,
-        path_length=None,
-        now=NOW,
-    )
+    _root(tmp_path / "new", "CN=New Root")
     cert, new = cross_sign_root(
         root, None, tmp_path / "new", str(tmp_path / "x.pem"), years=5, now=NOW
     )

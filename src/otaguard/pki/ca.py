@@ -64,6 +64,16 @@ def new_key(spec: str | None, algorithm: KeyType, passphrase: bytes | None) -> N
     return NewKey(signer, {"key_pem": read_key_file(spec)})
 
 
+def _valid_for(now: dt.datetime, days: int) -> dict[str, dt.datetime]:
+    """The validity window of a certificate made at ``now`` for ``days``."""
+    return {"not_before": now - SKEW, "not_after": now + dt.timedelta(days=days)}
+
+
+def _store_leaf(ca: CaDir, out_dir: Path, cert: x509.Certificate, key: NewKey) -> None:
+    """A signer or device directory: its certificate, the CA's chain (no root), its key."""
+    write_ca_dir(out_dir, cert, ca.chain_of(cert), is_ca=False, **key.storage)
+
+
 def open_ca(ca_dir: Path, passphrase: bytes | None) -> tuple[CaDir, Issuer]:
     """A CA directory and its issuer (the key loaded)."""
     ca = load_ca_dir(ca_dir)
@@ -98,8 +108,7 @@ def init_root(
     cert = build_root(
         key.signer,
         parse_subject(subject),
-        not_before=now - SKEW,
-        not_after=now + dt.timedelta(days=365 * years),
+        **_valid_for(now, 365 * years),
         path_length=path_length,
     )
     write_ca_dir(out_dir, cert, [cert], **key.storage)
@@ -136,8 +145,7 @@ def issue_intermediate(
         key.signer.public_key,
         parse_subject(intermediate_name(subject, regions, purpose)),
         constraints,
-        not_before=now - SKEW,
-        not_after=now + dt.timedelta(days=365 * years),
+        **_valid_for(now, 365 * years),
         path_length=path_length,
     )
     write_ca_dir(out_dir, cert, ca.chain_of(cert), **key.storage)
@@ -163,12 +171,11 @@ def issue_signer(
         issuer,
         key.signer.public_key,
         name,
-        not_before=now - SKEW,
-        not_after=now + dt.timedelta(days=days),
+        **_valid_for(now, days),
         regions=tuple(regions),
         hardware_ids=tuple(hardware_ids),
     )
-    write_ca_dir(out_dir, cert, ca.chain_of(cert), is_ca=False, **key.storage)
+    _store_leaf(ca, out_dir, cert, key)
     return cert
 
 
@@ -189,10 +196,9 @@ def issue_device(
         issuer,
         key.signer.public_key,
         device_id,
-        not_before=now - SKEW,
-        not_after=now + dt.timedelta(days=days),
+        **_valid_for(now, days),
     )
-    write_ca_dir(out_dir, cert, ca.chain_of(cert), is_ca=False, **key.storage)
+    _store_leaf(ca, out_dir, cert, key)
     return cert
 
 
@@ -255,9 +261,7 @@ def cross_sign_root(
 
     _, issuer = open_ca(ca_dir, passphrase)
     new = load_ca_dir(new_root)
-    cert = cross_sign(
-        issuer, new.cert, not_before=now - SKEW, not_after=now + dt.timedelta(days=365 * years)
-    )
+    cert = cross_sign(issuer, new.cert, **_valid_for(now, 365 * years))
     write_output(out, pem([cert]), inputs=[str(ca_dir), str(new_root)])
     return cert, new.cert
 
