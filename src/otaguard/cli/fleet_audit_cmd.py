@@ -277,39 +277,18 @@ def submit(
     ctx: click.Context, log: str, key_spec: str, passphrase_env: str | None, as_json: bool
 ) -> None:
     """Send a local (ceremony) log's entries to the server's log, verified first here."""
-    from otaguard.audit.note import VerifierKey
-    from otaguard.audit.tiles import (
-        CHECKPOINT,
-        DirectoryReader,
-        entries_path,
-        parse_bundle,
-        tile_width,
-    )
-    from otaguard.audit.verify import verify_log
+    from otaguard.audit.local import read_for_submission
     from otaguard.cli.audit_cmd import _public_key, _trusted_key
     from otaguard.crypto.loader import read_key_file
     from otaguard.crypto.pkcs11 import is_pkcs11_uri
-    from otaguard.errors import UsageError
 
     private = is_pkcs11_uri(key_spec) or (
         os.path.isfile(key_spec) and b"PRIVATE KEY" in read_key_file(key_spec)
     )
     key = _public_key(key_spec, passphrase_env) if private else _trusted_key(key_spec)
-    read = DirectoryReader(log)
-    checked = verify_log(read, [key])  # everything: signature, entries, tiles, root
-    size = checked.checkpoint.size
-    if size > 50_000:
-        raise UsageError(f"{log} holds {size} entries: at most 50,000 per submission")
-    entries: list[bytes] = []
-    for bundle in range(-(-size // 256)):
-        entries += parse_bundle(read(entries_path(bundle, tile_width(size, 0, bundle))))
-    vkey = (
-        key
-        if isinstance(key, VerifierKey)
-        else VerifierKey.for_public_key(checked.checkpoint.origin, key)
-    )
+    local = read_for_submission(log, key)
     with _session(ctx) as api:
-        done = api.submit(read(CHECKPOINT), vkey.encode(), entries)
+        done = api.submit(local.note, local.key.encode(), local.entries)
     line = (
         f"{done['recorded']} new entries of {done['origin']} recorded (from index "
         f"{done['first_index']}); {done['already']} were recorded before"

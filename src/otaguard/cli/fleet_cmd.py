@@ -170,18 +170,10 @@ def release() -> None:
 @click.pass_context
 def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
     """Upload the repository's roots, signed roles and images; the server checks and publishes."""
-    from otaguard.server.release_upload import collect, mark_published
+    from otaguard.server.release_upload import publish_release
 
-    local = collect(Path(repo_dir))
-    uploaded = []
     with _client(ctx) as client:
-        for sha256, (path, length) in sorted(local.images.items()):
-            if client.has_artifact(sha256) != length:
-                client.upload_artifact(sha256, path)
-                uploaded.append(sha256)
-        result = client.upload_release([local.roots[v] for v in sorted(local.roots)], local.roles)
-        mark_published(Path(repo_dir), local, client.repo_file)
-    result["images_uploaded"] = len(uploaded)
+        result = publish_release(client, Path(repo_dir))
     if as_json:
         _print(result, True)
         return
@@ -189,7 +181,7 @@ def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
     click.echo(
         f"published ({roles}); root v{result['root_version']}, snapshot "
         f"v{result['snapshot_version']}, timestamp v{result['timestamp_version']}; "
-        f"{len(uploaded)} image(s) uploaded"
+        f"{result['images_uploaded']} image(s) uploaded"
     )
     for name in result["targets"]:
         click.echo(f"  new target {name}")
