@@ -98,15 +98,6 @@ def _emit(opts: dict[str, Any], report: dict[str, Any], line: str) -> None:
         click.echo(line)
 
 
-def _image_json(image: Any) -> dict[str, Any]:
-    meta = image.metadata
-    return {
-        "version": meta.version,
-        "security_counter": meta.security_counter,
-        "image_id": image.image_id,
-    }
-
-
 @click.group()
 def device() -> None:
     """Simulate a device: flash, OTP fuses, A/B bootloader, power loss."""
@@ -235,15 +226,7 @@ def install_cmd(
         replaced = ", ".join(f"{n} {v or '(did not verify)'}" for n, v in result.replaced)
         _emit(
             opts,
-            {
-                "power_cut": False,
-                "slot": result.slot,
-                "tries": result.tries,
-                "flash_ops": result.flash_ops,
-                "components": {i.component: _image_json(i) for i in result.images},
-                "replaced_staged": dict(result.replaced) or None,
-                **_image_json(main),
-            },
+            result.to_json(),
             (
                 f"replaced the unconfirmed update in slot {result.slot} ({replaced})\n"
                 if replaced
@@ -271,20 +254,6 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
         result = boot(dev)
         save_running(directory, running_of(result))
         main = result.main
-        report: dict[str, Any] = {
-            "power_cut": False,
-            "state": result.state,
-            "slot": result.slot,
-            "version": main.metadata.version if main else None,
-            "security_counter": main.metadata.security_counter if main else None,
-            "tries_left": result.tries_left,
-            "rejected": [
-                {"slot": s, "check": check, "reason": why} for s, check, why in result.rejected
-            ],
-            "rebuilt_metadata": result.rebuilt,
-            "flash_ops": result.flash_ops,
-            "components": {i.component: _image_json(i) for i in result.images},
-        }
         lines = [f"slot {s}: refused ({check}): {why}" for s, check, why in result.rejected]
         if result.rebuilt:
             lines.insert(0, "both boot-control copies were invalid: rebuilt from the slots")
@@ -299,7 +268,7 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
                 f"{main.metadata.security_counter} ({how})"
             )
         if opts["as_json"]:
-            click.echo(json.dumps(report, indent=2, sort_keys=True))
+            click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
         elif lines:
             click.echo("\n".join(lines))
         if result.state == "recovery":
@@ -312,6 +281,7 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
 def confirm_cmd(directory: Path, **opts: Any) -> None:
     """The running firmware is healthy: make its slot permanent and raise the fuses."""
     from otaguard.device.install import confirm
+    from otaguard.device.status import counter_status
     from otaguard.device.store import load_running, save_running
 
     running = load_running(directory)
@@ -319,10 +289,8 @@ def confirm_cmd(directory: Path, **opts: Any) -> None:
         result = confirm(dev, running)
         if running is not None:
             save_running(directory, dataclasses.replace(running, trial=False))
-        counters = dev.otp.counters
         fuses = {
-            name: {"counter": counters.value(name), "left": _left(counters, name)}
-            for name in dev.config.names
+            name: {"counter": c.counter, "left": c.left} for name, c in counter_status(dev).items()
         }
         main = result.images[0].metadata
         _emit(
@@ -339,10 +307,6 @@ def confirm_cmd(directory: Path, **opts: Any) -> None:
             f"{'already ' if result.already_confirmed else ''}permanent; security counter fuses "
             + ", ".join(f"{n}={f['counter']} ({f['left']} left)" for n, f in fuses.items()),
         )
-
-
-def _left(counters: Any, name: str) -> int:
-    return int(counters.capacity(name) - counters.value(name))
 
 
 @device.command("reject")
