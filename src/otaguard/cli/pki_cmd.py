@@ -23,29 +23,6 @@ def _new_key(key: str | None, algorithm: str, passphrase_env: str | None) -> Any
     return new_key(key, KeyType(algorithm), passphrase_from_env(passphrase_env))
 
 
-def _key_options(default_algorithm: str) -> Callable[[F], F]:
-    def decorate(func: F) -> F:
-        func = click.option(
-            "--passphrase-env", metavar="VAR", help="Passphrase for the new key (or of --key)."
-        )(func)
-        func = click.option(
-            "--algorithm",
-            type=click.Choice([k.value for k in KeyType]),
-            default=default_algorithm,
-            show_default=True,
-            help="Algorithm of the key generated when --key is not given.",
-        )(func)
-        func = click.option(
-            "--key",
-            "key",
-            default=None,
-            help="Existing key file or PKCS#11 URI (else a new key is made).",
-        )(func)
-        return func
-
-    return decorate
-
-
 def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
     click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else line)
 
@@ -76,7 +53,7 @@ def pki() -> None:
 @pki.command("init-root")
 @params.OUT_DIR
 @click.option("--subject", required=True, help='RFC 4514 name, e.g. "CN=Acme Root CA,O=Acme".')
-@_key_options("ecdsa-p384")
+@params.new_key_options("ecdsa-p384")
 @click.option("--years", default=20, show_default=True, type=click.IntRange(1, 50))
 @click.option(
     "--path-length",
@@ -123,7 +100,7 @@ def init_root(
     default="code-signing",
     show_default=True,
 )
-@_key_options("ecdsa-p384")
+@params.new_key_options("ecdsa-p384")
 @click.option(
     "--years",
     default=None,
@@ -187,7 +164,7 @@ def issue_intermediate(
 @click.option("--name", required=True, help="Signer name, e.g. release-2026q4.")
 @click.option("--region", "regions", multiple=True, help="Narrow the regions (repeatable).")
 @click.option("--hardware-id", "hardware_ids", multiple=True, help="Narrow the hardware ids.")
-@_key_options("ed25519")
+@params.new_key_options("ed25519")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 825))
 @params.JSON
 @audit_log.audited(audit_log.certificate_issued("signer"))
@@ -232,7 +209,7 @@ def issue_signer(
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the device CA's key.")
 @params.OUT_DIR
 @click.option("--device-id", required=True, help="Device identity, e.g. the VIN.")
-@_key_options("ecdsa-p256")
+@params.new_key_options("ecdsa-p256")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 10950))
 @params.JSON
 @audit_log.audited(audit_log.certificate_issued("device"))
