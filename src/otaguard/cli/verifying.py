@@ -93,12 +93,19 @@ def _prefetched() -> PrecomputedDigest | None:
 
 def verified_report(args: VerifyArgs, sink: BinaryIO | None = None) -> dict[str, Any]:
     """Verify ``args.image`` (its payload to ``sink`` if given); raises if refused."""
-    from otaguard.pki.verify_file import verify_file
+    from otaguard.image.trust import TrustedKeys
+    from otaguard.image.verify_file import key_verifier, verify_file
 
+    trusted = trust(args)
+    if isinstance(trusted, TrustedKeys):
+        verifier = key_verifier(trusted, args.threshold)
+    else:
+        from otaguard.pki.verify_file import root_verifier
+
+        verifier = root_verifier(trusted)
     return verify_file(
         args.image,  # '-' is stdin
-        trust(args),
-        threshold=args.threshold,
+        verifier,
         fmt=args.fmt,
         hardware_id=args.hardware_id,
         min_security_counter=args.min_security_counter,

@@ -1,13 +1,8 @@
-"""Verifying an image file against either kind of trust: bare keys, or roots with CRLs.
+"""Verifying an image file against trusted roots (with CRLs and a region).
 
-Why here: ``otaguard verify`` and ``extract`` (and any other caller: the agent's
-tooling, a release gate) take an image file and either trusted keys or trusted
-roots; which verifier runs, how the format is found, what the policy is checked
-against and what the report says are one decision, made once. The image layer
-cannot make it (roots are the PKI's); this module sits just above it.
-
-Imports are lazy: ``otaguard verify`` with bare keys runs through here on its fast
-path and must not load X.509 code it does not use.
+The file handling, the policy options and the report are ``otaguard.image.verify_file``'s;
+this module supplies the verifier that needs the PKI (a validated certificate chain,
+reported as ``certificate_chain``) and reads roots and CRLs from files.
 """
 
 from __future__ import annotations
@@ -15,9 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
-    from otaguard.image.trust import PrecomputedDigest, TrustedKeys
+    from otaguard.image.any_format import VerifiedAny
+    from otaguard.image.policy import ImagePolicy
+    from otaguard.image.trust import PrecomputedDigest
+    from otaguard.image.verify_file import Verifier
     from otaguard.pki.image_trust import TrustedRoots
-    from otaguard.pki.validate import ValidatedChain
 
 
 def trusted_roots_from_files(
@@ -31,65 +28,21 @@ def trusted_roots_from_files(
     return TrustedRoots(certs, tuple(read_crl(path) for path in crls), region)
 
 
-def verify_file(
-    path: str,
-    trusted: TrustedKeys | TrustedRoots,
-    *,
-    threshold: int = 1,
-    fmt: str = "auto",
-    hardware_id: str | None = None,
-    min_security_counter: int | None = None,
-    min_version: str | None = None,
-    sink: BinaryIO | None = None,
-    unsafe_precomputed_digest: PrecomputedDigest | None = None,
-) -> dict[str, Any]:
-    """Verify the image at ``path`` (stdin for ``-``); its report, or the refusal raised.
+def root_verifier(trusted: TrustedRoots) -> Verifier:
+    """Verification whose signer is certified by one of ``trusted``'s roots."""
 
-    ``sink`` receives the payload as it is hashed (trustworthy only if this returns);
-    ``unsafe_precomputed_digest`` is UNSAFE unless proved (see
-    :data:`~otaguard.image.trust.PrecomputedDigest`).
-    """
-    from otaguard._stdio import open_input
-    from otaguard.image.any_format import format_of
-    from otaguard.image.policy import policy_for
-    from otaguard.image.trust import TrustedKeys
+    def verify(
+        stream: BinaryIO,
+        fmt: str,
+        policy: ImagePolicy,
+        sink: BinaryIO | None,
+        digest: PrecomputedDigest | None,
+    ) -> tuple[VerifiedAny, dict[str, Any]]:
+        from otaguard.pki.image_trust import verify_any_with_roots
 
-    chain: ValidatedChain | None = None
-    with open_input(path) as stream:
-        fmt = format_of(stream, fmt)
-        policy = policy_for(
-            fmt,
-            hardware_id=hardware_id,
-            min_security_counter=min_security_counter,
-            min_version=min_version,
+        result, chain = verify_any_with_roots(
+            stream, trusted, policy=policy, fmt=fmt, sink=sink, unsafe_precomputed_digest=digest
         )
-        if isinstance(trusted, TrustedKeys):
-            from otaguard.image.any_format import verify_any
+        return result, {"certificate_chain": [c.subject.rfc4514_string() for c in chain.path]}
 
-            result = verify_any(
-                stream,
-                trusted,
-                threshold=threshold,
-                policy=policy,
-                fmt=fmt,
-                sink=sink,
-                unsafe_precomputed_digest=unsafe_precomputed_digest,
-            )
-        else:
-            from otaguard.pki.image_trust import verify_any_with_roots
-
-            result, chain = verify_any_with_roots(
-                stream,
-                trusted,
-                policy=policy,
-                fmt=fmt,
-                sink=sink,
-                unsafe_precomputed_digest=unsafe_precomputed_digest,
-            )
-    from otaguard.image.describe import verified_fields
-
-    report: dict[str, Any] = {"verified": True, "format": fmt, "signed_by": list(result.signed_by)}
-    if chain is not None:
-        report["certificate_chain"] = [c.subject.rfc4514_string() for c in chain.path]
-    report.update(verified_fields(result))
-    return report
+    return verify
