@@ -219,3 +219,23 @@ def test_pki_outputs_to_stdout(cli: Cli, tmp_path: Path) -> None:
     assert rotation.returncode == 0 and rotation.stdout and b"written to -" in rotation.stderr
     both = _run("pki", "crl", "--json", "--ca", root, "--out", "-")
     assert both.returncode == 2 and b"both want stdout" in both.stderr and both.stdout == b""
+
+
+def test_pki_outputs_piped_into_a_device(cli: Cli, tmp_path: Path) -> None:
+    r1, r2, dev = tmp_path / "r1", tmp_path / "r2", tmp_path / "dev"
+    assert cli("pki", "init-root", "--out-dir", r1, "--subject", "CN=R1").code == 0
+    assert cli("pki", "init-root", "--out-dir", r2, "--subject", "CN=R2").code == 0
+    made = cli("device", "init", dev, "--trusted-key", r1 / "cert.pem", "--hardware-id", "hw")
+    assert made.code == 0, made.err
+    crl = _run("pki", "crl", "--ca", r1, "--out", "-")
+    learned = _run("device", "learn-crl", dev, "-", stdin=crl.stdout)
+    assert learned.returncode == 0, learned.stderr
+    assert b"now holds 1 revocation list" in learned.stdout
+    rotation = _run(
+        "pki", "rotation-message", "--ca", r1, "--new-root", r2, "--epoch", "2", "--out", "-"
+    )
+    rotated = _run("device", "rotate-anchor", dev, "-", stdin=rotation.stdout)
+    assert rotated.returncode == 0, rotated.stderr
+    assert b"key epoch now 2" in rotated.stdout
+    replayed = _run("device", "rotate-anchor", dev, "-", stdin=rotation.stdout)
+    assert replayed.returncode == 1  # the same message twice: refused

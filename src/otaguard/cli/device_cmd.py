@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from otaguard._files import read_bounded
-from otaguard._stdio import open_input
+from otaguard._stdio import input_path, open_input
 from otaguard.cli import params
 from otaguard.crypto.loader import MAX_KEY_FILE
 from otaguard.errors import UsageError
@@ -324,13 +324,13 @@ def reject_cmd(directory: Path) -> None:
 
 @device.command("rotate-anchor")
 @_dir_arg
-@click.argument("message", type=click.Path(dir_okay=False, exists=True))
+@click.argument("message", type=click.Path(dir_okay=False, exists=True, allow_dash=True))
 def rotate_anchor_cmd(directory: Path, message: str) -> None:
     """Accept a new root through a rotation message signed by a root the device trusts."""
     from otaguard.device.store import rotate_anchor
 
     subject, epoch = rotate_anchor(
-        directory, read_bounded(message, MAX_KEY_FILE, "rotation message")
+        directory, read_bounded(input_path(message), MAX_KEY_FILE, "rotation message")
     )
     click.echo(f"anchored {subject}; key epoch now {epoch}: older roots are retired")
 
@@ -400,7 +400,7 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
 
 @device.command("learn-crl")
 @_dir_arg
-@click.argument("crl", type=click.Path(dir_okay=False))
+@click.argument("crl", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--issuer-chain",
     type=click.Path(dir_okay=False),
@@ -412,7 +412,7 @@ def learn_crl_cmd(directory: Path, crl: str, issuer_chain: str | None) -> None:
     from otaguard.device.store import learn_crl_file
     from otaguard.pki.store import read_certs
 
-    data = read_bounded(crl, MAX_KEY_FILE, "CRL")
+    data = read_bounded(input_path(crl), MAX_KEY_FILE, "CRL")
     chain = read_certs(issuer_chain, "issuer chain") if issuer_chain else []
     held = learn_crl_file(directory, data, chain)
     click.echo(f"CRL learned; the device now holds {held} revocation list(s)")
