@@ -128,3 +128,16 @@ def test_read_for_submission_verifies_the_whole_log_first(tmp_path: Path) -> Non
     bundle.write_bytes(bytes(data))
     with pytest.raises(AuditTreeError):
         read_for_submission(str(tmp_path), KEY.public_key)
+
+
+def test_checked_refuses_stored_tiles_that_do_not_match_the_checkpoint(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path)
+    log.create(ORIGIN, KEY)
+    log.append([event(i) for i in range(300)], KEY)
+    assert log.checked(KEY).size == 300
+    tile = tmp_path / tile_path(0, 1, 44)  # the right edge: what the root is built from
+    data = bytearray(tile.read_bytes())
+    data[0] ^= 1
+    tile.write_bytes(bytes(data))
+    with pytest.raises(AuditTreeError, match="do not match the signed checkpoint"):
+        log.checked(KEY)

@@ -88,6 +88,17 @@ class LocalLog:
         )  # the key type, before blaming the log
         return open_checkpoint(data, [signer.public_key])
 
+    def checked(self, signer: Signer) -> Checkpoint:
+        """The current checkpoint, verified, and the stored tiles checked against its root:
+        what a command checks before it runs, so that its evidence can be recorded."""
+        checkpoint = self.checkpoint(signer)
+        source = TileHashSource(DirectoryReader(self.directory), checkpoint.size)
+        if CompactRange.from_source(source, checkpoint.size).root() != checkpoint.root:
+            raise AuditTreeError(
+                f"{self.directory}: the stored tiles do not match the signed checkpoint"
+            )
+        return checkpoint
+
     def append(self, events: Sequence[AuditEvent], signer: Signer) -> tuple[int, Checkpoint]:
         """Append ``events`` (indexes assigned in order) and sign the new checkpoint.
 
