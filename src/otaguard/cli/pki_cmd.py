@@ -3,46 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from otaguard.cli import audit_log, params
 from otaguard.cli.common import one_stdout, passphrase_from_env, to_stdout
 from otaguard.crypto.keys import KeyType
+from otaguard.pki import ca as pki_ca
 from otaguard.pki.issue import REVOCATION_REASONS
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _new_key(key: str | None, algorithm: str, passphrase_env: str | None) -> Any:
-    from otaguard.pki.ca import new_key
-
-    return new_key(key, KeyType(algorithm), passphrase_from_env(passphrase_env))
-
-
-def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
-    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else line)
-
-
-def _emit_beside(out: str, as_json: bool, report: dict[str, Any], line: str) -> None:
-    """As :func:`_emit`; the line on stderr when the output itself went to stdout."""
-    text = json.dumps(report, indent=2, sort_keys=True) if as_json else line
-    click.echo(text, err=to_stdout(out))
+def _new_key(key: str | None, algorithm: str, passphrase_env: str | None) -> pki_ca.NewKey:
+    return pki_ca.new_key(key, KeyType(algorithm), passphrase_from_env(passphrase_env))
 
 
 def _ca(ca_dir: str, passphrase_env: str | None) -> Any:
-    from otaguard.pki.ca import open_ca
-
-    return open_ca(Path(ca_dir), passphrase_from_env(passphrase_env))
+    return pki_ca.open_ca(Path(ca_dir), passphrase_from_env(passphrase_env))
 
 
-def _report(kind: str, cert: Any, **where: str) -> dict[str, Any]:
-    from otaguard.pki.ca import certificate_report
-
-    return certificate_report(kind, cert, **where)
+def _emit(as_json: bool, report: dict[str, Any], line: str, out: str | None = None) -> None:
+    """The report (``--json``) or the line; on stderr when the output went to stdout."""
+    text = json.dumps(report, indent=2, sort_keys=True) if as_json else line
+    click.echo(text, err=out is not None and to_stdout(out))
 
 
 @click.group()
@@ -74,15 +58,13 @@ def init_root(
     as_json: bool,
 ) -> None:
     """Create a self-signed root CA (keep it offline)."""
-    from otaguard.pki.ca import init_root, utc_now
-
     new = _new_key(key, algorithm, passphrase_env)
-    cert = init_root(
-        Path(out_dir), subject, new, years=years, path_length=path_length, now=utc_now()
+    cert = pki_ca.init_root(
+        Path(out_dir), subject, new, years=years, path_length=path_length, now=pki_ca.utc_now()
     )
     _emit(
         as_json,
-        _report("root", cert, dir=out_dir),
+        pki_ca.certificate_report("root", cert, dir=out_dir),
         f"root CA {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
@@ -126,11 +108,9 @@ def issue_intermediate(
     as_json: bool,
 ) -> None:
     """Issue a regional intermediate CA (constraints travel in the certificate)."""
-    from otaguard.pki.ca import issue_intermediate, utc_now
-
     ca, issuer = _ca(ca_dir, ca_passphrase_env)
     new = _new_key(key, algorithm, passphrase_env)
-    cert = issue_intermediate(
+    cert = pki_ca.issue_intermediate(
         ca,
         issuer,
         Path(out_dir),
@@ -141,9 +121,9 @@ def issue_intermediate(
         purpose=purpose,
         years=years,
         path_length=path_length,
-        now=utc_now(),
+        now=pki_ca.utc_now(),
     )
-    report = _report("intermediate", cert, dir=out_dir)
+    report = pki_ca.certificate_report("intermediate", cert, dir=out_dir)
     report["constraints"] = {
         "purpose": purpose,
         "regions": sorted(regions) or None,
@@ -182,11 +162,9 @@ def issue_signer(
     as_json: bool,
 ) -> None:
     """Issue a short-lived code-signing certificate."""
-    from otaguard.pki.ca import issue_signer, utc_now
-
     ca, issuer = _ca(ca_dir, ca_passphrase_env)
     new = _new_key(key, algorithm, passphrase_env)
-    cert = issue_signer(
+    cert = pki_ca.issue_signer(
         ca,
         issuer,
         Path(out_dir),
@@ -195,11 +173,11 @@ def issue_signer(
         regions=regions,
         hardware_ids=hardware_ids,
         days=days,
-        now=utc_now(),
+        now=pki_ca.utc_now(),
     )
     _emit(
         as_json,
-        _report("signer", cert, dir=out_dir, name=name),
+        pki_ca.certificate_report("signer", cert, dir=out_dir, name=name),
         f"signer {name} (serial {cert.serial_number:X}, valid {days} days) in {out_dir}",
     )
 
@@ -225,16 +203,14 @@ def issue_device(
     as_json: bool,
 ) -> None:
     """Issue a device identity certificate from a device CA (--purpose device-identity)."""
-    from otaguard.pki.ca import issue_device, utc_now
-
     ca, issuer = _ca(ca_dir, ca_passphrase_env)
     new = _new_key(key, algorithm, passphrase_env)
-    cert = issue_device(
-        ca, issuer, Path(out_dir), new, device_id=device_id, days=days, now=utc_now()
+    cert = pki_ca.issue_device(
+        ca, issuer, Path(out_dir), new, device_id=device_id, days=days, now=pki_ca.utc_now()
     )
     _emit(
         as_json,
-        _report("device", cert, dir=out_dir, device_id=device_id),
+        pki_ca.certificate_report("device", cert, dir=out_dir, device_id=device_id),
         f"device certificate {device_id} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
@@ -247,9 +223,7 @@ def issue_device(
 @audit_log.audited(audit_log.revoked)
 def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
-    from otaguard.pki.ca import revoke, utc_now
-
-    revocation = revoke(Path(ca_dir), serial, reason, now=utc_now())
+    revocation = pki_ca.revoke(Path(ca_dir), serial, reason, now=pki_ca.utc_now())
     number = revocation.serial
     _emit(
         as_json,
@@ -273,10 +247,8 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
 def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
     one_stdout(as_json, out, "--out -")
-    from otaguard.pki.ca import utc_now, write_crl
-
-    done = write_crl(
-        Path(ca_dir), passphrase_from_env(ca_passphrase_env), out, days=days, now=utc_now()
+    done = pki_ca.write_crl(
+        Path(ca_dir), passphrase_from_env(ca_passphrase_env), out, days=days, now=pki_ca.utc_now()
     )
     report = {
         "ca": ca_dir,
@@ -287,7 +259,7 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
         "next_update": done.next_update.isoformat(),
     }
     line = f"CRL with {len(done.revoked)} revoked certificate(s) written to {out}"
-    _emit_beside(out, as_json, report, line)
+    _emit(as_json, report, line, out)
 
 
 @pki.command("cross-sign")
@@ -309,17 +281,15 @@ def cross_sign_cmd(
 ) -> None:
     """Certify a new root with the old one, for a root rotation."""
     one_stdout(as_json, out, "--out -")
-    from otaguard.pki.ca import cross_sign_root, utc_now
-
     passphrase = passphrase_from_env(ca_passphrase_env)
-    cert, new = cross_sign_root(
-        Path(ca_dir), passphrase, Path(new_root), out, years=years, now=utc_now()
+    cert, new = pki_ca.cross_sign_root(
+        Path(ca_dir), passphrase, Path(new_root), out, years=years, now=pki_ca.utc_now()
     )
-    _emit_beside(
-        out,
+    _emit(
         as_json,
-        _report("cross-certificate", cert, out=out),
+        pki_ca.certificate_report("cross-certificate", cert, out=out),
         f"cross-certificate for {new.subject.rfc4514_string()} written to {out}",
+        out,
     )
 
 
@@ -342,16 +312,14 @@ def rotation_message_cmd(
 ) -> None:
     """The anchor rotation message devices accept (signed by the old root)."""
     one_stdout(as_json, out, "--out -")
-    from otaguard.pki.ca import write_rotation
-
     passphrase = passphrase_from_env(ca_passphrase_env)
-    new = write_rotation(Path(ca_dir), passphrase, Path(new_root), epoch, out)
+    new = pki_ca.write_rotation(Path(ca_dir), passphrase, Path(new_root), epoch, out)
     subject = new.subject.rfc4514_string()
-    _emit_beside(
-        out,
+    _emit(
         as_json,
         {"new_root": subject, "epoch": epoch, "out": out},
         f"rotation to {subject} at key epoch {epoch} written to {out}",
+        out,
     )
 
 
@@ -360,15 +328,14 @@ def rotation_message_cmd(
 @params.JSON
 def drill(out_dir: str, as_json: bool) -> None:
     """Play the key-compromise incident end to end and check every step."""
-    from otaguard.pki.ca import utc_now
     from otaguard.pki.drill import drill_steps, run_drill
 
     if not as_json:
-        for line in run_drill(Path(out_dir), now=utc_now()):
+        for line in run_drill(Path(out_dir), now=pki_ca.utc_now()):
             click.echo(line)
         return
     steps = [
         {"step": step.number, "title": step.title, "results": [r.strip() for r in step.results]}
-        for step in drill_steps(Path(out_dir), now=utc_now())
+        for step in drill_steps(Path(out_dir), now=pki_ca.utc_now())
     ]
     _emit(True, {"out_dir": out_dir, "steps": steps, "complete": True}, "")
