@@ -213,17 +213,9 @@ def vkey(key_spec: str, name: str, passphrase_env: str | None) -> None:
 
 
 def _public_key(spec: str, passphrase_env: str | None) -> PublicKey:
-    from otaguard.crypto.keys import load_public_key
-    from otaguard.crypto.loader import load_signer, read_key_file
-    from otaguard.crypto.pkcs11 import Pkcs11Signer, is_pkcs11_uri
+    from otaguard.crypto.loader import public_key_of
 
-    if is_pkcs11_uri(spec):
-        with Pkcs11Signer(spec) as signer:
-            return signer.public_key
-    data = read_key_file(spec)
-    if b"PRIVATE KEY" in data:
-        return load_signer(spec, passphrase_from_env(passphrase_env)).public_key
-    return load_public_key(data)
+    return public_key_of(spec, passphrase_from_env(passphrase_env))
 
 
 @audit.command("init")

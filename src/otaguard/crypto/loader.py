@@ -43,3 +43,21 @@ def load_public_key_file(path: str) -> PublicKey:
         return load_public_key(read_key_file(path))
     except KeyLoadError as exc:
         raise KeyLoadError(f"{path}: {exc}") from exc
+
+
+def public_key_of(spec: str, passphrase: bytes | None = None) -> PublicKey:
+    """The public half of a key argument: a PKCS#11 URI, a private key file (``passphrase``
+    if encrypted) or a public key file; a refusal names the file."""
+    if is_pkcs11_uri(spec):
+        with Pkcs11Signer(spec) as signer:
+            return signer.public_key
+    data = read_key_file(spec)
+    if b"PRIVATE KEY" in data:
+        return load_private_key_file(spec, passphrase).public_key()
+    try:
+        return load_public_key(data)
+    except KeyLoadError as exc:
+        try:  # a DER private key, which has no header to tell
+            return load_private_key_file(spec, passphrase).public_key()
+        except KeyLoadError:
+            raise KeyLoadError(f"{spec}: {exc}") from exc
