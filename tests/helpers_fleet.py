@@ -247,7 +247,7 @@ class Fleet:
         try:
             signed = verify_request(
                 key,
-                request.headers,
+                request.headers,  # type: ignore[arg-type]
                 method=method,
                 path=split.path,
                 query=split.query,

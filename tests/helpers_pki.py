@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from helpers import cached_key
 from otaguard.crypto.keys import KeyType
-from otaguard.crypto.signer import KeySigner
+from otaguard.crypto.signer import KeySigner, Signer
 from otaguard.image import sign_stream
 from otaguard.pki.constraints import CODE_SIGNING, Constraints
 from otaguard.pki.issue import Issuer, build_intermediate, build_root, build_signer, parse_subject
@@ -80,7 +80,7 @@ def der(*certs: x509.Certificate) -> list[bytes]:
 
 
 def sign_image(
-    signer: KeySigner,
+    signer: Signer,
     chain: list[bytes],
     *,
     created: dt.datetime = NOW,

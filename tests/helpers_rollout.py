@@ -190,7 +190,7 @@ def run(
                     heapq.heappush(queue, (t + delay, order, device.index, stage, failure))
         # reports up to now, in time order
         while queue and queue[0][0] <= t:
-            at, _, index, stage, failure = heapq.heappop(queue)
+            at, _, index, stage, failure = heapq.heappop(queue)  # type: ignore[assignment]
             device = devices[index]
             if stage is None:  # a health report
                 resets = _poisson(rng, reset_rate * health_ratio * window)

@@ -61,7 +61,7 @@ def _lines(out: str) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in out.splitlines()]
 
 
-def test_provision_through_the_cli(cli, car: Car, fleet: Fleet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_provision_through_the_cli(cli, car: Car, fleet: Fleet, tmp_path: Path) -> None:
     roots = tmp_path / "roots"
     roots.mkdir()
     (roots / "repo.json").write_bytes(fleet.repo_root)

@@ -99,7 +99,7 @@ def test_state_file_is_validated_and_a_bad_one_set_aside(car: Car, fleet: Fleet)
     assert _state(car)["phase"] == Phase.IDLE.value
 
 
-def test_an_identity_key_in_an_hsm(  # type: ignore[no-untyped-def]
+def test_an_identity_key_in_an_hsm(
     fleet: Fleet, device_ca: DeviceCa, releases: Releases, tmp_path: Path, softhsm
 ) -> None:
     from otaguard.crypto.keys import KeyType

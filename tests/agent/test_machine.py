@@ -217,7 +217,7 @@ def test_config_from_json_refuses_unknown_settings() -> None:
     config = config_from_json({"chunk_size": 1024, "backoff": {"slow": {"attempts": 1}}})
     assert config.chunk_size == 1024 and config.backoff_for(Failure.SLOW).attempts == 1
     assert config.backoff_for(Failure.NETWORK) == AgentConfig().backoff_for(Failure.NETWORK)
-    for bad in (
+    for bad in (  # type: ignore[var-annotated]
         {"chunk_sise": 1},
         {"chunk_size": "big"},
         {"chunk_size": 1.5},

@@ -108,3 +108,36 @@ def test_concurrent_appenders_are_serialised(tmp_path: Path) -> None:
         worker.join(timeout=120)
         assert worker.exitcode == 0
     assert _verify(tmp_path) == 45
+
+
+def test_read_for_submission_verifies_the_whole_log_first(tmp_path: Path) -> None:
+    from otaguard.audit.entry import parse_entry
+    from otaguard.audit.local import read_for_submission
+    from otaguard.audit.note import VerifierKey
+
+    log = LocalLog(tmp_path)
+    log.create(ORIGIN, KEY)
+    log.append([event(i) for i in range(300)], KEY)
+    found = read_for_submission(str(tmp_path), KEY.public_key)
+    assert [parse_entry(e).index for e in found.entries] == list(range(300))
+    assert found.key == VerifierKey.for_public_key(ORIGIN, KEY.public_key)
+    assert found.note == (tmp_path / CHECKPOINT).read_bytes()
+    bundle = tmp_path / entries_path(0)
+    data = bytearray(bundle.read_bytes())
+    data[40] ^= 1  # one edited entry: nothing is submitted
+    bundle.write_bytes(bytes(data))
+    with pytest.raises(AuditTreeError):
+        read_for_submission(str(tmp_path), KEY.public_key)
+
+
+def test_checked_refuses_stored_tiles_that_do_not_match_the_checkpoint(tmp_path: Path) -> None:
+    log = LocalLog(tmp_path)
+    log.create(ORIGIN, KEY)
+    log.append([event(i) for i in range(300)], KEY)
+    assert log.checked(KEY).size == 300
+    tile = tmp_path / tile_path(0, 1, 44)  # the right edge: what the root is built from
+    data = bytearray(tile.read_bytes())
+    data[0] ^= 1
+    tile.write_bytes(bytes(data))
+    with pytest.raises(AuditTreeError, match="do not match the signed checkpoint"):
+        log.checked(KEY)

@@ -119,7 +119,7 @@ def test_consistency_proof_vectors(size1: int, size2: int, proof: list[str]) -> 
     verify_consistency(size1, size2, [h(p) for p in proof], h(ROOTS[size1]), h(ROOTS[size2]))
 
 
-def _inclusion_probes(index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes):  # type: ignore[no-untyped-def]
+def _inclusion_probes(index: int, size: int, proof: list[bytes], root: bytes, leaf: bytes):
     """transparency-dev's corruptInclusionProof: each must be refused."""
     yield index - 1, size, leaf, proof, root
     yield index + 1, size, leaf, proof, root

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -21,7 +22,7 @@ from otaguard.audit.note import VerifierKey, open_note, parse_note, sign_note
 from otaguard.crypto.keys import KeyType
 from otaguard.crypto.pkcs11 import Pkcs11Signer, generate_pkcs11_key
 from otaguard.crypto.signer import KeySigner
-from otaguard.errors import AuditCheckpointError, AuditSignatureError, UsageError
+from otaguard.errors import AuditCheckpointError, AuditSignatureError, KeyLoadError, UsageError
 
 # golang.org/x/mod/sumdb/note (note_test.go, example_test.go): a key, a text, its note.
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
@@ -232,3 +233,23 @@ def test_checkpoint_signed_by_a_softhsm2_key(softhsm: dict[str, str], key_type: 
     assert isinstance(public, ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey)
     with pytest.raises(AuditSignatureError):
         open_checkpoint(note.replace(b"\n42\n", b"\n43\n"), [public])
+
+
+def test_load_trusted_key_takes_a_pem_file_a_verifier_key_file_or_string(tmp_path: Path) -> None:
+    from otaguard.audit.note import load_trusted_key
+    from otaguard.crypto.keys import generate_private_key, public_key_pem
+
+    public = generate_private_key(KeyType.ED25519).public_key()
+    pem = tmp_path / "audit.pub"
+    pem.write_bytes(public_key_pem(public))
+    assert load_trusted_key(str(pem)) == public
+    vkey = VerifierKey.for_public_key("example.com/log", public)
+    text = tmp_path / "audit.vkey"
+    text.write_text(vkey.encode())
+    assert load_trusted_key(str(text)) == vkey == load_trusted_key(vkey.encode())
+    with pytest.raises(UsageError, match="not a file"):
+        load_trusted_key(str(tmp_path / "missing"))
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(KeyLoadError, match=r"junk\.pem"):
+        load_trusted_key(str(junk))

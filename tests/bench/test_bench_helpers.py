@@ -78,9 +78,9 @@ def test_a_presigned_request_is_refused_with_another_devices_key_or_out_of_its_w
     _, headers = _headers(raw)
     args = {"method": "GET", "path": "/api/v1/device/update", "query": f"state={STATE}"}
     with pytest.raises(RejectedError):
-        verify_request(other.public_key, headers, body=b"", now=1_000_000, **args)
+        verify_request(other.public_key, headers, body=b"", now=1_000_000, **args)  # type: ignore[arg-type]
     with pytest.raises(RejectedError):  # the bench must run within the 300 s window
-        verify_request(mine.public_key, headers, body=b"", now=1_000_301, **args)
+        verify_request(mine.public_key, headers, body=b"", now=1_000_301, **args)  # type: ignore[arg-type]
 
 
 @given(st.binary(max_size=200))

@@ -17,7 +17,7 @@ OTAGUARD = [sys.executable, "-m", "otaguard.cli.main"]
 
 
 @pytest.fixture
-def keys(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+def keys(tmp_path: Path, cli) -> dict[str, Path]:
     paths = {}
     for name, algorithm in [("a", "ed25519"), ("b", "ecdsa-p256"), ("c", "ecdsa-p384")]:
         key = tmp_path / f"{name}.pem"
@@ -40,7 +40,7 @@ def keys(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def signed(tmp_path: Path, cli, keys) -> Path:  # type: ignore[no-untyped-def]
+def signed(tmp_path: Path, cli, keys) -> Path:
     payload = tmp_path / "fw.bin"
     payload.write_bytes(os.urandom(50_000))
     image = tmp_path / "fw.img"
@@ -65,7 +65,7 @@ def signed(tmp_path: Path, cli, keys) -> Path:  # type: ignore[no-untyped-def]
     return image
 
 
-def test_key_generate_is_private_and_encrypted(tmp_path: Path, cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_key_generate_is_private_and_encrypted(tmp_path: Path, cli, monkeypatch) -> None:
     monkeypatch.setenv("PW", "s3cret")
     key = tmp_path / "k.pem"
     result = cli(
@@ -96,7 +96,7 @@ def test_key_generate_is_private_and_encrypted(tmp_path: Path, cli, monkeypatch)
     )
 
 
-def test_verify_ok_text_and_json(cli, keys, signed) -> None:  # type: ignore[no-untyped-def]
+def test_verify_ok_text_and_json(cli, keys, signed) -> None:
     result = cli("verify", "--trusted-key", keys["a_pub"], signed)
     assert result.code == 0 and result.out.startswith("OK: native image")
     result = cli(
@@ -128,7 +128,7 @@ def test_verify_ok_text_and_json(cli, keys, signed) -> None:  # type: ignore[no-
         (["--min-security-counter", "8"], "security-counter"),
     ],
 )
-def test_policy_rejections_name_the_check(cli, keys, signed, extra, check) -> None:  # type: ignore[no-untyped-def]
+def test_policy_rejections_name_the_check(cli, keys, signed, extra, check) -> None:
     args = [keys.get(a, a) for a in extra]
     result = cli(
         "verify", "--trusted-key", keys["a_pub"], "--trusted-key", keys["b_pub"], *args, signed
@@ -138,7 +138,7 @@ def test_policy_rejections_name_the_check(cli, keys, signed, extra, check) -> No
     assert_one_line(result.err)
 
 
-def test_unknown_key_signature_digest_truncated(tmp_path: Path, cli, keys, signed) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_key_signature_digest_truncated(tmp_path: Path, cli, keys, signed) -> None:
     result = cli("verify", "--trusted-key", keys["c_pub"], signed)
     assert result.code == 1 and "rejected (unknown-key)" in result.err
     data = bytearray(signed.read_bytes())
@@ -168,7 +168,7 @@ def test_unknown_key_signature_digest_truncated(tmp_path: Path, cli, keys, signe
     assert result.code == 1 and "rejected (malformed)" in result.err
 
 
-def test_usage_errors_exit_2(tmp_path: Path, cli, keys, signed) -> None:  # type: ignore[no-untyped-def]
+def test_usage_errors_exit_2(tmp_path: Path, cli, keys, signed) -> None:
     cases = [
         ["verify", signed],  # no trusted key: never a success
         ["verify", "--trusted-key", keys["a_pub"], "--threshold", "2", signed],
@@ -235,7 +235,7 @@ def test_usage_errors_exit_2(tmp_path: Path, cli, keys, signed) -> None:  # type
     assert not (tmp_path / "o.img").exists()
 
 
-def test_extract_writes_only_after_verification(tmp_path: Path, cli, keys, signed) -> None:  # type: ignore[no-untyped-def]
+def test_extract_writes_only_after_verification(tmp_path: Path, cli, keys, signed) -> None:
     out = tmp_path / "payload.bin"
     assert cli("extract", "--trusted-key", keys["a_pub"], signed, out).code == 0
     assert len(out.read_bytes()) == 50_000
@@ -253,7 +253,7 @@ def test_extract_writes_only_after_verification(tmp_path: Path, cli, keys, signe
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_inspect_says_not_verified(cli, signed) -> None:  # type: ignore[no-untyped-def]
+def test_inspect_says_not_verified(cli, signed) -> None:
     result = cli("inspect", signed)
     assert result.code == 0 and result.out.startswith("NOT VERIFIED")
     report = json.loads(cli("inspect", "--json", signed).out)
@@ -262,7 +262,7 @@ def test_inspect_says_not_verified(cli, signed) -> None:  # type: ignore[no-unty
 
 def test_sign_is_reproducible_with_source_date_epoch(
     tmp_path: Path, cli, keys, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     payload = tmp_path / "p.bin"
     payload.write_bytes(b"x" * 100)
@@ -290,7 +290,7 @@ def test_sign_is_reproducible_with_source_date_epoch(
     assert report["created"] == 1700000000
 
 
-def test_real_process_never_prints_a_traceback(tmp_path: Path, keys) -> None:  # type: ignore[no-untyped-def]
+def test_real_process_never_prints_a_traceback(tmp_path: Path, keys) -> None:
     garbage = tmp_path / "g.img"
     garbage.write_bytes(b"OTAGUARD" + os.urandom(200))
     for args, code in [

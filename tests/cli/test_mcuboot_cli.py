@@ -120,9 +120,9 @@ def test_certificate_chain_in_protected_tlvs(
         "--format",
         "mcuboot",
         "--key",
-        pki["signer"] / "key.pem",
+        pki["signer"] / "key.pem",  # type: ignore[operator]
         "--cert-chain",
-        pki["signer"] / "chain.pem",
+        pki["signer"] / "chain.pem",  # type: ignore[operator]
         "--version",
         "1.0.0",
         "--security-counter",
@@ -130,7 +130,7 @@ def test_certificate_chain_in_protected_tlvs(
         "--pad-header",
     ]
     assert _cli(*sign, "--hardware-id", "acme-ecu-v2", fw, img) == 0
-    root = pki["root"] / "cert.pem"
+    root = pki["root"] / "cert.pem"  # type: ignore[operator]
     capsys.readouterr()
     assert _cli("verify", "--trusted-root", root, "--region", "eu", "--json", img) == 0
     assert json.loads(capsys.readouterr().out)["certificate_chain"][-1] == "CN=Acme root"
@@ -143,7 +143,7 @@ def test_certificate_chain_in_protected_tlvs(
     assert "rejected (constraint)" in capsys.readouterr().err
     # Revocation applies to MCUboot images too.
     serial = subprocess.run(
-        ["openssl", "x509", "-in", pki["signer"] / "cert.pem", "-noout", "-serial"],
+        ["openssl", "x509", "-in", pki["signer"] / "cert.pem", "-noout", "-serial"],  # type: ignore[operator]
         capture_output=True,
         text=True,
         check=True,
@@ -159,4 +159,4 @@ def test_certificate_chain_in_protected_tlvs(
     # imgtool still accepts the image: the chain lives in ordinary protected TLVs.
     from helpers_mcuboot import run_imgtool
 
-    assert run_imgtool("verify", "-k", pki["signer"] / "key.pem", img).returncode == 0
+    assert run_imgtool("verify", "-k", pki["signer"] / "key.pem", img).returncode == 0  # type: ignore[operator]

@@ -161,3 +161,81 @@ def test_a_file_named_dash_is_still_reachable_as_dot_slash_dash(
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "-").read_bytes().startswith(b"OTAGUARD")
+
+
+def _new_image(world: dict[str, Path]) -> Path:
+    new = world["fw.img"].parent / "fw2.img"
+    new.write_bytes(
+        make_image(
+            PAYLOAD[:-300] + b"v2" * 150, [cached_key(KeyType.ECDSA_P256, 70)], version="1.5.0"
+        )
+    )
+    return new
+
+
+def test_delta_create_to_stdout_then_apply_from_stdin_to_stdout(world: dict[str, Path]) -> None:
+    new = _new_image(world)
+    made = _run("delta", "create", "--key", world["key.pem"], world["fw.img"], new, "-")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith(b"OTAGUARD") and b"wrote -:" in made.stderr
+    rebuilt = _run(
+        "delta", "apply", "--trusted-key", world["key.pub"], world["fw.img"], "-", "-",
+        stdin=made.stdout,
+    )  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert rebuilt.stdout == new.read_bytes()  # the very image, byte for byte, on stdout
+    assert b"rebuilt -:" in rebuilt.stderr
+
+
+def test_delta_apply_to_stdout_writes_nothing_when_the_base_is_wrong(
+    world: dict[str, Path],
+) -> None:
+    new = _new_image(world)
+    made = _run("delta", "create", "--key", world["key.pem"], world["fw.img"], new, "-")
+    refused = _run("delta", "apply", new, "-", "-", stdin=made.stdout)  # not its base
+    assert refused.returncode == 1 and refused.stdout == b""
+
+
+def test_delta_json_and_stdout_output_are_refused_together(world: dict[str, Path]) -> None:
+    new = _new_image(world)
+    both = _run("delta", "create", "--json", "--key", world["key.pem"], world["fw.img"], new, "-")
+    assert both.returncode == 2 and b"both want stdout" in both.stderr and both.stdout == b""
+
+
+def test_pki_outputs_to_stdout(cli: Cli, tmp_path: Path) -> None:
+    root, new_root = tmp_path / "root", tmp_path / "root2"
+    assert cli("pki", "init-root", "--out-dir", root, "--subject", "CN=Old").code == 0
+    assert cli("pki", "init-root", "--out-dir", new_root, "--subject", "CN=New").code == 0
+    crl = _run("pki", "crl", "--ca", root, "--out", "-")
+    assert crl.returncode == 0, crl.stderr
+    assert crl.stdout.startswith(b"-----BEGIN X509 CRL-----")
+    assert b"written to -" in crl.stderr  # the message is not mixed into the CRL
+    cross = _run("pki", "cross-sign", "--ca", root, "--new-root", new_root, "--out", "-")
+    assert cross.returncode == 0 and cross.stdout.startswith(b"-----BEGIN CERTIFICATE-----")
+    rotation = _run(
+        "pki", "rotation-message", "--ca", root, "--new-root", new_root, "--epoch", "2",
+        "--out", "-",
+    )  # fmt: skip
+    assert rotation.returncode == 0 and rotation.stdout and b"written to -" in rotation.stderr
+    both = _run("pki", "crl", "--json", "--ca", root, "--out", "-")
+    assert both.returncode == 2 and b"both want stdout" in both.stderr and both.stdout == b""
+
+
+def test_pki_outputs_piped_into_a_device(cli: Cli, tmp_path: Path) -> None:
+    r1, r2, dev = tmp_path / "r1", tmp_path / "r2", tmp_path / "dev"
+    assert cli("pki", "init-root", "--out-dir", r1, "--subject", "CN=R1").code == 0
+    assert cli("pki", "init-root", "--out-dir", r2, "--subject", "CN=R2").code == 0
+    made = cli("device", "init", dev, "--trusted-key", r1 / "cert.pem", "--hardware-id", "hw")
+    assert made.code == 0, made.err
+    crl = _run("pki", "crl", "--ca", r1, "--out", "-")
+    learned = _run("device", "learn-crl", dev, "-", stdin=crl.stdout)
+    assert learned.returncode == 0, learned.stderr
+    assert b"now holds 1 revocation list" in learned.stdout
+    rotation = _run(
+        "pki", "rotation-message", "--ca", r1, "--new-root", r2, "--epoch", "2", "--out", "-"
+    )
+    rotated = _run("device", "rotate-anchor", dev, "-", stdin=rotation.stdout)
+    assert rotated.returncode == 0, rotated.stderr
+    assert b"key epoch now 2" in rotated.stdout
+    replayed = _run("device", "rotate-anchor", dev, "-", stdin=rotation.stdout)
+    assert replayed.returncode == 1  # the same message twice: refused

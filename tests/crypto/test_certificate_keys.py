@@ -205,3 +205,30 @@ def test_an_image_chain_with_a_broken_intermediate_key_is_rejected(
             result = cli("verify", "--trusted-root", tmp_path / "root.crt", tmp_path / "fw.img")
             assert result.code == 1, result.err
             assert_one_line(result.err)
+
+
+def test_public_key_of_any_key_file(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from otaguard.crypto.keys import generate_private_key, private_key_pem, public_key_pem
+    from otaguard.crypto.loader import public_key_of
+    from otaguard.errors import KeyLoadError
+
+    key = generate_private_key(KeyType.ECDSA_P256)
+    files = {
+        "pub.pem": public_key_pem(key.public_key()),
+        "priv.pem": private_key_pem(key, None),
+        "enc.pem": private_key_pem(key, b"pw"),
+        "priv.der": key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        passphrase = b"pw" if name == "enc.pem" else None
+        assert public_key_of(str(tmp_path / name), passphrase) == key.public_key(), name
+    (tmp_path / "junk").write_bytes(b"junk")
+    with pytest.raises(KeyLoadError, match="junk"):
+        public_key_of(str(tmp_path / "junk"))

@@ -61,7 +61,7 @@ def test_garbage_is_refused(data: bytes) -> None:
 def test_unsupported_curve_and_small_rsa_are_refused() -> None:
     p521 = ec.generate_private_key(ec.SECP521R1())
     with pytest.raises(KeyLoadError, match="curve"):
-        load_private_key(private_key_pem(p521, None))  # type: ignore[arg-type]
+        load_private_key(private_key_pem(p521, None))
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     with pytest.raises(KeyLoadError, match="RSA key size"):
         load_public_key(public_key_pem(small.public_key()))

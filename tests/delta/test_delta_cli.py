@@ -13,7 +13,7 @@ from otaguard.cli import main as cli_main
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(capsys: pytest.CaptureFixture[str]):
     def invoke(*args: object) -> tuple[int, str, str]:
         code = cli_main.run([str(a) for a in args])
         out, err = capsys.readouterr()
@@ -44,7 +44,7 @@ def files(tmp_path: Path, pair: Pair) -> dict[str, Path]:
     return paths
 
 
-def test_create_apply_round_trip(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_create_apply_round_trip(run, files: dict[str, Path], tmp_path: Path) -> None:
     delta, out = tmp_path / "d.delta", tmp_path / "out.img"
     code, text, _ = run(
         "delta",
@@ -68,7 +68,7 @@ def test_create_apply_round_trip(run, files: dict[str, Path], tmp_path: Path) ->
     assert code == 0
 
 
-def test_wrong_base_exit_1_and_nothing_written(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_base_exit_1_and_nothing_written(run, files: dict[str, Path], tmp_path: Path) -> None:
     delta, out = tmp_path / "d.delta", tmp_path / "out.img"
     assert (
         run(
@@ -85,7 +85,7 @@ def test_wrong_base_exit_1_and_nothing_written(run, files: dict[str, Path], tmp_
 
 def test_corrupt_delta_exit_1_no_partial_output(
     run, files: dict[str, Path], tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     delta, out = tmp_path / "d.delta", tmp_path / "out.img"
     run("delta", "create", "--key", files["key.pem"], files["old.img"], files["new.img"], delta)
     raw = bytearray(delta.read_bytes())
@@ -100,7 +100,7 @@ def test_corrupt_delta_exit_1_no_partial_output(
     assert code == 1 and not out.exists()
 
 
-def test_usage_errors_exit_2(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_usage_errors_exit_2(run, files: dict[str, Path], tmp_path: Path) -> None:
     assert (
         run(
             "delta",
@@ -119,7 +119,7 @@ def test_usage_errors_exit_2(run, files: dict[str, Path], tmp_path: Path) -> Non
 
 def test_far_apart_versions_fall_back(
     run, files: dict[str, Path], tmp_path: Path, pair: Pair
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from helpers import make_image
 
     far = tmp_path / "far.img"
@@ -136,7 +136,7 @@ def test_far_apart_versions_fall_back(
     assert hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(far.read_bytes()).digest()
 
 
-def test_device_install_delta(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_device_install_delta(run, files: dict[str, Path], tmp_path: Path) -> None:
     ecu, delta = tmp_path / "ecu", tmp_path / "d.delta"
     run("delta", "create", "--key", files["key.pem"], files["old.img"], files["new.img"], delta)
     assert (
@@ -158,7 +158,7 @@ def test_device_install_delta(run, files: dict[str, Path], tmp_path: Path) -> No
     assert code == 2
 
 
-def test_apply_json(run, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_apply_json(run, files: dict[str, Path], tmp_path: Path) -> None:
     delta, out = tmp_path / "d.delta", tmp_path / "out.img"
     create = ("delta", "create", "--key", files["key.pem"], files["old.img"], files["new.img"])
     assert run(*create, delta)[0] == 0

@@ -124,7 +124,7 @@ def _def_tree(n: int) -> tuple[bytes, bytes, list[tuple[int, int, int]]]:
     return old, new, steps
 
 
-def _read(old: bytes):  # type: ignore[no-untyped-def]
+def _read(old: bytes):
     return lambda at, n: old[at : at + n]
 
 

@@ -70,7 +70,7 @@ def test_delta_install_boots_the_signed_image(key: PrivateKey, images: dict[str,
     booted = running_of(boot(device))
     assert booted is not None and booted.slot == result.slot
     confirm(device, booted)
-    running = running_of(boot(device))
+    running = running_of(boot(device))  # type: ignore[assignment]
     install_delta(device, io.BytesIO(images["d23"]), running=running)  # the base is now slot b
     assert boot(device).images[0].metadata.version == "3.0.0"
 
@@ -101,7 +101,7 @@ def test_policy_refuses_a_delta_before_any_write(key: PrivateKey, images: dict[s
     device, running = running_v1(key, images)
     install_delta(device, io.BytesIO(images["d12"]), running=running)
     confirm(device, running_of(boot(device)))
-    running = running_of(boot(device))
+    running = running_of(boot(device))  # type: ignore[assignment]
     assert running is not None
     back = make_delta(key, images["v2"], images["v1"])[0]  # rollback to counter 1
     _refused_without_writes(device, back, running, SecurityCounterError)

@@ -471,7 +471,7 @@ def test_absolute_pointers_of_an_elf_are_predicted(key: PrivateKey) -> None:
         pytest.param(lambda a: replace(a, hi=a.lo + 64), id="a narrower range"),
     ],
 )
-def test_changed_absolute_fields_fail_the_payload_digest(key: PrivateKey, change) -> None:  # type: ignore[no-untyped-def]
+def test_changed_absolute_fields_fail_the_payload_digest(key: PrivateKey, change) -> None:
     old, new = _elf_pair(key, grow=9)
     pair = Pair(key, old, new)
     delta = pair.delta(chunk_size=1 << 16, zstd=False)
@@ -599,11 +599,11 @@ def test_raw_range_is_validated() -> None:
     assert raw_range(0x1000, 0x100, 40) == Absolute(4, 0x1000, 0x1100, 0x1000 - 40, 0x1000)
 
 
-def test_cli_load_address(tmp_path: Path, cli, key: PrivateKey) -> None:  # type: ignore[no-untyped-def]
+def test_cli_load_address(tmp_path: Path, cli, key: PrivateKey) -> None:
     from cryptography.hazmat.primitives import serialization
 
     old, new = _raw_firmware_pair(key, 0x8000)
-    pem = key.private_bytes(  # type: ignore[union-attr]
+    pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),

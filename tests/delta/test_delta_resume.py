@@ -113,7 +113,7 @@ def test_power_cuts_at_random_flash_operations_of_a_delta_install(
     resumed: list[int] = []
     real = delta_api.reconstruct
 
-    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(*args, **kwargs):
         image = real(*args, **kwargs)
         resumed.append(image.resumed_chunks)
         return image
@@ -143,7 +143,7 @@ def test_power_cuts_at_random_flash_operations_of_a_delta_install(
             device.arm()
             after = boot(device)  # power back: the old image boots, verified
             assert after.main is not None and after.main.metadata.version == "1.0.0"
-            running = running_of(after)
+            running = running_of(after)  # type: ignore[assignment]
         assert result.images[0].image_id == reference
         device.arm()
         booted = boot(device)

@@ -31,7 +31,7 @@ def test_pair_round_trip_verified(pair: Pair) -> None:
     assert len(delta) < len(pair.new) // 5
 
 
-def _images(key, old_payload: bytes, new_payload: bytes) -> tuple[bytes, bytes]:  # type: ignore[no-untyped-def]
+def _images(key, old_payload: bytes, new_payload: bytes) -> tuple[bytes, bytes]:
     old = make_image(old_payload, [key], version="1.0.0", security_counter=1, hardware_ids=(HW,))
     new = make_image(new_payload, [key], version="1.1.0", security_counter=2, hardware_ids=(HW,))
     return old, new
@@ -39,7 +39,7 @@ def _images(key, old_payload: bytes, new_payload: bytes) -> tuple[bytes, bytes]:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=20_000), st.integers(0, 2**32), st.integers(0, 12))
-def test_round_trip_random_edits(key, payload: bytes, seed: int, edits: int) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_random_edits(key, payload: bytes, seed: int, edits: int) -> None:
     new_payload = edit(payload, seed, edits) if payload else payload
     old, new = _images(key, payload, new_payload)
     delta, _stats = make_delta(key, old, new, chunk_size=MIN_CHUNK_SIZE)
@@ -48,13 +48,13 @@ def test_round_trip_random_edits(key, payload: bytes, seed: int, edits: int) -> 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=9000), st.binary(max_size=9000))
-def test_round_trip_unrelated(key, a: bytes, b: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_round_trip_unrelated(key, a: bytes, b: bytes) -> None:
     old, new = _images(key, a, b)
     delta, _stats = make_delta(key, old, new, chunk_size=MIN_CHUNK_SIZE)
     assert apply_bytes(old, delta, None) == new
 
 
-def test_structured_data_shifted_code(key) -> None:  # type: ignore[no-untyped-def]
+def test_structured_data_shifted_code(key) -> None:
     rnd = random.Random(3)
     words = [rnd.randrange(1 << 16) for _ in range(4000)]
     code = b"".join(w.to_bytes(4, "little") for w in words)
@@ -68,14 +68,14 @@ def test_structured_data_shifted_code(key) -> None:  # type: ignore[no-untyped-d
     assert len(delta) < len(new) // 10
 
 
-def test_empty_payloads(key) -> None:  # type: ignore[no-untyped-def]
+def test_empty_payloads(key) -> None:
     old, new = _images(key, b"", b"")
     delta, stats = make_delta(key, old, new)
     assert stats.chunks == 0
     assert apply_bytes(old, delta, None) == new
 
 
-def test_empty_old_image_file(key) -> None:  # type: ignore[no-untyped-def]
+def test_empty_old_image_file(key) -> None:
     """The applier takes a base of no bytes; ``create`` refuses to make such a delta (an empty
     file is no image: tests/delta/test_delta_create_checks.py), so it is built by hand."""
     old, new = _images(key, b"", b"new firmware" * 100)
@@ -96,7 +96,7 @@ def test_identical_images_make_a_tiny_delta(pair: Pair) -> None:
     assert len(delta) < 1200
 
 
-def test_unrelated_images_fall_back_to_compressed_full(key) -> None:  # type: ignore[no-untyped-def]
+def test_unrelated_images_fall_back_to_compressed_full(key) -> None:
     rnd = random.Random(9)
     text = b"".join(rnd.choice([b"alpha ", b"beta ", b"gamma ", b"delta "]) for _ in range(5000))
     old, new = _images(key, rnd.randbytes(20_000), text)
@@ -115,7 +115,7 @@ def test_creation_is_deterministic(pair: Pair) -> None:
     assert pair.delta() == pair.delta()
 
 
-def test_long_periodic_runs_are_fast_and_exact(key) -> None:  # type: ignore[no-untyped-def]
+def test_long_periodic_runs_are_fast_and_exact(key) -> None:
     import time
 
     rnd = random.Random(5)

@@ -13,7 +13,7 @@ from otaguard.delta.realign import realign
 from otaguard.delta.steps import chunk_steps
 
 
-def _rebuild(old: bytes, control, diffs, extras) -> bytes:  # type: ignore[no-untyped-def]
+def _rebuild(old: bytes, control, diffs, extras) -> bytes:
     """Run steps as the applier does (old position starts at 0)."""
     out, old_pos = bytearray(), 0
     for (add, copy, seek), diff, extra in zip(control, diffs, extras, strict=True):

@@ -62,7 +62,7 @@ def build(head: DeltaHeader, table: list[bytes], streams: list[bytes], tail: byt
     lengths = dict(
         zip(("control_length", "diff_length", "extra_length"), map(len, streams), strict=True)
     )
-    return encode_header(replace(head, **lengths), ZDICT[0], table) + b"".join(streams) + tail
+    return encode_header(replace(head, **lengths), ZDICT[0], table) + b"".join(streams) + tail  # type: ignore[arg-type]
 
 
 #: The dictionary of the pair's delta (every rebuilt delta keeps its outer metadata).
@@ -98,7 +98,7 @@ def header_field(**changes: object) -> Callable[..., bytes]:
 
 
 def raw_byte(offset: int, value: int) -> Callable[..., bytes]:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         raw = bytearray(build(head, table, streams))
         raw[offset] = value
         return bytes(raw)
@@ -107,7 +107,7 @@ def raw_byte(offset: int, value: int) -> Callable[..., bytes]:
 
 
 def table_entry(index: int, value: bytes) -> Callable[..., bytes]:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         table[index] = value
         return build(head, table, streams)
 
@@ -115,7 +115,7 @@ def table_entry(index: int, value: bytes) -> Callable[..., bytes]:
 
 
 def stream_edit(which: int, fn: Callable[[bytes], bytes]) -> Callable[..., bytes]:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         streams[which] = fn(streams[which])
         return build(head, table, streams)
 
@@ -125,7 +125,7 @@ def stream_edit(which: int, fn: Callable[[bytes], bytes]) -> Callable[..., bytes
 def length_field(**changes: int) -> Callable[..., bytes]:
     """Stream lengths that disagree with the streams that follow."""
 
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         return encode_header(replace(head, **changes), ZDICT[0], table) + b"".join(streams)
 
     return mutate
@@ -139,7 +139,7 @@ def _blob_at(head: DeltaHeader) -> int:
 def blob_edit(fn: Callable[[bytes], bytes]) -> Callable[..., bytes]:
     """Edit the deflated new image header (the bytes after the fixed fields and its length)."""
 
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         raw = build(head, table, streams)
         start = _blob_at(head)
         length, at = raw[start], start + 1
@@ -152,7 +152,7 @@ def blob_edit(fn: Callable[[bytes], bytes]) -> Callable[..., bytes]:
 
 
 def blob_length(value: int) -> Callable[..., bytes]:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         raw = bytearray(build(head, table, streams))
         raw[_blob_at(head)] = value
         return bytes(raw)
@@ -160,7 +160,7 @@ def blob_length(value: int) -> Callable[..., bytes]:
     return mutate
 
 
-def headers_digest_flipped(head, table, streams):  # type: ignore[no-untyped-def]
+def headers_digest_flipped(head, table, streams):
     raw = bytearray(build(head, table, streams))
     raw[_blob_at(head) - 1] ^= 1
     return bytes(raw)
@@ -172,7 +172,7 @@ def _control_of(pair: Pair) -> list[tuple[int, int, int]]:
     return decode_triples(unxz(streams[0], head), head.repeat)
 
 
-def _full_reading_old(head, table, streams):  # type: ignore[no-untyped-def]
+def _full_reading_old(head, table, streams):
     return build(replace(head, flags=FLAG_FULL), table, [streams[0], b"", streams[2]])
 
 
@@ -300,7 +300,7 @@ def _chunk_adds(pair: Pair) -> list[int]:
 def _zrle_diff(records: bytes) -> Callable[..., bytes]:
     """The delta with ZERO_RUNS coding and ``records`` as its (decompressed) diff stream."""
 
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         head = replace(head, diff_coding=DiffCoding.ZERO_RUNS)
         return build(head, table, [streams[0], xz(records, head), streams[2]])
 
@@ -350,7 +350,7 @@ def test_zero_run_records_decode_as_the_diff(pair: Pair) -> None:
 
 
 def test_plain_diff_decodes_as_the_diff(pair: Pair) -> None:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         head = replace(head, diff_coding=DiffCoding.PLAIN)
         diff = b"".join(_chunk_diffs(pair))
         return build(head, table, [streams[0], xz(diff, head) if diff else b"", streams[2]])
@@ -385,7 +385,7 @@ def test_zero_run_records_may_not_cross_a_chunk(pair: Pair) -> None:
 
 
 def test_overlong_control_varint_is_refused(pair: Pair) -> None:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         return build(head, table, [xz(b"\xff" * 11 + b"\x01", head), *streams[1:]])
 
     with pytest.raises(MalformedError, match="varint"):
@@ -478,7 +478,7 @@ def test_untrusted_signer_is_refused(pair: Pair) -> None:
 
 
 def test_inner_signature_is_checked_before_anything(pair: Pair) -> None:
-    def mutate(head, table, streams):  # type: ignore[no-untyped-def]
+    def mutate(head, table, streams):
         sigs = bytearray(head.new_signatures)
         sigs[-1] ^= 1
         return build(replace(head, new_signatures=bytes(sigs)), table, streams)

@@ -37,7 +37,7 @@ def _zstd_delta(pair: Pair) -> bytes:
     return delta
 
 
-def _rebuilt(pair: Pair, mutate) -> bytes:  # type: ignore[no-untyped-def]
+def _rebuilt(pair: Pair, mutate) -> bytes:
     delta = _zstd_delta(pair)
     zdict = zdict_of(delta)
     head, table, streams = parts_of(container_of(delta), zdict)
@@ -85,9 +85,9 @@ def _payload(pair: Pair) -> bytes:
     return pair.new[len(head.new_signed) : len(pair.new) - len(head.new_signatures)]
 
 
-def _with(**changes: object):  # type: ignore[no-untyped-def]
-    def mutate(head: DeltaHeader, table: list[bytes], frame: bytes):  # type: ignore[no-untyped-def]
-        return replace(head, **changes), table, frame
+def _with(**changes: object):
+    def mutate(head: DeltaHeader, table: list[bytes], frame: bytes):
+        return replace(head, **changes), table, frame  # type: ignore[arg-type]
 
     return mutate
 

@@ -33,12 +33,12 @@ def flash_raw(device: Device, letter: str, image: bytes) -> None:
     write_image(device.flash, region, io.BytesIO(image), len(image))
 
 
-def test_fresh_device_is_in_recovery(kit) -> None:  # type: ignore[no-untyped-def]
+def test_fresh_device_is_in_recovery(kit) -> None:
     result = boot(kit.device())
     assert result.state == "recovery" and result.slot is None
 
 
-def test_update_trial_confirm_and_fuses(kit) -> None:  # type: ignore[no-untyped-def]
+def test_update_trial_confirm_and_fuses(kit) -> None:
     device = kit.device()
     result = install(device, kit.files(kit.image(1)))
     assert result.slot == "a" and result.tries == 3 and result.flash_ops > 0
@@ -51,12 +51,12 @@ def test_update_trial_confirm_and_fuses(kit) -> None:  # type: ignore[no-untyped
     assert again.state == "confirmed" and again.flash_ops == 0  # a plain boot writes nothing
     install(device, kit.files(kit.image(3)), running=running_of(again))
     booted = boot(device)
-    assert booted.slot == "b" and booted.main.metadata.security_counter == 3
+    assert booted.slot == "b" and booted.main.metadata.security_counter == 3  # type: ignore[union-attr]
     confirm(device, running_of(booted))
     assert device.otp.counters.value(MAIN) == 3
 
 
-def test_no_confirm_reverts_after_the_tries(kit) -> None:  # type: ignore[no-untyped-def]
+def test_no_confirm_reverts_after_the_tries(kit) -> None:
     device = kit.device(trial_tries=2)
     running = kit.updated(device, 1)
     install(device, kit.files(kit.image(2)), running=running)
@@ -71,7 +71,7 @@ def test_no_confirm_reverts_after_the_tries(kit) -> None:  # type: ignore[no-unt
     assert device.otp.counters.value(MAIN) == 1
 
 
-def test_reject_reverts_at_once(kit) -> None:  # type: ignore[no-untyped-def]
+def test_reject_reverts_at_once(kit) -> None:
     device = kit.device()
     running = kit.updated(device, 1)
     install(device, kit.files(kit.image(2)), running=running)
@@ -84,7 +84,7 @@ def test_reject_reverts_at_once(kit) -> None:  # type: ignore[no-untyped-def]
         reject(device, running_of(boot(device)))
 
 
-def test_confirm_needs_the_booted_image(kit) -> None:  # type: ignore[no-untyped-def]
+def test_confirm_needs_the_booted_image(kit) -> None:
     device = kit.device()
     with pytest.raises(UsageError, match="boot it first"):
         confirm(device, None)
@@ -97,7 +97,7 @@ def test_confirm_needs_the_booted_image(kit) -> None:  # type: ignore[no-untyped
     assert device.otp.counters.value(MAIN) == 1
 
 
-def test_rollback_is_refused_at_install_and_at_boot(kit) -> None:  # type: ignore[no-untyped-def]
+def test_rollback_is_refused_at_install_and_at_boot(kit) -> None:
     device = kit.device()
     running = kit.updated(device, 1, 2)  # confirmed on v2: fuses at 2
     before = device.snapshot()
@@ -110,7 +110,7 @@ def test_rollback_is_refused_at_install_and_at_boot(kit) -> None:  # type: ignor
     record = BootRecord(0, a=SlotState(15, 0, True, False), b=SlotState(14, 0, True, False))
     device.bootctl.write(record)
     result = boot(device)
-    assert result.slot == "b" and result.main.metadata.version == "2.0.0"
+    assert result.slot == "b" and result.main.metadata.version == "2.0.0"  # type: ignore[union-attr]
     assert result.rejected[0][:2] == ("a", "security-counter")
     # Same image counter is fine (reinstall within the epoch), strict mode refuses it.
     install(device, kit.files(kit.image(2, version="2.0.1")), running=running_of(result))
@@ -121,7 +121,7 @@ def test_rollback_is_refused_at_install_and_at_boot(kit) -> None:  # type: ignor
     assert boot(strict).state == "confirmed"  # boot itself is always >=
 
 
-def test_forged_and_tampered_images_never_boot(kit) -> None:  # type: ignore[no-untyped-def]
+def test_forged_and_tampered_images_never_boot(kit) -> None:
     from helpers import cached_key
 
     device = kit.device()
@@ -148,7 +148,7 @@ def test_forged_and_tampered_images_never_boot(kit) -> None:  # type: ignore[no-
         install(device, kit.files(wrong_hw), running=running_of(result))
 
 
-def test_both_slots_corrupt_is_recovery_then_install_repairs(kit) -> None:  # type: ignore[no-untyped-def]
+def test_both_slots_corrupt_is_recovery_then_install_repairs(kit) -> None:
     device = kit.device()
     kit.updated(device, 1, 2)
     for letter in "ab":
@@ -158,10 +158,10 @@ def test_both_slots_corrupt_is_recovery_then_install_repairs(kit) -> None:  # ty
     assert result.state == "recovery" and {r[0] for r in result.rejected} == {"a", "b"}
     assert boot(device).state == "recovery"  # stays there, never runs anything
     install(device, kit.files(kit.image(3)))  # recovery: an install from outside
-    assert boot(device).main.metadata.version == "3.0.0"
+    assert boot(device).main.metadata.version == "3.0.0"  # type: ignore[union-attr]
 
 
-def test_both_metadata_copies_torn_rebuilds_from_verified_slots(kit) -> None:  # type: ignore[no-untyped-def]
+def test_both_metadata_copies_torn_rebuilds_from_verified_slots(kit) -> None:
     device = kit.device()
     running = kit.updated(device, 1, 2)
     install(device, kit.files(kit.image(3)), running=running)  # v3 staged as trial in a
@@ -173,11 +173,11 @@ def test_both_metadata_copies_torn_rebuilds_from_verified_slots(kit) -> None:  #
     assert device.bootctl.copies() == (None, None)
     result = boot(device)
     assert result.rebuilt and result.state == "confirmed"
-    assert result.main.metadata.version == "2.0.0"  # the one the fuses belong to
+    assert result.main.metadata.version == "2.0.0"  # type: ignore[union-attr]  # the one the fuses belong to
     assert device.otp.counters.value(MAIN) == 2  # the trial was not made permanent
 
 
-def test_fuse_budget_refused_up_front_and_at_boot(kit) -> None:  # type: ignore[no-untyped-def]
+def test_fuse_budget_refused_up_front_and_at_boot(kit) -> None:
     device = kit.device(fuse_bits=4)
     running = kit.updated(device, 4)
     assert device.otp.counters.value(MAIN) == 4
@@ -193,14 +193,14 @@ def test_fuse_budget_refused_up_front_and_at_boot(kit) -> None:  # type: ignore[
     assert result.slot == "a" and result.rejected[0][1] == "fuse-budget"
 
 
-def test_image_larger_than_the_slot_is_refused(kit) -> None:  # type: ignore[no-untyped-def]
+def test_image_larger_than_the_slot_is_refused(kit) -> None:
     device = kit.device()
     big = kit.image(1, payload=b"x" * (40 * 1024))
     with pytest.raises(SlotSizeError):
         install(device, kit.files(big))
 
 
-def test_confirm_cut_after_its_record_leaves_fuses_lagging_and_boot_fixes_them(kit) -> None:  # type: ignore[no-untyped-def]
+def test_confirm_cut_after_its_record_leaves_fuses_lagging_and_boot_fixes_them(kit) -> None:
     from otaguard.device.faults import FaultPlan, PowerLoss
 
     device = kit.device()
@@ -213,12 +213,12 @@ def test_confirm_cut_after_its_record_leaves_fuses_lagging_and_boot_fixes_them(k
     assert device.otp.counters.value(MAIN) == 2
     device.arm()
     result = boot(device)
-    assert result.state == "confirmed" and result.main.metadata.security_counter == 4
+    assert result.state == "confirmed" and result.main.metadata.security_counter == 4  # type: ignore[union-attr]
     assert device.otp.counters.value(MAIN) == 4
 
 
 @pytest.mark.parametrize("backend", ["fuses", "rpmb"])
-def test_counter_backends_behave_the_same(kit, backend: str) -> None:  # type: ignore[no-untyped-def]
+def test_counter_backends_behave_the_same(kit, backend: str) -> None:
     device = kit.device(counter_backend=backend)
     kit.updated(device, 1, 3)
     assert device.otp.counters.value(MAIN) == 3 and device.otp.counters.kind == backend
@@ -226,7 +226,7 @@ def test_counter_backends_behave_the_same(kit, backend: str) -> None:  # type: i
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 @pytest.mark.parametrize("erased", [0xFF, 0x00])
-def test_every_geometry_updates(kit, name: str, erased: int) -> None:  # type: ignore[no-untyped-def]
+def test_every_geometry_updates(kit, name: str, erased: int) -> None:
     device = kit.device(PRESETS[name].with_erased(erased))
     running = kit.updated(device, 1, 2)
     assert running.slot == "b" and device.otp.counters.value(MAIN) == 2
@@ -235,7 +235,7 @@ def test_every_geometry_updates(kit, name: str, erased: int) -> None:  # type: i
 # --- a root CA key hash as the OTP anchor: images signed under a certificate chain ---
 
 
-def _pki_device(kit, pki, *, region: str | None = "eu", crls=()) -> Device:  # type: ignore[no-untyped-def]
+def _pki_device(kit, pki, *, region: str | None = "eu", crls=()) -> Device:
     root = pki.root.cert
     trust = DeviceTrust(
         frozenset({key_id_bytes(root.public_key())}), roots=(root,), crls=crls, region=region
@@ -243,13 +243,13 @@ def _pki_device(kit, pki, *, region: str | None = "eu", crls=()) -> Device:  # t
     return Device.in_memory(kit.config(region=region), trust)
 
 
-def test_root_ca_anchor_accepts_chained_images(kit) -> None:  # type: ignore[no-untyped-def]
+def test_root_ca_anchor_accepts_chained_images(kit) -> None:
     pki = make_pki()
     image = sign_image(pki.leaf.signer, der(pki.leaf.cert, pki.inter.cert))
     device = _pki_device(kit, pki)
     install(device, kit.files(image))
     result = boot(device)
-    assert result.state == "trial" and result.main.metadata.hardware_ids == (HW,)
+    assert result.state == "trial" and result.main.metadata.hardware_ids == (HW,)  # type: ignore[union-attr]
     # Outside the chain's region: refused.
     other = _pki_device(kit, pki, region="us")
     with pytest.raises(Exception, match="region") as refused:
@@ -263,7 +263,7 @@ def test_root_ca_anchor_accepts_chained_images(kit) -> None:  # type: ignore[no-
     assert refused.value.check == "chain"  # type: ignore[attr-defined]
 
 
-def test_learned_crl_revokes_the_signer_at_boot(kit) -> None:  # type: ignore[no-untyped-def]
+def test_learned_crl_revokes_the_signer_at_boot(kit) -> None:
     pki = make_pki()
     image = sign_image(pki.leaf.signer, der(pki.leaf.cert, pki.inter.cert))
     crl = build_crl(
@@ -283,7 +283,7 @@ def test_learned_crl_revokes_the_signer_at_boot(kit) -> None:  # type: ignore[no
         install(revoked, kit.files(image))
 
 
-def test_stored_key_that_does_not_hash_to_an_anchor_is_ignored(kit) -> None:  # type: ignore[no-untyped-def]
+def test_stored_key_that_does_not_hash_to_an_anchor_is_ignored(kit) -> None:
     from helpers import cached_key
 
     attacker = cached_key(KeyType.ED25519, 7).public_key()

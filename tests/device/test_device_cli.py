@@ -17,7 +17,7 @@ from otaguard.pki.issue import Revocation, build_crl
 from .conftest import init_device_dir
 
 
-def test_update_story(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_update_story(cli, tmp_path: Path, files) -> None:
     dev = tmp_path / "dev"
     init_device_dir(cli, dev, files)
     status = cli("device", "status", dev, "--json").json
@@ -49,7 +49,7 @@ def test_update_story(cli, tmp_path: Path, files) -> None:  # type: ignore[no-un
     assert text.code == 0 and "slot a: confirmed" in text.out
 
 
-def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) -> None:  # type: ignore[no-untyped-def]
+def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) -> None:
     from helpers import cached_key
     from otaguard.crypto.keys import KeyType
 
@@ -105,7 +105,7 @@ def test_refusals_exit_1_usage_errors_exit_2(cli, tmp_path: Path, files, kit) ->
         assert_one_line(result.err)
 
 
-def test_fuse_budget_through_the_cli(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_fuse_budget_through_the_cli(cli, tmp_path: Path, files) -> None:
     dev = tmp_path / "dev"
     init_device_dir(cli, dev, files, "--fuse-bits", "2", "--counter-backend", "fuses")
     result = cli("device", "install", dev, files["v3"], "--json")
@@ -121,7 +121,7 @@ def _copy(base: Path, dest: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_power_cut_before_every_operation_through_the_cli(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_power_cut_before_every_operation_through_the_cli(cli, tmp_path: Path, files) -> None:
     """Install v2 over a confirmed v1, then boot and confirm it, cutting each operation."""
     base = tmp_path / "base"
     init_device_dir(cli, base, files, "--geometry", "nor-4k-sector-write")
@@ -162,7 +162,7 @@ def test_power_cut_before_every_operation_through_the_cli(cli, tmp_path: Path, f
             assert fuses <= booted["security_counter"]
 
 
-def test_root_certificate_anchor_and_learned_crl(cli, tmp_path: Path, kit) -> None:  # type: ignore[no-untyped-def]
+def test_root_certificate_anchor_and_learned_crl(cli, tmp_path: Path, kit) -> None:
     pki = make_pki()
     root = tmp_path / "root.pem"
     root.write_bytes(pki.root.cert.public_bytes(Encoding.PEM))
@@ -195,7 +195,7 @@ def test_root_certificate_anchor_and_learned_crl(cli, tmp_path: Path, kit) -> No
     assert cli("device", "install", us, image).code == 1
 
 
-def test_multi_component_set_through_the_cli(cli, tmp_path: Path, files, kit) -> None:  # type: ignore[no-untyped-def]
+def test_multi_component_set_through_the_cli(cli, tmp_path: Path, files, kit) -> None:
     radio = tmp_path / "radio.img"
     radio.write_bytes(kit.image(1, hardware_ids=("acme-radio-v1",)))
     dev = tmp_path / "dev"
@@ -211,7 +211,7 @@ def test_multi_component_set_through_the_cli(cli, tmp_path: Path, files, kit) ->
     assert fuses["radio"]["counter"] == 1 and fuses["main"]["counter"] == 1
 
 
-def test_subprocess_entry_point_has_no_traceback(tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_subprocess_entry_point_has_no_traceback(tmp_path: Path, files) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "otaguard.cli.main", "device", "boot", str(tmp_path / "none")],
         capture_output=True,
@@ -222,7 +222,7 @@ def test_subprocess_entry_point_has_no_traceback(tmp_path: Path, files) -> None:
     assert_one_line(proc.stderr)
 
 
-def test_init_json(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_init_json(cli, tmp_path: Path, files) -> None:
     dev = tmp_path / "dev"
     args = ("--trusted-key", files["pub"], "--hardware-id", "acme-ecu-v2", "--slot-size", "32768")
     made = cli("device", "init", dev, *args, "--component", "radio=acme-radio", "--json")

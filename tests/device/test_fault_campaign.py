@@ -34,7 +34,7 @@ GEOMETRIES = sorted(PRESETS)
 @pytest.mark.parametrize("scenario", ["update", "crash-loop"])
 @pytest.mark.parametrize("erased", [0xFF, 0x00], ids=["ff", "00"])
 @pytest.mark.parametrize("name", GEOMETRIES)
-def test_power_loss_anywhere_never_bricks(kit, name: str, erased: int, scenario: str) -> None:  # type: ignore[no-untyped-def]
+def test_power_loss_anywhere_never_bricks(kit, name: str, erased: int, scenario: str) -> None:
     geometry = PRESETS[name].with_erased(erased)
     history = [kit.image(1)] if scenario == "update" else [kit.image(1), kit.image(2)]
     new = kit.image(2) if scenario == "update" else kit.image(3)
@@ -48,14 +48,14 @@ def test_power_loss_anywhere_never_bricks(kit, name: str, erased: int, scenario:
     assert report.bricks == 0, report.failures
 
 
-def test_campaign_is_deterministic(kit) -> None:  # type: ignore[no-untyped-def]
+def test_campaign_is_deterministic(kit) -> None:
     make = kit.factory(PRESETS["stm32h7"])
     first = campaign.run_campaign(make, [kit.image(1)], kit.image(2), scenario="update")
     second = campaign.run_campaign(make, [kit.image(1)], kit.image(2), scenario="update")
     assert first == second
 
 
-def _fuses_first_confirm(device, running):  # type: ignore[no-untyped-def]
+def _fuses_first_confirm(device, running):
     record, images = _running_set(device, running)
     for image in images:
         device.otp.counters.advance_to(image.component, image.metadata.security_counter)
@@ -63,7 +63,7 @@ def _fuses_first_confirm(device, running):  # type: ignore[no-untyped-def]
     device.bootctl.write(record.with_slot(running.slot, state))
 
 
-def test_campaign_catches_fuses_raised_before_the_confirm_record(kit, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_campaign_catches_fuses_raised_before_the_confirm_record(kit, monkeypatch) -> None:
     monkeypatch.setattr(campaign, "confirm", _fuses_first_confirm)
     report = campaign.run_campaign(
         kit.factory(PRESETS["stm32h7"]), [kit.image(1)], kit.image(3), scenario="update"
@@ -72,14 +72,14 @@ def test_campaign_catches_fuses_raised_before_the_confirm_record(kit, monkeypatc
     assert any("fuses" in f for f in report.failures)
 
 
-def test_campaign_catches_a_single_copy_reset_to_defaults(kit, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_campaign_catches_a_single_copy_reset_to_defaults(kit, monkeypatch) -> None:
     """Android's scheme: one copy; on a bad CRC, defaults (no slot known good)."""
     real_copies = bootctl.BootControl.copies
 
-    def one_copy(self):  # type: ignore[no-untyped-def]
+    def one_copy(self):
         return real_copies(self)[0], None
 
-    def write_copy_0(self, record):  # type: ignore[no-untyped-def]
+    def write_copy_0(self, record):
         current = real_copies(self)[0]
         stored = replace(record, seq=(current.seq + 1) if current else 1)
         data = stored.encode() + bytes([self.flash.geometry.erased]) * (self._padded - 24)
@@ -100,7 +100,7 @@ def test_campaign_catches_a_single_copy_reset_to_defaults(kit, monkeypatch) -> N
     assert any("recovery" in f for f in report.failures)
 
 
-def test_a_torn_confirm_that_wrote_every_byte_has_landed(kit) -> None:  # type: ignore[no-untyped-def]
+def test_a_torn_confirm_that_wrote_every_byte_has_landed(kit) -> None:
     """The oracle reads whether confirm's record landed; it does not count operations.
 
     A program torn after every byte of the record (the rest of the erased sector is what it

@@ -55,7 +55,7 @@ def test_a_delta_is_never_part_of_a_set(kit: Kit) -> None:
     assert device.clock.count == 0
 
 
-def _staged(kit: Kit):  # type: ignore[no-untyped-def]
+def _staged(kit: Kit):
     """A device confirmed on v1 that has v2 installed and not booted yet."""
     device = kit.device()
     running = kit.updated(device, 1)
@@ -100,7 +100,7 @@ def test_a_reverted_or_confirmed_update_is_no_obstacle(kit: Kit) -> None:
     assert install(device, kit.files(kit.image(3)), running=after).replaced == ()
 
 
-def test_cli_refuses_a_second_install_unless_told(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_cli_refuses_a_second_install_unless_told(cli, tmp_path: Path, files) -> None:
     dev = init_device_dir(cli, tmp_path / "dev", files)
     for step in (("install", files["v1"]), ("boot",), ("confirm",), ("install", files["v2"])):
         assert cli("device", step[0], dev, *step[1:]).code == 0

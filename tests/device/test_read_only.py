@@ -29,7 +29,7 @@ from .conftest import init_device_dir
 STATUS = [sys.executable, "-m", "otaguard.cli.main", "device", "status"]
 
 
-def _device(cli, tmp_path: Path, files: dict[str, Path]) -> Path:  # type: ignore[no-untyped-def]
+def _device(cli, tmp_path: Path, files: dict[str, Path]) -> Path:
     dev = init_device_dir(cli, tmp_path / "dev", files)
     for step in (("install", files["v1"]), ("boot",)):  # running.json exists: a trial runs
         assert cli("device", step[0], dev, *step[1:]).code == 0
@@ -74,7 +74,7 @@ def _run_read_only(dev: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_status_on_a_read_only_device_directory(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_status_on_a_read_only_device_directory(cli, tmp_path: Path, files) -> None:
     dev = _device(cli, tmp_path, files)
     expected = cli("device", "status", dev, "--json").out
     before = _tree(dev)
@@ -86,7 +86,7 @@ def test_status_on_a_read_only_device_directory(cli, tmp_path: Path, files) -> N
     assert _tree(dev) == before
 
 
-def test_opening_read_only_writes_nothing_and_refuses_writes(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_opening_read_only_writes_nothing_and_refuses_writes(cli, tmp_path: Path, files) -> None:
     dev = _device(cli, tmp_path, files)
     before = _tree(dev)
     running = load_running(dev)

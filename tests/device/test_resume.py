@@ -20,7 +20,7 @@ def _ops(device: Device, data: bytes, region: Region) -> int:
     return device.clock.count
 
 
-def test_a_second_identical_write_costs_nothing(kit) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_identical_write_costs_nothing(kit) -> None:
     device = kit.device(PRESETS["nor-4k"])
     region = device.config.layout.slot("b", "main")
     image = kit.image(2)
@@ -31,7 +31,7 @@ def test_a_second_identical_write_costs_nothing(kit) -> None:  # type: ignore[no
     assert device.flash.read(region.offset, len(image)) == image
 
 
-def test_only_the_sectors_that_differ_are_rewritten(kit) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_sectors_that_differ_are_rewritten(kit) -> None:
     device = kit.device(PRESETS["nor-4k"])
     g = device.config.geometry
     region = device.config.layout.slot("b", "main")
@@ -52,7 +52,7 @@ def test_only_the_sectors_that_differ_are_rewritten(kit) -> None:  # type: ignor
 
 
 @pytest.mark.parametrize("fraction", [0.6, 0.9])  # after at least one whole sector
-def test_a_cut_install_reruns_with_fewer_writes(kit, fraction: float) -> None:  # type: ignore[no-untyped-def]
+def test_a_cut_install_reruns_with_fewer_writes(kit, fraction: float) -> None:
     clean = kit.device(PRESETS["nor-4k"])
     running = kit.updated(clean, 1)
     clean.arm()

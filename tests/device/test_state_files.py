@@ -122,7 +122,7 @@ def test_deeply_nested_json_is_one_clean_error(device_dir: Path, name: str, docu
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_deep_nesting_through_the_cli_exits_2(  # type: ignore[no-untyped-def]
+def test_deep_nesting_through_the_cli_exits_2(
     cli, device_dir: Path, tmp_path: Path, name: str
 ) -> None:
     readers = ("status", "confirm", "reject", "boot")  # boot is a reset: it never reads RAM
@@ -190,7 +190,7 @@ def _replace(value: Any, path: tuple[object, ...], new: object) -> Any:
         return new
     head, *rest = path
     copy = dict(value) if isinstance(value, dict) else list(value)
-    copy[head] = _replace(value[head], tuple(rest), new)  # type: ignore[index]
+    copy[head] = _replace(value[head], tuple(rest), new)  # type: ignore[call-overload]
     return copy
 
 

@@ -130,7 +130,7 @@ def test_status_values_are_frozen(kit: Kit) -> None:
         status.fwu_state = FwuState.READY  # type: ignore[misc]
 
 
-def test_cli_prints_the_model(cli, tmp_path: Path, files) -> None:  # type: ignore[no-untyped-def]
+def test_cli_prints_the_model(cli, tmp_path: Path, files) -> None:
     from otaguard.device.store import load_running, open_device
 
     dev = init_device_dir(cli, tmp_path / "dev", files)

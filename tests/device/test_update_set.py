@@ -17,18 +17,18 @@ RADIO_HW = "acme-radio-v1"
 COMPONENTS = (Component(MAIN, "acme-ecu-v2"), Component("radio", RADIO_HW))
 
 
-def _set(kit, app: int, radio: int | None, *, radio_hw: str = RADIO_HW) -> UpdateSet:  # type: ignore[no-untyped-def]
+def _set(kit, app: int, radio: int | None, *, radio_hw: str = RADIO_HW) -> UpdateSet:
     images = {MAIN: io.BytesIO(kit.image(app))}
     if radio is not None:
         images["radio"] = io.BytesIO(kit.image(radio, hardware_ids=(radio_hw,)))
     return UpdateSet(images)
 
 
-def _state(device, running) -> FwuState:  # type: ignore[no-untyped-def]
+def _state(device, running) -> FwuState:
     return fwu_state(device.bootctl.load(), device.config.trial_tries, running)
 
 
-def test_set_goes_through_psa_states_and_is_accepted_as_one(kit) -> None:  # type: ignore[no-untyped-def]
+def test_set_goes_through_psa_states_and_is_accepted_as_one(kit) -> None:
     device = kit.device(components=COMPONENTS)
     assert _state(device, None) is FwuState.FAILED  # nothing installed yet
     _set(kit, 1, 1).install(device)
@@ -51,7 +51,7 @@ def test_set_goes_through_psa_states_and_is_accepted_as_one(kit) -> None:  # typ
     assert (counters.value(MAIN), counters.value("radio")) == (1, 1)
 
 
-def test_one_bad_component_rejects_the_whole_set_before_writing(kit) -> None:  # type: ignore[no-untyped-def]
+def test_one_bad_component_rejects_the_whole_set_before_writing(kit) -> None:
     device = kit.device(components=COMPONENTS)
     _set(kit, 1, 2).install(device)
     running = running_of(boot(device))
@@ -67,7 +67,7 @@ def test_one_bad_component_rejects_the_whole_set_before_writing(kit) -> None:  #
         UpdateSet({"gps": io.BytesIO(kit.image(2))}).install(device, running=running)
 
 
-def test_a_component_that_fails_at_boot_fails_the_whole_slot(kit) -> None:  # type: ignore[no-untyped-def]
+def test_a_component_that_fails_at_boot_fails_the_whole_slot(kit) -> None:
     device = kit.device(components=COMPONENTS)
     _set(kit, 1, 1).install(device)
     running = running_of(boot(device))
@@ -84,7 +84,7 @@ def test_a_component_that_fails_at_boot_fails_the_whole_slot(kit) -> None:  # ty
     }
 
 
-def test_partial_set_carries_the_other_components_over(kit) -> None:  # type: ignore[no-untyped-def]
+def test_partial_set_carries_the_other_components_over(kit) -> None:
     device = kit.device(components=COMPONENTS)
     with pytest.raises(UsageError, match="carry over"):
         _set(kit, 1, None).install(device)
@@ -100,7 +100,7 @@ def test_partial_set_carries_the_other_components_over(kit) -> None:  # type: ig
     }
 
 
-def test_power_cut_anywhere_in_a_set_install_keeps_the_old_set(kit) -> None:  # type: ignore[no-untyped-def]
+def test_power_cut_anywhere_in_a_set_install_keeps_the_old_set(kit) -> None:
     device = kit.device(components=COMPONENTS)
     _set(kit, 1, 1).install(device)
     confirm(device, running_of(boot(device)))

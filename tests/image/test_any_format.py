@@ -97,7 +97,7 @@ def test_roots_verify_either_format_and_give_the_chain(tmp_path: Path) -> None:
     pki = make_pki()
     chain = der(pki.leaf.cert, pki.inter.cert)
     trusted = TrustedRoots((pki.root.cert,), region="eu")
-    native = sign_image(pki.leaf.signer, chain)  # type: ignore[arg-type]
+    native = sign_image(pki.leaf.signer, chain)
     mcu = sign_bytes(
         b"m" * 400,
         [cached_key(KeyType.ED25519, 10)],  # make_pki's leaf key

@@ -89,10 +89,10 @@ def test_signing_from_a_pipe_reads_source_once() -> None:
     from otaguard.image import sign_stream
 
     sign_stream(
-        _Pipe(b"abc" * 1000),
+        _Pipe(b"abc" * 1000),  # type: ignore[arg-type]
         out,
         [KeySigner(key)],
-        version="1.0.0",  # type: ignore[arg-type]
+        version="1.0.0",
         security_counter=1,
         hardware_ids=["hw"],
         created=0,

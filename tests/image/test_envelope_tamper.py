@@ -32,7 +32,7 @@ def _verify(image: bytes, key: PrivateKey, *, seekable: bool = True) -> None:
     trusted = TrustedKeys.of([key.public_key()])
     stream: io.BufferedIOBase = io.BytesIO(image)
     if not seekable:
-        stream = io.BufferedReader(_NoSeek(image))  # type: ignore[arg-type]
+        stream = io.BufferedReader(_NoSeek(image))
     verify_stream(stream, trusted, threshold=1, policy=ImagePolicy())  # type: ignore[arg-type]
 
 

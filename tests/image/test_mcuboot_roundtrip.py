@@ -162,7 +162,7 @@ def _with_unprotected(image: bytes, entries: list[tuple[int, bytes]], keep: int)
     return image[: header.protected_end] + encode_area("<", TLV_INFO_MAGIC, kept + entries)
 
 
-def _io(data: bytes):  # type: ignore[no-untyped-def]
+def _io(data: bytes):
     import io
 
     return io.BytesIO(data)

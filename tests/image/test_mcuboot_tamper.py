@@ -22,7 +22,7 @@ PAYLOAD = bytes(range(256)) * 2
 
 
 @pytest.fixture(scope="module", params=[KeyType.ED25519, KeyType.ECDSA_P256])
-def signed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def signed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     key = cached_key(request.param)
     image = sign_bytes(
         PAYLOAD,
@@ -44,7 +44,7 @@ def _metadata_offsets(image: bytes) -> list[int]:
     return [i for i in range(parsed.tlv_end) if i not in payload]
 
 
-def test_every_metadata_bit_flip_is_rejected(signed) -> None:  # type: ignore[no-untyped-def]
+def test_every_metadata_bit_flip_is_rejected(signed) -> None:
     key, image = signed
     offsets = _metadata_offsets(image)
     assert len(offsets) > 200
@@ -56,7 +56,7 @@ def test_every_metadata_bit_flip_is_rejected(signed) -> None:  # type: ignore[no
                 verify_image(bytes(bad), [key])
 
 
-def test_random_payload_bit_flips_are_rejected(signed) -> None:  # type: ignore[no-untyped-def]
+def test_random_payload_bit_flips_are_rejected(signed) -> None:
     key, image = signed
     rng = random.Random(2026)
     for _ in range(1000):
@@ -66,7 +66,7 @@ def test_random_payload_bit_flips_are_rejected(signed) -> None:  # type: ignore[
             verify_image(bytes(bad), [key])
 
 
-def test_every_truncation_is_a_clean_rejection(signed) -> None:  # type: ignore[no-untyped-def]
+def test_every_truncation_is_a_clean_rejection(signed) -> None:
     key, image = signed
     for length in range(len(image)):
         with pytest.raises(RejectedError):

@@ -59,7 +59,7 @@ def ca(tmp_path: Path) -> Path:
     [(0, "serial 0"), (-5, "serial -5"), (2**800 - 1, "serial of 800 bits")],
     ids=["zero", "negative", "800-bit"],
 )
-def test_a_poisoned_state_names_the_entry_and_the_fix(  # type: ignore[no-untyped-def]
+def test_a_poisoned_state_names_the_entry_and_the_fix(
     cli, ca: Path, tmp_path: Path, bad: int, shown: str
 ) -> None:
     _as_old_code_wrote(ca, GOOD, bad)
@@ -85,7 +85,7 @@ def test_a_poisoned_state_names_the_entry_and_the_fix(  # type: ignore[no-untype
     ["0", "00:00", "-5", "F" * 200, "1" + "0" * 40, "zz", ""],
     ids=["zero", "zero-octets", "negative", "800-bit", "2^160", "not-hex", "empty"],
 )
-def test_revoke_refuses_bad_serials_on_entry(cli, ca: Path, serial: str) -> None:  # type: ignore[no-untyped-def]
+def test_revoke_refuses_bad_serials_on_entry(cli, ca: Path, serial: str) -> None:
     before = (ca / "state.json").read_bytes()
     result = cli("pki", "revoke", "--ca", ca, "--reason", "key-compromise", "--", serial)
     assert result.code == 2 and "serial" in result.err, result.err
@@ -123,7 +123,7 @@ def test_state_schema_errors_are_one_line(ca: Path, state: Any, message: str) ->
         revocations(load_ca_dir(ca))
 
 
-def test_deeply_nested_state_exits_2(cli, ca: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_deeply_nested_state_exits_2(cli, ca: Path, tmp_path: Path) -> None:
     (ca / "state.json").write_text("[" * 100_000 + "]" * 100_000)
     result = cli("pki", "crl", "--ca", ca, "--out", tmp_path / "ca.crl")
     assert result.code == 2 and "nested too deeply" in result.err

@@ -57,8 +57,8 @@ def good_image(pki: Pki, **kwargs: object) -> bytes:
 
 def test_valid_chain_is_accepted(pki: Pki) -> None:
     _, chain = verify(good_image(pki), [pki.root.cert])  # type: ignore[misc]
-    assert chain.leaf == pki.leaf.cert and chain.root == pki.root.cert
-    assert chain.regions == frozenset({"eu"}) and chain.hardware_ids == frozenset({HW})
+    assert chain.leaf == pki.leaf.cert and chain.root == pki.root.cert  # type: ignore[has-type]
+    assert chain.regions == frozenset({"eu"}) and chain.hardware_ids == frozenset({HW})  # type: ignore[has-type]
 
 
 def test_expired_signer_at_signing_time_is_rejected(pki: Pki) -> None:
@@ -89,7 +89,7 @@ def _custom_leaf(
         x509.CertificateBuilder()
         .subject_name(parse_subject("CN=odd leaf"))
         .issuer_name(pki.inter.cert.subject)
-        .public_key(key)  # type: ignore[arg-type]
+        .public_key(key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - 5 * DAY)
         .not_valid_after(NOW + 5 * DAY)
@@ -153,7 +153,7 @@ def test_path_length_exceeded_is_rejected(pki: Pki) -> None:
         x509.CertificateBuilder()
         .subject_name(parse_subject("CN=rogue sub CA"))
         .issuer_name(pki.inter.cert.subject)
-        .public_key(sub_signer.public_key)  # type: ignore[arg-type]
+        .public_key(sub_signer.public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - 5 * DAY)
         .not_valid_after(NOW + 50 * DAY)
@@ -228,11 +228,11 @@ def test_forged_crl_is_rejected(pki: Pki) -> None:
         .last_update(NOW)
         .next_update(NOW + DAY)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.inter.signer.public_key),  # type: ignore[arg-type]
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(pki.inter.signer.public_key),
             critical=False,
         )
     )
-    forged = builder.sign(other.inter.signer.private_key, hashes.SHA256())  # type: ignore[arg-type]
+    forged = builder.sign(other.inter.signer.private_key, hashes.SHA256())  # type: ignore[attr-defined]
     with pytest.raises(RevokedError, match="not signed by it"):
         verify(good_image(pki), [pki.root.cert], crls=(forged,))
 
@@ -272,7 +272,7 @@ def test_unknown_critical_extension_is_rejected(pki: Pki) -> None:
         x509.CertificateBuilder()
         .subject_name(parse_subject("CN=crit"))
         .issuer_name(pki.inter.cert.subject)
-        .public_key(pki.leaf.signer.public_key)  # type: ignore[arg-type]
+        .public_key(pki.leaf.signer.public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - 5 * DAY)
         .not_valid_after(NOW + 5 * DAY)

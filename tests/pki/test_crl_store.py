@@ -15,7 +15,7 @@ from otaguard.pki.issue import Revocation, build_crl
 DAY = dt.timedelta(days=1)
 
 
-def _crl(issuer, number: int, revoked=()):  # type: ignore[no-untyped-def]
+def _crl(issuer, number: int, revoked=()):
     return build_crl(issuer, list(revoked), this_update=NOW, next_update=NOW + DAY, number=number)
 
 
@@ -38,7 +38,7 @@ def test_learns_root_and_intermediate_crls_and_keeps_the_newest() -> None:
         issuer_chain=[pki.inter.cert],
     )
     assert len(store.crls) == 2
-    numbers = sorted(len(c) for c in store.parsed())  # type: ignore[arg-type]
+    numbers = sorted(len(c) for c in store.parsed())
     assert numbers == [0, 1]
 
 

@@ -46,8 +46,8 @@ def _openssl_verify(
     root: x509.Certificate,
     inter: x509.Certificate,
     leaf: x509.Certificate,
-    crls: list[x509.CertificateRevocationList] = (),
-) -> subprocess.CompletedProcess[str]:  # type: ignore[assignment]
+    crls: list[x509.CertificateRevocationList] = (),  # type: ignore[assignment]
+) -> subprocess.CompletedProcess[str]:
     cmd = [
         "openssl",
         "verify",
@@ -65,7 +65,7 @@ def _openssl_verify(
     )
 
 
-def _hierarchy(root_signer, inter_signer, leaf_signer):  # type: ignore[no-untyped-def]
+def _hierarchy(root_signer, inter_signer, leaf_signer):
     root = Issuer(
         build_root(
             root_signer,
@@ -137,7 +137,7 @@ def test_hsm_ca_keys_sign_certificates_and_crls(
             number=1,
         )
     assert _openssl_verify(tmp_path, root.cert, inter.cert, leaf).returncode == 0
-    assert crl.is_signature_valid(root.cert.public_key())  # type: ignore[arg-type]
+    assert crl.is_signature_valid(root.cert.public_key())
     proc = _openssl_verify(
         tmp_path,
         root.cert,

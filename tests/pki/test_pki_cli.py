@@ -8,7 +8,7 @@ from pathlib import Path
 from cryptography import x509
 
 
-def test_every_pki_command_reports_json(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_every_pki_command_reports_json(cli, tmp_path: Path) -> None:
     def ok(*args: object) -> dict:  # type: ignore[type-arg]
         result = cli("pki", *args, "--json")
         assert result.code == 0, (args, result.err)
@@ -121,7 +121,7 @@ def test_every_pki_command_reports_json(cli, tmp_path: Path) -> None:  # type: i
     assert drill["steps"][1]["results"][0].startswith("ok      release 1.0.0 signed by S1: refused")
 
 
-def test_text_output_is_unchanged(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_text_output_is_unchanged(cli, tmp_path: Path) -> None:
     made = cli("pki", "init-root", "--out-dir", tmp_path / "root", "--subject", "CN=Text Root")
     cert = x509.load_pem_x509_certificate((tmp_path / "root" / "cert.pem").read_bytes())
     assert made.out == (

@@ -85,15 +85,15 @@ def test_server_story_offline_keys_online_roles(tmp_path: Path) -> None:
 
     # version 1 signed offline: root by 2 of 2, targets by 2 of 3, uploaded to the server
     repository = ImageRepository(repo_dir)
-    root_v1 = _offline_signed(keys, repository.staged("root", fresh=True), "root-a", "root-b")
+    root_v1 = _offline_signed(keys, repository.staged("root", fresh=True), "root-a", "root-b")  # type: ignore[arg-type]
     targets_v1 = repository.staged("targets", fresh=True)
     assert stage_signed(repo_dir, "root", root_v1).ok
-    assert not stage_signed(repo_dir, "targets", _offline_signed(keys, targets_v1, "rm1")).ok
+    assert not stage_signed(repo_dir, "targets", _offline_signed(keys, targets_v1, "rm1")).ok  # type: ignore[arg-type]
     with pytest.raises(SignaturesMissingError):
         publish(repo_dir)  # one of two targets signatures: nothing goes live
     assert not any((repo_dir / "metadata").iterdir())
     # the second release manager uploads their own signature: the two are combined
-    status = stage_signed(repo_dir, "targets", _offline_signed(keys, targets_v1, "rm3"))
+    status = stage_signed(repo_dir, "targets", _offline_signed(keys, targets_v1, "rm3"))  # type: ignore[arg-type]
     assert status.ok and status.signed == 2
     first = publish(repo_dir)
     assert (first.published, first.snapshot_version, first.timestamp_version) == (
@@ -134,7 +134,7 @@ def test_stage_signed_refusals(tmp_path: Path) -> None:
     repository = ImageRepository(repo_dir)
     published = repository.published("targets", fresh=True)
     with pytest.raises(UsageError, match="not newer"):
-        stage_signed(repo_dir, "targets", _offline_signed(keys, published, "rm"))
+        stage_signed(repo_dir, "targets", _offline_signed(keys, published, "rm"))  # type: ignore[arg-type]
     with pytest.raises(MalformedError, match="not targets"):
         stage_signed(repo_dir, "targets", (repo_dir / "metadata" / "1.root.json").read_bytes())
     with pytest.raises(MalformedError):

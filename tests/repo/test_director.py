@@ -91,7 +91,7 @@ BOTH = [
 ]
 
 
-def _check(data: bytes, *, threshold: int = 1, nonce: str = "n-1", last: int = 0):  # type: ignore[no-untyped-def]
+def _check(data: bytes, *, threshold: int = 1, nonce: str = "n-1", last: int = 0):
     root = load_director_root(_root(threshold))
     targets = verify_director(data, root, VEHICLE, nonce=nonce, now=NOW, last_version=last)
     return cross_check(targets, VEHICLE, IMAGE_REPO.get)

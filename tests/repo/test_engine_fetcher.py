@@ -21,7 +21,7 @@ NOW = datetime.datetime.now(datetime.UTC)
 
 
 def _timestamp_bytes(repo) -> bytes:
-    return (repo.meta_dir / "timestamp.json").read_bytes()
+    return (repo.meta_dir / "timestamp.json").read_bytes()  # type: ignore[no-any-return]
 
 
 def test_engine_uses_the_time_it_is_given(repo) -> None:

@@ -135,7 +135,7 @@ def test_threshold_2_of_3_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
         client = OurClient(served, tmp_path)
         image = image_file(tmp_path / "fw.img", keys.make("release"), security_counter=9)
         add = ["repo", "add-target", repo_dir, image, "--name", NAME]
-        assert cli(*add, "--trusted-key", keys.pub("release")) == 0
+        assert cli(*add, "--trusted-key", keys.pub("release")) == 0  # type: ignore[arg-type]
         # one signature of two: refused, and clients see nothing new
         assert cli("repo", "sign", repo_dir, "--key", keys.priv("rm3")) == 0
         assert cli("repo", "publish", repo_dir) == 1
@@ -163,7 +163,7 @@ def test_threshold_2_of_3_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_python_tuf_ngclient_reads_our_repository(world: World, tmp_path: Path) -> None:
-    from tuf.ngclient import Updater
+    from tuf.ngclient import Updater  # type: ignore[attr-defined]
 
     image = world.image()
     assert world.add(image) == 0
@@ -229,7 +229,7 @@ def test_add_target_refuses_unverifiable_images(world: World) -> None:
     assert not (world.dir / "staged" / "targets.json").exists()
     assert [p for p in (world.dir / "targets").rglob("*") if p.is_file()] == []
     no_key = ["repo", "add-target", world.dir, world.tmp / "fw.img"]
-    assert cli(*no_key) == 2
+    assert cli(*no_key) == 2  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -498,7 +498,7 @@ def test_root_rotation_with_threshold_change(
     ]
     rotate += ["--remove-key", old_id[:12], "--threshold", "2"]
     # the old root alone is not enough: the new root's threshold (2) must sign too
-    assert cli(*rotate, "--key", root_key(world), "--key", k.priv("r1")) == 0
+    assert cli(*rotate, "--key", root_key(world), "--key", k.priv("r1")) == 0  # type: ignore[arg-type]
     capsys.readouterr()
     assert world.publish() == 1
     assert "1 more of the new root's keys" in capsys.readouterr().err
@@ -689,7 +689,7 @@ def test_region_delegating_to_hashed_bins(world: World) -> None:
     assert world.sign("--key", targets_key(world), "--key", world.keys.priv("eu")) == 0
     assert world.publish() == 0
     bins = ["repo", "delegate", d, "--delegator", "eu", "--hashed-bins", "4"]
-    assert cli(*bins, "--key", world.keys.pub("bins")) == 0
+    assert cli(*bins, "--key", world.keys.pub("bins")) == 0  # type: ignore[arg-type]
     assert world.sign("--key", world.keys.priv("eu"), "--key", world.keys.priv("bins")) == 0
     assert world.publish() == 0
     assert world.add(world.image()) == 0

@@ -298,7 +298,7 @@ def test_decompression_bomb_timestamp(repo, client) -> None:
 
     bomb = gzip.compress(gzip.compress(bytes(16 << 20)))
 
-    def handler(request) -> None:  # type: ignore[no-untyped-def]
+    def handler(request) -> None:
         request.send_response(200)
         request.send_header("Content-Length", str(len(bomb)))
         request.send_header("Content-Encoding", "gzip, gzip")
@@ -316,7 +316,7 @@ def test_slow_headers_timestamp(repo, client) -> None:
     from otaguard.repo.client import TufClient
     from otaguard.repo.fetcher import FetcherConfig, HttpxFetcher, SlowRetrievalError
 
-    def handler(request) -> None:  # type: ignore[no-untyped-def]
+    def handler(request) -> None:
         try:
             for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}":
                 request.wfile.write(bytes([byte]))

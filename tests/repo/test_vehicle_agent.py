@@ -39,7 +39,7 @@ def _device() -> Device:
 
 
 @pytest.fixture
-def world(repo, tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(repo, tmp_path: Path):
     image = make_image(os.urandom(8000), [RELEASE], version="2.0.0", security_counter=2)
     info = repo.add_target("app-2.0.0.img", image)
     info.unrecognized_fields["custom"] = {"hardware_ids": [HW], "security_counter": 2}
@@ -57,7 +57,7 @@ def world(repo, tmp_path: Path):  # type: ignore[no-untyped-def]
     fetcher.close()
 
 
-def _director(world, instructions: list[EcuInstruction], nonce: str = "n-1") -> bytes:  # type: ignore[no-untyped-def]
+def _director(world, instructions: list[EcuInstruction], nonce: str = "n-1") -> bytes:
     return director_targets(
         device_id=VIN,
         nonce=nonce,
@@ -68,15 +68,15 @@ def _director(world, instructions: list[EcuInstruction], nonce: str = "n-1") -> 
     )
 
 
-def _check_in(world, nonce: str = "n-1") -> CheckIn:  # type: ignore[no-untyped-def]
+def _check_in(world, nonce: str = "n-1") -> CheckIn:
     return CheckIn(VEHICLE, nonce, world["now"])
 
 
-def _plan(world, director: bytes):  # type: ignore[no-untyped-def]
+def _plan(world, director: bytes):
     return plan_update(world["client"], director, world["root"], _check_in(world), {SERIAL: MAIN})
 
 
-def test_agent_installs_what_both_repositories_agree_on(world) -> None:  # type: ignore[no-untyped-def]
+def test_agent_installs_what_both_repositories_agree_on(world) -> None:
     device = _device()
     director = _director(world, [instruction_for(world["info"], {SERIAL: HW})])
     plan = plan_update(world["client"], director, world["root"], _check_in(world), {SERIAL: MAIN})
@@ -93,7 +93,7 @@ def test_agent_installs_what_both_repositories_agree_on(world) -> None:  # type:
     assert booted is not None and booted.slot == result.slot
 
 
-def test_director_only_target_never_reaches_the_device(world) -> None:  # type: ignore[no-untyped-def]
+def test_director_only_target_never_reaches_the_device(world) -> None:
     device = _device()
     before = device.flash.snapshot()
     rogue = make_image(b"rogue" * 100, [RELEASE], version="9.0.0", security_counter=9)
@@ -113,7 +113,7 @@ def test_director_only_target_never_reaches_the_device(world) -> None:  # type: 
     assert device.flash.snapshot() == before
 
 
-def test_director_disagreeing_with_repository_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+def test_director_disagreeing_with_repository_is_refused(world) -> None:
     info = world["info"]
     item = EcuInstruction(info.path, info.length, {"sha256": "ab" * 32}, {SERIAL: HW}, 2)
     with pytest.raises(MismatchError):
@@ -126,7 +126,7 @@ def test_director_disagreeing_with_repository_is_refused(world) -> None:  # type
         )
 
 
-def test_malicious_mirror_bytes_are_refused_before_install(world) -> None:  # type: ignore[no-untyped-def]
+def test_malicious_mirror_bytes_are_refused_before_install(world) -> None:
     device = _device()
     before = device.flash.snapshot()
     director = _director(world, [instruction_for(world["info"], {SERIAL: HW})])
@@ -150,7 +150,7 @@ def test_malicious_mirror_bytes_are_refused_before_install(world) -> None:  # ty
 
 def test_wrong_device_key_refused_at_install_even_if_repositories_agree(
     world, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Defence in depth: the device's OTP anchors still decide after TUF and the director agree."""
     from otaguard.errors import UnknownKeyError
 
@@ -174,7 +174,7 @@ def test_wrong_device_key_refused_at_install_even_if_repositories_agree(
         )
 
 
-def test_network_failure_is_not_reported_as_an_attack(world, hostile) -> None:  # type: ignore[no-untyped-def]
+def test_network_failure_is_not_reported_as_an_attack(world, hostile) -> None:
     """A dead mirror is a transport error (retry later); a hostile one is refused by its cap."""
     from otaguard.errors import RejectedError, TransportError
     from otaguard.repo.fetcher import LengthExceededError

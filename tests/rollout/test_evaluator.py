@@ -48,7 +48,7 @@ POLICY = parse_policy(
 )
 
 
-def _running(now: float = 0.0):  # type: ignore[no-untyped-def]
+def _running(now: float = 0.0):
     state = create("c1", POLICY, 1000, by="alice", now=now)
     state, _ = step(state, Approve("bob"), now)
     state, _ = step(state, Start("alice"), now)
@@ -65,7 +65,7 @@ def _wave(confirmed: int = 0, failed: int = 0, in_flight: int = 0, silent: int =
     return c.add(Transition(Stage.DOWNLOADING, Stage.SILENT), silent)
 
 
-def _tick(state, *waves: WaveCounters, now: float, control: HealthTally | None = None):  # type: ignore[no-untyped-def]
+def _tick(state, *waves: WaveCounters, now: float, control: HealthTally | None = None):
     return step(state, Tick(CampaignCounters(tuple(waves), control or HealthTally())), now)
 
 

@@ -165,7 +165,7 @@ def _raw_ratio(mp: pytest.MonkeyPatch) -> None:
     """Halt on failures / outcomes above the threshold, as hawkBit-like rules do."""
     real = checks.halt_test
 
-    def broken(policy, wave, counters):  # type: ignore[no-untyped-def]
+    def broken(policy, wave, counters):
         figures = real(policy, wave, counters)
         ratio = counters.failures / counters.outcomes if counters.outcomes else 0.0
         signal = figures.passed_min_sample and ratio > policy.halt.failure_threshold
@@ -177,7 +177,7 @@ def _raw_ratio(mp: pytest.MonkeyPatch) -> None:
 def _no_min_sample(mp: pytest.MonkeyPatch) -> None:
     real = checks.halt_test
 
-    def broken(policy, wave, counters):  # type: ignore[no-untyped-def]
+    def broken(policy, wave, counters):
         loose = dataclasses.replace(policy, halt=dataclasses.replace(policy.halt, min_sample=1))
         return real(loose, wave, counters)
 
@@ -200,7 +200,7 @@ def _in_flight_ignored(mp: pytest.MonkeyPatch) -> None:
 def _halt_is_pause(mp: pytest.MonkeyPatch) -> None:
     real = evaluator.step
 
-    def broken(state, event, now):  # type: ignore[no-untyped-def]
+    def broken(state, event, now):
         return real(state, Pause(event.by) if isinstance(event, Halt) else event, now)
 
     mp.setattr(evaluator, "step", broken)

@@ -8,9 +8,9 @@ from typing import Any
 
 from otaguard.audit.entry import AuditEntry, parse_entry
 from otaguard.audit.verify import VerifiedLog, verify_log
-from otaguard.cli.audit_cmd import HttpReader
 from otaguard.crypto.keys import PublicKey, load_public_key
 from otaguard.repo.fetcher import HttpxFetcher
+from otaguard.server.audit_client import HttpReader
 from server.helpers_server import LiveServer
 
 

@@ -39,7 +39,7 @@ class OfflineRepo:
                 "--snapshot-key", str(online_keys / "snapshot.pub"),
                 "--timestamp-key", str(online_keys / "timestamp.pub"),
             ]  # fmt: skip
-        assert cli(*args, *extra) == 0
+        assert cli(*args, *extra) == 0  # type: ignore[arg-type]
         return repo
 
     def image(self, name: str, payload: bytes, *, version: str = "1.0.0", counter: int = 1) -> Path:

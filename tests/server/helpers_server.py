@@ -58,7 +58,7 @@ class LiveServer:
 
     @property
     def app_state(self) -> Any:
-        return self.server.config.loaded_app.app.state  # type: ignore[union-attr]
+        return self.server.config.loaded_app.app.state
 
     def stop(self) -> None:
         for client in self.clients:

@@ -122,7 +122,7 @@ def _check(
     from otaguard.audit.entry import parse_entry
 
     client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
-    found = []
+    found = []  # type: ignore[var-annotated]
     while True:
         window = {"start": len(found), "end": len(found) + 1000}
         page = client.get("/api/v1/audit/entries", params=window)

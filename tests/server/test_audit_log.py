@@ -64,7 +64,7 @@ def test_every_state_changing_route_is_audited(live: LiveServer) -> None:
 
 
 @pytest.fixture
-def fleet(live: LiveServer) -> FleetClient:
+def fleet(live: LiveServer) -> FleetClient:  # type: ignore[misc]
     with FleetClient(live.url, live.admin_token) as client:
         yield client
 

@@ -115,7 +115,7 @@ def test_the_audit_key_may_live_in_an_hsm(
         assert signed["origin"] == "audit.test/fleet"
         assert audit_key(live.config.data_dir) == public
         key = VerifierKey.for_public_key("audit.test/fleet", public)
-        verified = verify_over_http(live.url, live.admin_token, key)
+        verified = verify_over_http(live.url, live.admin_token, key)  # type: ignore[arg-type]
         assert verified.checkpoint.size == signed["tree_size"]
     finally:
         live.stop()

@@ -31,9 +31,9 @@ def _published_targets(live: LiveServer) -> dict[str, object]:
     http = live.client()
     ts = Metadata.from_bytes(http.get("/repo/metadata/timestamp.json").content)
     snap = Metadata.from_bytes(
-        http.get(f"/repo/metadata/{ts.signed.snapshot_meta.version}.snapshot.json").content
+        http.get(f"/repo/metadata/{ts.signed.snapshot_meta.version}.snapshot.json").content  # type: ignore[attr-defined]
     )
-    version = snap.signed.meta["targets.json"].version
+    version = snap.signed.meta["targets.json"].version  # type: ignore[attr-defined]
     targets: Metadata[Targets] = Metadata.from_bytes(
         http.get(f"/repo/metadata/{version}.targets.json").content
     )
@@ -68,7 +68,7 @@ def _verify(live: LiveServer, device: Device, answer: dict[str, str], last: int 
     )
 
 
-def test_full_then_delta_instructions(live: LiveServer, world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_full_then_delta_instructions(live: LiveServer, world, tmp_path: Path) -> None:
     repo, fleet, device, images = world
     v1 = images[V1].read_bytes()
     device.post_state(
@@ -109,7 +109,7 @@ def test_full_then_delta_instructions(live: LiveServer, world, tmp_path: Path) -
     published = _published_targets(live)
     assert [
         i.target.path
-        for i in cross_check(director, Vehicle(device.id, {"main": HW}), published.get)
+        for i in cross_check(director, Vehicle(device.id, {"main": HW}), published.get)  # type: ignore[arg-type]
     ] == [DELTA]
     # an ECU whose image the repository has no delta from gets the full image
     device.post_state([ecu_state(target="other", version="0.9.0", sha256="ab" * 32)])
@@ -120,14 +120,14 @@ def test_full_then_delta_instructions(live: LiveServer, world, tmp_path: Path) -
     assert device.check_in(etag).status_code == 304
 
 
-def test_a_deployment_of_an_unknown_or_delta_target_is_refused(world) -> None:  # type: ignore[no-untyped-def]
+def test_a_deployment_of_an_unknown_or_delta_target_is_refused(world) -> None:
     _, fleet, device, _ = world
     with pytest.raises(FleetRefused) as info:
         fleet.deploy("acme-ecu-v2/9.9.9.img", devices=[device.id])
     assert info.value.check == "unknown-target"
 
 
-def test_group_deployment_and_generation(world) -> None:  # type: ignore[no-untyped-def]
+def test_group_deployment_and_generation(world) -> None:
     _, fleet, device, _ = world
     made = fleet.deploy(V1, group="eu-ecu")
     assert [a["device_id"] for a in made["assignments"]] == [device.id]
@@ -135,7 +135,7 @@ def test_group_deployment_and_generation(world) -> None:  # type: ignore[no-unty
     assert fleet.device(device.id)["ecus"][0]["assigned"] == V1
 
 
-def test_an_idle_check_in_writes_nothing(live: LiveServer, world) -> None:  # type: ignore[no-untyped-def]
+def test_an_idle_check_in_writes_nothing(live: LiveServer, world) -> None:
     """A 304 check-in: the database is untouched (last-seen waits in memory for the flush)."""
     _, _, device, _ = world
     device.post_state()
@@ -146,7 +146,7 @@ def test_an_idle_check_in_writes_nothing(live: LiveServer, world) -> None:  # ty
 
     from sqlalchemy import event
 
-    def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+    def record(conn, cursor, statement, *args):
         statements.append(statement)
 
     for engine in ctx.db.engines:

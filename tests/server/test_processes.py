@@ -121,7 +121,7 @@ def _other_holder(probe: Lease, old: str) -> str | None:
     return now[0] if now is not None and now[0] != old else None
 
 
-def _wait_for(check):  # type: ignore[no-untyped-def]
+def _wait_for(check):
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         value = check()

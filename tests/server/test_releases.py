@@ -14,7 +14,7 @@ from server.helpers_server import LiveServer
 
 
 @pytest.fixture
-def client(live: LiveServer) -> FleetClient:
+def client(live: LiveServer) -> FleetClient:  # type: ignore[misc]
     with FleetClient(live.url, live.admin_token) as fleet:
         yield fleet
 

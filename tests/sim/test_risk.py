@@ -12,7 +12,7 @@ from otaguard.rollout.policy import Method
 from otaguard.sim.risk import halt_boundary, halt_risk
 
 
-def _brute(policy, rate: float, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def _brute(policy, rate: float, n: int) -> tuple[float, float]:
     halt = policy.halt
     sprt = stats.Sprt(
         halt.acceptable_failure_rate, halt.failure_threshold, 1 - halt.confidence, halt.sprt_beta

@@ -270,6 +270,15 @@ def _text_ok(value: object) -> bool:
     return type(value) is str and 0 < len(value) <= MAX_TEXT
 
 
+def _check_actor(actor: object) -> None:
+    if type(actor) is not dict or not {"kind", "id"} <= actor.keys() <= _ACTOR_FIELDS:
+        raise AuditEntryError("actor must be an object with kind, id and optional role")
+    if type(actor["kind"]) is not str or actor["kind"] not in ACTOR_KINDS:
+        raise AuditEntryError(f"unknown actor kind {actor['kind']!r}")
+    if not _text_ok(actor["id"]) or ("role" in actor and not _text_ok(actor["role"])):
+        raise AuditEntryError(f"actor id and role are strings of 1 to {MAX_TEXT} characters")
+
+
 def _validate(data: bytes) -> tuple[dict[str, Any], dt.datetime]:
     """Every check of :func:`parse_entry`, on the decoded dict (no objects built)."""
     if len(data) > MAX_ENTRY_SIZE:
@@ -290,13 +299,7 @@ def _validate(data: bytes) -> tuple[dict[str, Any], dt.datetime]:
     index = value["index"]
     if type(index) is not int or not 0 <= index <= MAX_INDEX:
         raise AuditEntryError("index must be a non-negative integer")
-    actor = value["actor"]
-    if type(actor) is not dict or not {"kind", "id"} <= actor.keys() <= _ACTOR_FIELDS:
-        raise AuditEntryError("actor must be an object with kind, id and optional role")
-    if type(actor["kind"]) is not str or actor["kind"] not in ACTOR_KINDS:
-        raise AuditEntryError(f"unknown actor kind {actor['kind']!r}")
-    if not _text_ok(actor["id"]) or ("role" in actor and not _text_ok(actor["role"])):
-        raise AuditEntryError(f"actor id and role are strings of 1 to {MAX_TEXT} characters")
+    _check_actor(value["actor"])
     action = value["action"]
     if type(action) is not str or action not in ACTIONS:
         if type(action) is not str or not _ACTION.fullmatch(action):

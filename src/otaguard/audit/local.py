@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from otaguard._atomic import write_atomic
@@ -38,8 +39,11 @@ from otaguard.audit.tiles import (
     TileHashSource,
     entries_path,
     fsync_directory,
+    parse_bundle,
     tile_path,
+    tile_width,
 )
+from otaguard.crypto.keys import PublicKey
 from otaguard.crypto.signer import Signer
 from otaguard.errors import AuditTreeError, StorageError, UsageError
 
@@ -83,6 +87,17 @@ class LocalLog:
             "audit", signer.public_key
         )  # the key type, before blaming the log
         return open_checkpoint(data, [signer.public_key])
+
+    def checked(self, signer: Signer) -> Checkpoint:
+        """The current checkpoint, verified, and the stored tiles checked against its root:
+        what a command checks before it runs, so that its evidence can be recorded."""
+        checkpoint = self.checkpoint(signer)
+        source = TileHashSource(DirectoryReader(self.directory), checkpoint.size)
+        if CompactRange.from_source(source, checkpoint.size).root() != checkpoint.root:
+            raise AuditTreeError(
+                f"{self.directory}: the stored tiles do not match the signed checkpoint"
+            )
+        return checkpoint
 
     def append(self, events: Sequence[AuditEvent], signer: Signer) -> tuple[int, Checkpoint]:
         """Append ``events`` (indexes assigned in order) and sign the new checkpoint.
@@ -159,3 +174,35 @@ def write_export(
     writer(CHECKPOINT, sign_checkpoint(checkpoint, signer))
     writer.sync()
     return checkpoint
+
+
+#: The most entries one submission carries (the server's cap: docs/audit.md).
+MAX_SUBMITTED = 50_000
+
+
+@dataclass(frozen=True)
+class LocalSubmission:
+    """A local log, verified whole: what ``fleet audit submit`` sends."""
+
+    note: bytes
+    key: VerifierKey
+    entries: list[bytes]
+
+
+def read_for_submission(directory: str, key: VerifierKey | PublicKey) -> LocalSubmission:
+    """The local log in ``directory``, verified whole against ``key`` (signature, every
+    entry, tiles and root), with its entries and the verifier key the server is given
+    (``key``, or the public key named by the log's origin)."""
+    from otaguard.audit.verify import verify_log
+
+    read = DirectoryReader(directory)
+    checked = verify_log(read, [key])  # everything: signature, entries, tiles, root
+    size = checked.checkpoint.size
+    if size > MAX_SUBMITTED:
+        raise UsageError(f"{directory} holds {size} entries: at most 50,000 per submission")
+    entries: list[bytes] = []
+    for bundle in range(-(-size // 256)):
+        entries += parse_bundle(read(entries_path(bundle, tile_width(size, 0, bundle))))
+    if not isinstance(key, VerifierKey):
+        key = VerifierKey.for_public_key(checked.checkpoint.origin, key)
+    return LocalSubmission(read(CHECKPOINT), key, entries)

@@ -245,3 +245,29 @@ def sign_note(text: bytes, signer: Signer, name: str) -> bytes:
     signature = signer.sign(text)
     line = f"{_EM_DASH} {name} {b64encode(key.key_id + signature)}\n"
     return text + b"\n" + line.encode("utf-8")
+
+
+def load_trusted_key(spec: str) -> PublicKey | VerifierKey:
+    """A trusted audit key: a public key file (PEM), a file holding a verifier key, or a
+    verifier key string ``NAME+ID+KEY`` (what ``otaguard audit vkey`` prints)."""
+    import os
+
+    from otaguard.crypto.keys import load_public_key
+    from otaguard.crypto.loader import read_key_file
+    from otaguard.errors import KeyLoadError, UsageError
+
+    if not os.path.exists(spec):
+        try:
+            return VerifierKey.parse(spec)
+        except UsageError as exc:
+            raise UsageError(f"--trusted-key {spec}: not a file, and {exc}") from None
+    data = read_key_file(spec)
+    if b"-----BEGIN" not in data:
+        try:
+            return VerifierKey.parse(data.decode("ascii"))
+        except (UnicodeDecodeError, UsageError):
+            pass
+    try:
+        return load_public_key(data)
+    except KeyLoadError as exc:
+        raise KeyLoadError(f"{spec}: {exc}") from exc

@@ -22,40 +22,11 @@ if TYPE_CHECKING:
     from otaguard.audit.note import VerifierKey
     from otaguard.audit.tiles import LogReader
     from otaguard.crypto.keys import PublicKey
-    from otaguard.repo.fetcher import HttpxFetcher
 
 _KEY_HELP = (
     "Trusted audit key: a public key file (PEM, as `otaguard key generate --public-out` "
     "writes it) or a signed-note verifier key NAME+ID+KEY. Repeatable."
 )
-
-
-class HttpReader:
-    """A log reader over HTTP(S): ``<base>/<path>``; 404 means absent. ``token``: a
-    bearer token (the fleet server's ``/api/v1/audit`` needs an auditor's)."""
-
-    def __init__(self, base: str, fetcher: HttpxFetcher, token: str | None = None) -> None:
-        self.base = base.rstrip("/")
-        self.fetcher = fetcher
-        self.headers = {"Authorization": f"Bearer {token}"} if token else None
-
-    def __call__(self, path: str) -> bytes:
-        from otaguard.audit.tiles import CHECKPOINT, size_cap
-        from otaguard.errors import AuditCheckpointError, AuditTreeError, StorageError
-        from otaguard.repo.fetcher import FetchError, LengthExceededError
-
-        try:
-            with self.fetcher.stream(
-                f"{self.base}/{path}", size_cap(path), headers=self.headers
-            ) as chunks:
-                return b"".join(chunks)
-        except LengthExceededError as exc:  # hostile input, refused like an oversized file
-            error = AuditCheckpointError if path == CHECKPOINT else AuditTreeError
-            raise error(f"{path}: {exc}") from None
-        except FetchError as exc:
-            if exc.status_code == 404:
-                raise FileNotFoundError(exc.url) from None
-            raise StorageError(f"cannot fetch {exc}") from exc
 
 
 def _reader(log: str, token_file: str | None = None) -> LogReader:
@@ -64,6 +35,7 @@ def _reader(log: str, token_file: str | None = None) -> LogReader:
 
     if log.startswith(("http://", "https://")):
         from otaguard.repo.fetcher import HttpxFetcher
+        from otaguard.server.audit_client import HttpReader
 
         fetcher = HttpxFetcher()
         click.get_current_context().call_on_close(fetcher.close)
@@ -95,26 +67,9 @@ _TOKEN_OPTION = click.option(
 
 
 def _trusted_key(spec: str) -> PublicKey | VerifierKey:
-    from otaguard.audit.note import VerifierKey
-    from otaguard.crypto.keys import load_public_key
-    from otaguard.crypto.loader import read_key_file
-    from otaguard.errors import KeyLoadError, UsageError
+    from otaguard.audit.note import load_trusted_key
 
-    if not os.path.exists(spec):
-        try:
-            return VerifierKey.parse(spec)
-        except UsageError as exc:
-            raise UsageError(f"--trusted-key {spec}: not a file, and {exc}") from None
-    data = read_key_file(spec)
-    if b"-----BEGIN" not in data:
-        try:
-            return VerifierKey.parse(data.decode("ascii"))
-        except (UnicodeDecodeError, UsageError):
-            pass
-    try:
-        return load_public_key(data)
-    except KeyLoadError as exc:
-        raise KeyLoadError(f"{spec}: {exc}") from exc
+    return load_trusted_key(spec)
 
 
 def _read_file(path: str, what: str) -> bytes:
@@ -258,17 +213,9 @@ def vkey(key_spec: str, name: str, passphrase_env: str | None) -> None:
 
 
 def _public_key(spec: str, passphrase_env: str | None) -> PublicKey:
-    from otaguard.crypto.keys import load_public_key
-    from otaguard.crypto.loader import load_signer, read_key_file
-    from otaguard.crypto.pkcs11 import Pkcs11Signer, is_pkcs11_uri
+    from otaguard.crypto.loader import public_key_of
 
-    if is_pkcs11_uri(spec):
-        with Pkcs11Signer(spec) as signer:
-            return signer.public_key
-    data = read_key_file(spec)
-    if b"PRIVATE KEY" in data:
-        return load_signer(spec, passphrase_from_env(passphrase_env)).public_key
-    return load_public_key(data)
+    return public_key_of(spec, passphrase_from_env(passphrase_env))
 
 
 @audit.command("init")

@@ -60,11 +60,9 @@ def _open(options: Mapping[str, Any]) -> _Log | None:
     """Steps before the command: key loaded, log checked (or None without --audit-log)."""
     from otaguard.audit.entry import Actor
     from otaguard.audit.local import LocalLog
-    from otaguard.audit.merkle import CompactRange
-    from otaguard.audit.tiles import DirectoryReader, TileHashSource
     from otaguard.cli.common import passphrase_from_env
     from otaguard.crypto.loader import load_signer
-    from otaguard.errors import AuditTreeError, UsageError
+    from otaguard.errors import UsageError
 
     directory, key = options["audit_log"], options["audit_key"]
     if directory is None and key is None:
@@ -72,10 +70,7 @@ def _open(options: Mapping[str, Any]) -> _Log | None:
     if directory is None or key is None:
         raise UsageError("--audit-log and --audit-key go together")
     signer = load_signer(key, passphrase_from_env(options["audit_passphrase_env"]))
-    checkpoint = LocalLog(directory).checkpoint(signer)
-    source = TileHashSource(DirectoryReader(directory), checkpoint.size)
-    if CompactRange.from_source(source, checkpoint.size).root() != checkpoint.root:
-        raise AuditTreeError(f"{directory}: the stored tiles do not match the signed checkpoint")
+    LocalLog(directory).checked(signer)
     actor = Actor("user", options["audit_actor"] or _actor_name(), options["audit_role"])
     return _Log(directory, signer, actor)
 
@@ -196,7 +191,8 @@ def key_generated(o: Mapping[str, Any]) -> list[Note]:
         with Pkcs11Signer(out) as signer:
             public = signer.public_key
     else:
-        from otaguard.cli.common import load_private_key_file, passphrase_from_env
+        from otaguard.cli.common import passphrase_from_env
+        from otaguard.crypto.loader import load_private_key_file
 
         public = load_private_key_file(out, passphrase_from_env(o["passphrase_env"])).public_key()
     where = parse_pkcs11_uri(out).without_pin() if is_pkcs11_uri(out) else out

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import click
 
 from otaguard._files import read_bounded
+from otaguard._stdio import input_path, open_input
+from otaguard.cli import params
 from otaguard.crypto.loader import MAX_KEY_FILE
 from otaguard.errors import UsageError
 
@@ -51,7 +53,7 @@ def _fault_options(func: F) -> F:
             help="What the rest of a torn operation reads back as.",
         ),
         click.option("--tear-seed", type=int, default=0, show_default=True, hidden=True),
-        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        params.JSON,
     ]
     for option in reversed(options):
         func = option(func)
@@ -94,15 +96,6 @@ def _emit(opts: dict[str, Any], report: dict[str, Any], line: str) -> None:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
     else:
         click.echo(line)
-
-
-def _image_json(image: Any) -> dict[str, Any]:
-    meta = image.metadata
-    return {
-        "version": meta.version,
-        "security_counter": meta.security_counter,
-        "image_id": image.image_id,
-    }
 
 
 @click.group()
@@ -151,61 +144,34 @@ def device() -> None:
     help="Install only images with a counter ABOVE the fuses (default: at least equal).",
 )
 @click.option("--region", default=None, help="The device's region (checked against chains).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@params.JSON
 def init(directory: Path, **opts: Any) -> None:
     """Manufacture a device in DIRECTORY: blank flash, anchors in OTP, counters at 0."""
-    from otaguard.device.geometry import preset
-    from otaguard.device.model import MAIN, Component, DeviceConfig
-    from otaguard.device.store import init_device, parse_anchor
-    from otaguard.errors import KeyLoadError
+    from otaguard.device.manufacture import components_of, geometry_of, manufacture
+    from otaguard.device.model import DeviceConfig
 
-    geometry = preset(opts["geometry"])
-    if opts["erased_value"]:
-        geometry = geometry.with_erased(int(opts["erased_value"], 16))
-    if opts["slot_size"]:
-        geometry = geometry.with_slot_size(opts["slot_size"])
-    components = [Component(MAIN, opts["hardware_id"])]
-    for spec in opts["components"]:
-        name, sep, hwid = spec.partition("=")
-        if not sep:
-            raise UsageError(f"--component {spec!r}: expected NAME=HWID")
-        components.append(Component(name, hwid))
-    anchors = []
-    for path in opts["trusted_keys"]:
-        try:
-            anchors.append(parse_anchor(read_bounded(path, MAX_KEY_FILE, "trusted key")))
-        except KeyLoadError as exc:
-            raise KeyLoadError(f"{path}: {exc}") from exc
+    erased = int(opts["erased_value"], 16) if opts["erased_value"] else None
+    geometry = geometry_of(opts["geometry"], erased_value=erased, slot_size=opts["slot_size"])
     config = DeviceConfig(
         geometry,
-        tuple(components),
+        components_of(opts["hardware_id"], opts["components"]),
         trial_tries=opts["trial_tries"],
         strict_counter=opts["strict_counter"],
         region=opts["region"],
     )
-    init_device(
+    done = manufacture(
         directory,
         config,
-        anchors,
+        opts["trusted_keys"],
         fuse_bits=opts["fuse_bits"],
         counter_backend=opts["counter_backend"],
     )
     _emit(
         opts,
-        {
-            "device": str(directory),
-            "geometry": geometry.to_json(),
-            "anchors": len(anchors),
-            "components": {c.name: c.hardware_id for c in components},
-            "counter_backend": opts["counter_backend"],
-            "fuse_bits": opts["fuse_bits"] if opts["counter_backend"] == "fuses" else None,
-            "trial_tries": config.trial_tries,
-            "strict_counter": config.strict_counter,
-            "region": config.region,
-        },
+        done.to_json(),
         f"device {directory}: {geometry.name} flash ({geometry.sector_size}-byte sectors, "
-        f"erased 0x{geometry.erased:02x}), {len(anchors)} anchor(s) in OTP, "
-        f"components {', '.join(c.name for c in components)}",
+        f"erased 0x{geometry.erased:02x}), {done.anchors} anchor(s) in OTP, "
+        f"components {', '.join(c.name for c in config.components)}",
     )
 
 
@@ -249,7 +215,7 @@ def install_cmd(
     running = load_running(directory)
     with _session(directory, opts, "install") as dev, contextlib.ExitStack() as stack:
         files = {
-            name: stack.enter_context(_open_image(path))
+            name: stack.enter_context(open_input(path))
             for name, path in _image_args(dev, images).items()
         }
         try:
@@ -260,15 +226,7 @@ def install_cmd(
         replaced = ", ".join(f"{n} {v or '(did not verify)'}" for n, v in result.replaced)
         _emit(
             opts,
-            {
-                "power_cut": False,
-                "slot": result.slot,
-                "tries": result.tries,
-                "flash_ops": result.flash_ops,
-                "components": {i.component: _image_json(i) for i in result.images},
-                "replaced_staged": dict(result.replaced) or None,
-                **_image_json(main),
-            },
+            result.to_json(),
             (
                 f"replaced the unconfirmed update in slot {result.slot} ({replaced})\n"
                 if replaced
@@ -279,15 +237,6 @@ def install_cmd(
             f"a trial with {result.tries} tries from the next boot "
             f"({result.flash_ops} flash operations)",
         )
-
-
-def _open_image(path: str) -> Any:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        from otaguard.errors import StorageError
-
-        raise StorageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
 
 
 @device.command("boot")
@@ -305,20 +254,6 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
         result = boot(dev)
         save_running(directory, running_of(result))
         main = result.main
-        report: dict[str, Any] = {
-            "power_cut": False,
-            "state": result.state,
-            "slot": result.slot,
-            "version": main.metadata.version if main else None,
-            "security_counter": main.metadata.security_counter if main else None,
-            "tries_left": result.tries_left,
-            "rejected": [
-                {"slot": s, "check": check, "reason": why} for s, check, why in result.rejected
-            ],
-            "rebuilt_metadata": result.rebuilt,
-            "flash_ops": result.flash_ops,
-            "components": {i.component: _image_json(i) for i in result.images},
-        }
         lines = [f"slot {s}: refused ({check}): {why}" for s, check, why in result.rejected]
         if result.rebuilt:
             lines.insert(0, "both boot-control copies were invalid: rebuilt from the slots")
@@ -333,7 +268,7 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
                 f"{main.metadata.security_counter} ({how})"
             )
         if opts["as_json"]:
-            click.echo(json.dumps(report, indent=2, sort_keys=True))
+            click.echo(json.dumps(result.to_json(), indent=2, sort_keys=True))
         elif lines:
             click.echo("\n".join(lines))
         if result.state == "recovery":
@@ -346,6 +281,7 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
 def confirm_cmd(directory: Path, **opts: Any) -> None:
     """The running firmware is healthy: make its slot permanent and raise the fuses."""
     from otaguard.device.install import confirm
+    from otaguard.device.status import counter_status
     from otaguard.device.store import load_running, save_running
 
     running = load_running(directory)
@@ -353,10 +289,8 @@ def confirm_cmd(directory: Path, **opts: Any) -> None:
         result = confirm(dev, running)
         if running is not None:
             save_running(directory, dataclasses.replace(running, trial=False))
-        counters = dev.otp.counters
         fuses = {
-            name: {"counter": counters.value(name), "left": _left(counters, name)}
-            for name in dev.config.names
+            name: {"counter": c.counter, "left": c.left} for name, c in counter_status(dev).items()
         }
         main = result.images[0].metadata
         _emit(
@@ -375,10 +309,6 @@ def confirm_cmd(directory: Path, **opts: Any) -> None:
         )
 
 
-def _left(counters: Any, name: str) -> int:
-    return int(counters.capacity(name) - counters.value(name))
-
-
 @device.command("reject")
 @_dir_arg
 def reject_cmd(directory: Path) -> None:
@@ -394,13 +324,13 @@ def reject_cmd(directory: Path) -> None:
 
 @device.command("rotate-anchor")
 @_dir_arg
-@click.argument("message", type=click.Path(dir_okay=False, exists=True))
+@click.argument("message", type=click.Path(dir_okay=False, exists=True, allow_dash=True))
 def rotate_anchor_cmd(directory: Path, message: str) -> None:
     """Accept a new root through a rotation message signed by a root the device trusts."""
     from otaguard.device.store import rotate_anchor
 
     subject, epoch = rotate_anchor(
-        directory, read_bounded(message, MAX_KEY_FILE, "rotation message")
+        directory, read_bounded(input_path(message), MAX_KEY_FILE, "rotation message")
     )
     click.echo(f"anchored {subject}; key epoch now {epoch}: older roots are retired")
 
@@ -458,7 +388,7 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
     from otaguard.device.attack import flash_raw
     from otaguard.device.store import open_device
 
-    with open_device(directory) as dev, _open_image(image) as source:
+    with open_device(directory) as dev, open_input(image) as source:
         length = source.seek(0, 2)
         source.seek(0)
         flash_raw(dev, letter, component, source, length, point_boot_control=activate)
@@ -470,7 +400,7 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
 
 @device.command("learn-crl")
 @_dir_arg
-@click.argument("crl", type=click.Path(dir_okay=False))
+@click.argument("crl", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--issuer-chain",
     type=click.Path(dir_okay=False),
@@ -479,16 +409,10 @@ def flash_raw(directory: Path, letter: str, component: str, activate: bool, imag
 )
 def learn_crl_cmd(directory: Path, crl: str, issuer_chain: str | None) -> None:
     """Store a revocation list signed by a CA under the device's anchored roots."""
-    from otaguard.device.store import load_crls, open_device, save_crls
-    from otaguard.pki.crl_store import learn_crl
+    from otaguard.device.store import learn_crl_file
     from otaguard.pki.store import read_certs
 
-    data = read_bounded(crl, MAX_KEY_FILE, "CRL")
+    data = read_bounded(input_path(crl), MAX_KEY_FILE, "CRL")
     chain = read_certs(issuer_chain, "issuer chain") if issuer_chain else []
-    with open_device(directory) as dev:
-        roots = dev.trust.anchored_roots()
-        if not roots:
-            raise UsageError("this device anchors no root certificate: CRLs do not apply")
-        store = learn_crl(load_crls(directory), data, roots=roots, issuer_chain=chain)
-        save_crls(directory, store)
-    click.echo(f"CRL learned; the device now holds {len(store.crls)} revocation list(s)")
+    held = learn_crl_file(directory, data, chain)
+    click.echo(f"CRL learned; the device now holds {held} revocation list(s)")

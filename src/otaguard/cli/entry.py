@@ -29,7 +29,8 @@ def _exit_now(code: int) -> None:
 
 
 def main() -> None:
-    from otaguard.cli import fastpath, prefetch, verify_args
+    from otaguard.cli import fastpath, verify_args
+    from otaguard.image import prefetch
 
     argv = sys.argv[1:]
     image = verify_args.plain_image(argv)  # a plain verify, or None: everything else is click's

@@ -28,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from otaguard.cli import params
+
 if TYPE_CHECKING:
     from otaguard.audit.note import VerifierKey
     from otaguard.crypto.keys import PublicKey
-    from otaguard.server.audit_client import AuditClient, Head
+    from otaguard.server.audit_client import AuditClient
 
 _TRUSTED = click.option(
     "--trusted-key",
@@ -40,13 +42,12 @@ _TRUSTED = click.option(
     required=True,
     help="The server's audit key (DATA_DIR/audit.pub, or a verifier key NAME+ID+KEY).",
 )
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 def _keys(specs: tuple[str, ...]) -> list[PublicKey | VerifierKey]:
-    from otaguard.cli.audit_cmd import _trusted_key
+    from otaguard.audit.note import load_trusted_key
 
-    return [_trusted_key(k) for k in specs]
+    return [load_trusted_key(k) for k in specs]
 
 
 def _emit(value: Any, as_json: bool, line: str) -> None:
@@ -63,12 +64,6 @@ def _session(ctx: click.Context) -> Iterator[AuditClient]:
         yield AuditClient(client)
 
 
-def _fresh_head(api: AuditClient, keys: list[PublicKey | VerifierKey]) -> Head:
-    from otaguard.server.audit_client import verified_checkpoint
-
-    return verified_checkpoint(api.sign_checkpoint()["note"], keys)
-
-
 @click.group("audit")
 def audit() -> None:
     """The server's audit log: export, proofs, vehicle and release records, submissions."""
@@ -82,60 +77,17 @@ def audit() -> None:
     multiple=True,
     help="Check the checkpoint's signature before writing (the server's audit.pub).",
 )
-@_JSON
+@params.JSON
 @click.pass_context
 def export(ctx: click.Context, out: str, trusted: tuple[str, ...], as_json: bool) -> None:
     """Write the whole log as static tlog-tiles files (a new checkpoint first)."""
-    from otaguard.audit.checkpoint import parse_checkpoint
-    from otaguard.audit.note import b64encode, parse_note
-    from otaguard.audit.tiles import (
-        CHECKPOINT,
-        TILE_HEIGHT,
-        DirectoryWriter,
-        entries_path,
-        tile_path,
-        tile_width,
-    )
-    from otaguard.errors import UsageError
+    from otaguard.server.audit_client import export_log
 
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise UsageError(f"--out {out}: give a new or empty directory")
     with _session(ctx) as api:
-        note = api.sign_checkpoint()["note"].encode("utf-8")
-        if trusted:
-            from otaguard.audit.checkpoint import open_checkpoint
-
-            checkpoint = open_checkpoint(note, _keys(trusted))
-        else:
-            checkpoint = parse_checkpoint(parse_note(note).text)
-        size = checkpoint.size
-        writer = DirectoryWriter(out)
-        files = 0
-        level = 0
-        while size >> (TILE_HEIGHT * level):
-            count = size >> (TILE_HEIGHT * level)
-            for index in range(-(-count // 256)):
-                width = tile_width(size, level, index)
-                paths = [tile_path(level, index, width)]
-                if level == 0:
-                    paths.append(entries_path(index, width))
-                for path in paths:
-                    writer(path, api.file(path))
-                    files += 1
-            level += 1
-        writer.sync()
-        writer(CHECKPOINT, note)
-        writer.sync()
-    report = {
-        "out": out,
-        "origin": checkpoint.origin,
-        "tree_size": size,
-        "root_hash": b64encode(checkpoint.root),
-        "files": files + 1,
-        "checkpoint_verified": bool(trusted),
-    }
+        report = export_log(api, out, _keys(trusted) if trusted else ())
     line = (
-        f"exported {size} entries of {checkpoint.origin} to {out} ({files + 1} files); "
+        f"exported {report['tree_size']} entries of {report['origin']} to {out} "
+        f"({report['files']} files); "
         f"verify: otaguard audit verify --log {out} --trusted-key audit.pub"
     )
     _emit(report, as_json, line)
@@ -151,7 +103,7 @@ def export(ctx: click.Context, out: str, trusted: tuple[str, ...], as_json: bool
     help="An older checkpoint you hold: prove the log extends exactly it.",
 )
 @_TRUSTED
-@_JSON
+@params.JSON
 @click.pass_context
 def prove(
     ctx: click.Context,
@@ -164,11 +116,10 @@ def prove(
     """An inclusion (--index) or consistency (--old-size, --checkpoint) proof from the
     server, checked here against a fresh checkpoint signed by the audit key."""
     from otaguard.audit.checkpoint import open_checkpoint
-    from otaguard.audit.entry import parse_entry
-    from otaguard.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
-    from otaguard.audit.note import b64decode_strict, b64encode
+    from otaguard.audit.note import b64encode
     from otaguard.cli.audit_cmd import _read_file
-    from otaguard.errors import AuditConsistencyError, AuditEntryError, UsageError
+    from otaguard.errors import UsageError
+    from otaguard.server.audit_client import fresh_head, proven_consistency, proven_inclusion
 
     if sum(x is not None for x in (index, old_size, old_checkpoint)) != 1:
         raise UsageError("give exactly one of --index, --old-size and --checkpoint")
@@ -177,40 +128,14 @@ def prove(
         open_checkpoint(_read_file(old_checkpoint, "checkpoint"), keys) if old_checkpoint else None
     )
     with _session(ctx) as api:
-        head = _fresh_head(api, keys)
-        size = head.checkpoint.size
+        head = fresh_head(api, keys)
         if index is not None:
-            if index >= size:
-                raise UsageError(f"the log has {size} entries: no entry {index}")
-            body = api.inclusion(index, size)
+            body = proven_inclusion(api, head, index)
         else:
             wanted = old.size if old is not None else old_size
             assert wanted is not None
-            if wanted > size:
-                raise AuditConsistencyError(f"the log has {size} entries, fewer than {wanted}")
-            body = api.consistency(wanted, size)
-    root = head.checkpoint.root
-    if index is not None:
-        raw = str(body["entry"]).encode("utf-8")
-        path = [b64decode_strict(h) for h in body["inclusion_path"]]
-        verify_inclusion(leaf_hash(raw), index, size, path, root)
-        if parse_entry(raw).index != index:
-            raise AuditEntryError(f"the server sent another entry as {index}", index=index)
-    else:
-        old_root = b64decode_strict(body["root_hash_1"])
-        if old is not None and (old.origin != head.checkpoint.origin or old_root != old.root):
-            raise AuditConsistencyError(
-                f"the server's tree of {old.size} entries is not the one your checkpoint "
-                f"signs: the log's history was rewritten (a fork)"
-            )
-        path = [b64decode_strict(h) for h in body["consistency_path"]]
-        verify_consistency(int(body["tree_size_1"]), size, path, old_root, root)
-    body = {
-        **body,
-        "origin": head.checkpoint.origin,
-        "root_hash": b64encode(root),
-        "verified": True,
-    }
+            body = proven_consistency(api, head, wanted, old)
+    size, root = head.checkpoint.size, head.checkpoint.root
     if as_json:
         click.echo(json.dumps(body, indent=2, sort_keys=True))
         return
@@ -224,26 +149,6 @@ def prove(
         click.echo(body["entry"])
 
 
-def _collect(api: AuditClient, head: Head, **query: Any) -> list[Any]:
-    from otaguard.server.audit_client import checked_entry
-
-    return [
-        checked_entry(item, head) for item in api.search(tree_size=head.checkpoint.size, **query)
-    ]
-
-
-def _checkpoint_json(head: Head) -> dict[str, Any]:
-    from otaguard.audit.note import b64encode
-
-    cp = head.checkpoint
-    return {
-        "origin": cp.origin,
-        "tree_size": cp.size,
-        "root_hash": b64encode(cp.root),
-        "note": head.note.decode("utf-8"),
-    }
-
-
 @audit.command("vehicle")
 @click.argument("device_id")
 @click.option(
@@ -255,19 +160,20 @@ def _checkpoint_json(head: Head) -> dict[str, Any]:
     help="json and csv carry each record's entry and inclusion proof.",
 )
 @_TRUSTED
-@_JSON
+@params.JSON
 @click.pass_context
 def vehicle(
     ctx: click.Context, device_id: str, fmt: str, trusted: tuple[str, ...], as_json: bool
 ) -> None:
     """A vehicle's software history and identification, every record proven."""
     from otaguard.audit.records import VEHICLE_ACTIONS, vehicle_csv, vehicle_history
+    from otaguard.server.audit_client import checkpoint_json, collect, fresh_head
 
     keys = _keys(trusted)
     with _session(ctx) as api:
-        head = _fresh_head(api, keys)
-        items = _collect(api, head, subject=device_id, actions=VEHICLE_ACTIONS)
-    history = {"checkpoint": _checkpoint_json(head), **vehicle_history(device_id, items)}
+        head = fresh_head(api, keys)
+        items = collect(api, head, subject=device_id, actions=VEHICLE_ACTIONS)
+    history = {"checkpoint": checkpoint_json(head), **vehicle_history(device_id, items)}
     if as_json or fmt == "json":
         click.echo(json.dumps(history, indent=2, sort_keys=True))
     elif fmt == "csv":
@@ -316,19 +222,20 @@ def _vehicle_table(history: dict[str, Any]) -> None:
 @audit.command("release")
 @click.argument("target")
 @_TRUSTED
-@_JSON
+@params.JSON
 @click.pass_context
 def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: bool) -> None:
     """An update's record: signatures, compatibility, decisions, refusals, outcomes."""
     from otaguard.audit.records import release_story
+    from otaguard.server.audit_client import checkpoint_json, collect, fresh_head
 
     keys = _keys(trusted)
     with _session(ctx) as api:
-        head = _fresh_head(api, keys)
-        found = {p.entry.index: p for p in _collect(api, head, target=target)}
+        head = fresh_head(api, keys)
+        found = {p.entry.index: p for p in collect(api, head, target=target)}
         for action in ("release.refuse", "audit.submit"):
-            found.update({p.entry.index: p for p in _collect(api, head, actions=[action])})
-    story = {"checkpoint": _checkpoint_json(head), **release_story(target, list(found.values()))}
+            found.update({p.entry.index: p for p in collect(api, head, actions=[action])})
+    story = {"checkpoint": checkpoint_json(head), **release_story(target, list(found.values()))}
     if as_json:
         click.echo(json.dumps(story, indent=2, sort_keys=True))
         return
@@ -364,45 +271,24 @@ def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: 
     help="The local log's audit key: public key file, verifier key, private key or pkcs11: URI.",
 )
 @click.option("--passphrase-env", metavar="VAR", help="Passphrase of an encrypted private key.")
-@_JSON
+@params.JSON
 @click.pass_context
 def submit(
     ctx: click.Context, log: str, key_spec: str, passphrase_env: str | None, as_json: bool
 ) -> None:
     """Send a local (ceremony) log's entries to the server's log, verified first here."""
-    from otaguard.audit.note import VerifierKey
-    from otaguard.audit.tiles import (
-        CHECKPOINT,
-        DirectoryReader,
-        entries_path,
-        parse_bundle,
-        tile_width,
-    )
-    from otaguard.audit.verify import verify_log
+    from otaguard.audit.local import read_for_submission
     from otaguard.cli.audit_cmd import _public_key, _trusted_key
     from otaguard.crypto.loader import read_key_file
     from otaguard.crypto.pkcs11 import is_pkcs11_uri
-    from otaguard.errors import UsageError
 
     private = is_pkcs11_uri(key_spec) or (
         os.path.isfile(key_spec) and b"PRIVATE KEY" in read_key_file(key_spec)
     )
     key = _public_key(key_spec, passphrase_env) if private else _trusted_key(key_spec)
-    read = DirectoryReader(log)
-    checked = verify_log(read, [key])  # everything: signature, entries, tiles, root
-    size = checked.checkpoint.size
-    if size > 50_000:
-        raise UsageError(f"{log} holds {size} entries: at most 50,000 per submission")
-    entries: list[bytes] = []
-    for bundle in range(-(-size // 256)):
-        entries += parse_bundle(read(entries_path(bundle, tile_width(size, 0, bundle))))
-    vkey = (
-        key
-        if isinstance(key, VerifierKey)
-        else VerifierKey.for_public_key(checked.checkpoint.origin, key)
-    )
+    local = read_for_submission(log, key)
     with _session(ctx) as api:
-        done = api.submit(read(CHECKPOINT), vkey.encode(), entries)
+        done = api.submit(local.note, local.key.encode(), local.entries)
     line = (
         f"{done['recorded']} new entries of {done['origin']} recorded (from index "
         f"{done['first_index']}); {done['already']} were recorded before"

@@ -16,11 +16,9 @@ from typing import Any
 
 import click
 
+from otaguard.cli import params
+
 MAX_TOKEN_FILE = 4096
-
-
-def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
 
 
 @click.group("fleet")
@@ -88,7 +86,7 @@ def token() -> None:
     type=click.Choice(["admin", "release-manager", "operator", "auditor"]),
 )
 @click.option("--name", required=True, help="Who the token is for.")
-@_json_option
+@params.JSON
 @click.pass_context
 def token_create(ctx: click.Context, role: str, name: str, as_json: bool) -> None:
     """Create a token; it is printed this once (store it in a file, mode 0600)."""
@@ -124,7 +122,7 @@ def _tags(items: Sequence[str]) -> dict[str, str]:
 @click.option("--region", required=True)
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE")
 @click.option("--name", help="Group name (default: HARDWARE_ID-REGION).")
-@_json_option
+@params.JSON
 @click.pass_context
 def enroll(
     ctx: click.Context,
@@ -168,22 +166,14 @@ def release() -> None:
 
 @release.command("publish")
 @click.option("--repo", "repo_dir", required=True, type=click.Path(file_okay=False, exists=True))
-@_json_option
+@params.JSON
 @click.pass_context
 def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
     """Upload the repository's roots, signed roles and images; the server checks and publishes."""
-    from otaguard.server.release_upload import collect, mark_published
+    from otaguard.server.release_upload import publish_release
 
-    local = collect(Path(repo_dir))
-    uploaded = []
     with _client(ctx) as client:
-        for sha256, (path, length) in sorted(local.images.items()):
-            if client.has_artifact(sha256) != length:
-                client.upload_artifact(sha256, path)
-                uploaded.append(sha256)
-        result = client.upload_release([local.roots[v] for v in sorted(local.roots)], local.roles)
-        mark_published(Path(repo_dir), local, client.repo_file)
-    result["images_uploaded"] = len(uploaded)
+        result = publish_release(client, Path(repo_dir))
     if as_json:
         _print(result, True)
         return
@@ -191,7 +181,7 @@ def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
     click.echo(
         f"published ({roles}); root v{result['root_version']}, snapshot "
         f"v{result['snapshot_version']}, timestamp v{result['timestamp_version']}; "
-        f"{len(uploaded)} image(s) uploaded"
+        f"{result['images_uploaded']} image(s) uploaded"
     )
     for name in result["targets"]:
         click.echo(f"  new target {name}")
@@ -204,7 +194,7 @@ def release_publish(ctx: click.Context, repo_dir: str, as_json: bool) -> None:
 @click.argument("target")
 @click.option("--device", "devices", multiple=True, help="Device id (repeatable).")
 @click.option("--group", help="Every device of this enrolment group.")
-@_json_option
+@params.JSON
 @click.pass_context
 def deploy(
     ctx: click.Context, target: str, devices: tuple[str, ...], group: str | None, as_json: bool
@@ -232,7 +222,7 @@ def deploy(
 
 
 @fleet.command("devices")
-@_json_option
+@params.JSON
 @click.pass_context
 def devices_cmd(ctx: click.Context, as_json: bool) -> None:
     """Every enrolled device."""
@@ -262,7 +252,7 @@ def _when(stamp: int | None) -> str:
 
 @fleet.command("device", context_settings={"ignore_unknown_options": False})
 @click.argument("args", nargs=-1, required=True, metavar="ID | revoke ID")
-@_json_option
+@params.JSON
 @click.pass_context
 def device_cmd(ctx: click.Context, args: tuple[str, ...], as_json: bool) -> None:
     """Show a device (software per ECU, last check-in, history), or revoke it."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from otaguard._stdio import open_input
 from otaguard.cli import audit_log, verifying
 from otaguard.cli.common import (
     SIGN_INPUTS,
@@ -21,6 +22,7 @@ from otaguard.cli.common import (
     ensure_distinct,
     input_path,
     inputs_of,
+    one_stdout,
     output_file,
     passphrase_from_env,
     to_stdout,
@@ -159,7 +161,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
         raise UsageError("INPUT and OUTPUT must be different files")
     chain = signer_chain(opts["cert_chain"], signers)
     with (
-        verifying.open_input(opts["input_path"]) as source,
+        open_input(opts["input_path"]) as source,
         output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,
     ):
         meta = sign_stream(
@@ -229,8 +231,7 @@ def verify(**opts: Any) -> None:
 def extract(out: str, **opts: Any) -> None:
     """Write IMAGE's payload to OUT, only after full verification (atomic; '-': stdin/stdout)."""
     args = verifying.VerifyArgs(**opts)
-    if args.as_json and to_stdout(out):
-        raise UsageError("--json and OUT '-' both want stdout: give one")
+    one_stdout(args.as_json, out, "OUT '-'")
     with output_file(out, inputs=inputs_of(opts, *VERIFY_INPUTS)) as sink:
         report = verifying.verified_report(args, sink)
     if args.as_json:
@@ -246,7 +247,9 @@ def extract(out: str, **opts: Any) -> None:
 @click.argument("image", type=click.Path(dir_okay=False))
 def inspect(as_json: bool, fmt: str, image: str) -> None:
     """Show IMAGE's metadata WITHOUT verifying it."""
-    report = verifying.inspect_report(image, fmt)
+    from otaguard.image.describe import inspect_file
+
+    report = inspect_file(image, fmt)
     if as_json:
         click.echo(verifying.to_json(report))
         return

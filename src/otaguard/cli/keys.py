@@ -14,18 +14,13 @@ from typing import TYPE_CHECKING
 import click
 
 from otaguard.cli import audit_log
-from otaguard.cli.common import (
-    STDIO,
-    load_private_key_file,
-    passphrase_from_env,
-    to_stdout,
-)
+from otaguard.cli.common import STDIO, one_stdout, passphrase_from_env
 from otaguard.crypto.keys import KeyType
-from otaguard.crypto.loader import read_key_file
+from otaguard.crypto.loader import public_key_of
 from otaguard.errors import UsageError
 
 if TYPE_CHECKING:
-    from otaguard.crypto.keys import PublicKey
+    pass
 
 _ALGORITHMS = [k.value for k in KeyType]
 _FORCE = click.option("--force", is_flag=True, help="Replace existing output files.")
@@ -101,12 +96,10 @@ def public(
     from otaguard._atomic import check_output, write_atomic
     from otaguard.crypto.keys import describe_key, key_id, public_key_pem
 
-    stdout = out is not None and to_stdout(out)
-    if stdout and as_json:
-        raise UsageError("--json and --out - both want stdout: give one")
+    stdout = out is not None and one_stdout(as_json, out, "--out -")
     if out is not None and not stdout:
         check_output(out, inputs=[key_file], overwrite=force)
-    pub = _public_key_of(key_file, passphrase_env)
+    pub = public_key_of(key_file, passphrase_from_env(passphrase_env))
     pem = public_key_pem(pub)
     if out is not None and not stdout:
         write_atomic(out, pem, inputs=[key_file], overwrite=force)
@@ -116,24 +109,3 @@ def public(
         return
     click.echo(pem.decode(), nl=False)
     click.echo(f"key id: {key_id(pub)} ({describe_key(pub)})", err=stdout)
-
-
-def _public_key_of(spec: str, passphrase_env: str | None) -> PublicKey:
-    """The public half of a PKCS#11 key, a private key file or a public key file."""
-    from otaguard.crypto.keys import load_public_key
-    from otaguard.crypto.pkcs11 import Pkcs11Signer, is_pkcs11_uri
-    from otaguard.errors import KeyLoadError
-
-    if is_pkcs11_uri(spec):
-        with Pkcs11Signer(spec) as signer:
-            return signer.public_key
-    data = read_key_file(spec)
-    if b"PRIVATE KEY" in data or passphrase_env:
-        return load_private_key_file(spec, passphrase_from_env(passphrase_env)).public_key()
-    try:
-        return load_public_key(data)
-    except KeyLoadError as exc:
-        try:
-            return load_private_key_file(spec, None).public_key()
-        except KeyLoadError:
-            raise KeyLoadError(f"{spec}: {exc}") from exc

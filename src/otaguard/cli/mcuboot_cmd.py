@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from otaguard._stdio import open_input
 from otaguard.cli.options import created, int_auto, signer_chain
-from otaguard.cli.verifying import open_input
 from otaguard.errors import UsageError
 
 _NATIVE_ONLY = (("annotations", "--annotate"), ("sha512", "--sha512"))

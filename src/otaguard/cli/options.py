@@ -52,8 +52,9 @@ def ensure_distinct_keys(key_ids: Iterable[Hashable], flag: str | None = None) -
 
 def trusted_keys(paths: Sequence[str], flag: str = "--trusted-key") -> TrustedKeys:
     """The public keys in ``paths`` as trust anchors; a file or a key given twice is refused."""
-    from otaguard.cli.common import ensure_distinct, load_public_key_file
+    from otaguard.cli.common import ensure_distinct
     from otaguard.crypto.keys import key_id_bytes
+    from otaguard.crypto.loader import load_public_key_file
     from otaguard.image.trust import TrustedKeys
 
     ensure_distinct(list(paths))

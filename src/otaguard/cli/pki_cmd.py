@@ -2,95 +2,31 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from otaguard.cli import audit_log
-from otaguard.cli.common import passphrase_from_env
+from otaguard.cli import audit_log, params
+from otaguard.cli.common import one_stdout, passphrase_from_env, to_stdout
 from otaguard.crypto.keys import KeyType
+from otaguard.pki import ca as pki_ca
 from otaguard.pki.issue import REVOCATION_REASONS
 
-F = TypeVar("F", bound=Callable[..., Any])
-_KIND = {"code-signing": "Release", "device-identity": "Device"}
-_SKEW = dt.timedelta(minutes=5)
+
+def _new_key(key: str | None, algorithm: str, passphrase_env: str | None) -> pki_ca.NewKey:
+    return pki_ca.new_key(key, KeyType(algorithm), passphrase_from_env(passphrase_env))
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+def _ca(ca_dir: str, passphrase_env: str | None) -> Any:
+    return pki_ca.open_ca(Path(ca_dir), passphrase_from_env(passphrase_env))
 
 
-def _new_key(
-    key: str | None, algorithm: str, passphrase_env: str | None
-) -> tuple[Any, dict[str, Any]]:
-    """(signer for the new key, storage kwargs for write_ca_dir): --key, or a fresh key."""
-    from otaguard.crypto.keys import KeyType, generate_private_key, private_key_pem
-    from otaguard.crypto.loader import load_signer, read_key_file
-    from otaguard.crypto.pkcs11 import is_pkcs11_uri, parse_pkcs11_uri
-    from otaguard.crypto.signer import KeySigner
-
-    passphrase = passphrase_from_env(passphrase_env)
-    if key is None:
-        private = generate_private_key(KeyType(algorithm))
-        return KeySigner(private), {"key_pem": private_key_pem(private, passphrase)}
-    signer = load_signer(key, passphrase)
-    if is_pkcs11_uri(key):
-        return signer, {"key_uri": parse_pkcs11_uri(key).without_pin()}
-    return signer, {"key_pem": read_key_file(key)}
-
-
-def _key_options(default_algorithm: str) -> Callable[[F], F]:
-    def decorate(func: F) -> F:
-        func = click.option(
-            "--passphrase-env", metavar="VAR", help="Passphrase for the new key (or of --key)."
-        )(func)
-        func = click.option(
-            "--algorithm",
-            type=click.Choice([k.value for k in KeyType]),
-            default=default_algorithm,
-            show_default=True,
-            help="Algorithm of the key generated when --key is not given.",
-        )(func)
-        func = click.option(
-            "--key",
-            "key",
-            default=None,
-            help="Existing key file or PKCS#11 URI (else a new key is made).",
-        )(func)
-        return func
-
-    return decorate
-
-
-_json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-
-
-def _emit(as_json: bool, report: dict[str, Any], line: str) -> None:
-    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else line)
-
-
-def _certificate(kind: str, cert: Any, **where: str) -> dict[str, Any]:
-    """What --json reports for a certificate, and where it was written (``where``)."""
-    return {
-        **where,
-        "kind": kind,
-        "subject": cert.subject.rfc4514_string(),
-        "issuer": cert.issuer.rfc4514_string(),
-        "serial": f"{cert.serial_number:X}",
-        "not_before": cert.not_valid_before_utc.isoformat(),
-        "not_after": cert.not_valid_after_utc.isoformat(),
-    }
-
-
-def _issuer(ca_dir: str, passphrase_env: str | None) -> Any:
-    from otaguard.pki.store import load_ca_dir
-
-    ca = load_ca_dir(Path(ca_dir))
-    return ca, ca.issuer(passphrase_from_env(passphrase_env))
+def _emit(as_json: bool, report: dict[str, Any], line: str, out: str | None = None) -> None:
+    """The report (``--json``) or the line; on stderr when the output went to stdout."""
+    text = json.dumps(report, indent=2, sort_keys=True) if as_json else line
+    click.echo(text, err=out is not None and to_stdout(out))
 
 
 @click.group()
@@ -99,9 +35,9 @@ def pki() -> None:
 
 
 @pki.command("init-root")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--subject", required=True, help='RFC 4514 name, e.g. "CN=Acme Root CA,O=Acme".')
-@_key_options("ecdsa-p384")
+@params.new_key_options("ecdsa-p384")
 @click.option("--years", default=20, show_default=True, type=click.IntRange(1, 50))
 @click.option(
     "--path-length",
@@ -109,7 +45,7 @@ def pki() -> None:
     type=click.IntRange(0, 5),
     help="Limit the CA levels below the root (default: unlimited).",
 )
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("root"))
 def init_root(
     out_dir: str,
@@ -122,30 +58,21 @@ def init_root(
     as_json: bool,
 ) -> None:
     """Create a self-signed root CA (keep it offline)."""
-    from otaguard.pki.issue import build_root, parse_subject
-    from otaguard.pki.store import write_ca_dir
-
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    now = _now()
-    cert = build_root(
-        signer,
-        parse_subject(subject),
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=365 * years),
-        path_length=path_length,
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = pki_ca.init_root(
+        Path(out_dir), subject, new, years=years, path_length=path_length, now=pki_ca.utc_now()
     )
-    write_ca_dir(Path(out_dir), cert, [cert], **storage)
     _emit(
         as_json,
-        _certificate("root", cert, dir=out_dir),
+        pki_ca.certificate_report("root", cert, dir=out_dir),
         f"root CA {cert.subject.rfc4514_string()} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
 
 @pki.command("issue-intermediate")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the issuing CA's key.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--subject", default=None, help="Default: CN=<regions> Intermediate CA.")
 @click.option("--region", "regions", multiple=True, help="Region it may sign for (repeatable).")
 @click.option("--hardware-id", "hardware_ids", multiple=True, help="Hardware id it may sign for.")
@@ -155,7 +82,7 @@ def init_root(
     default="code-signing",
     show_default=True,
 )
-@_key_options("ecdsa-p384")
+@params.new_key_options("ecdsa-p384")
 @click.option(
     "--years",
     default=None,
@@ -163,7 +90,7 @@ def init_root(
     help="Validity (default: 5 for code signing, 15 for a device CA).",
 )
 @click.option("--path-length", default=0, show_default=True, type=click.IntRange(0, 5))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("intermediate"))
 def issue_intermediate(
     ca_dir: str,
@@ -181,27 +108,22 @@ def issue_intermediate(
     as_json: bool,
 ) -> None:
     """Issue a regional intermediate CA (constraints travel in the certificate)."""
-    years = years or (5 if purpose == "code-signing" else 15)
-    from otaguard.pki.constraints import Constraints
-    from otaguard.pki.issue import build_intermediate, parse_subject
-    from otaguard.pki.store import write_ca_dir
-
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    name = subject or f"CN={'/'.join(regions) or 'Global'} {_KIND[purpose]} CA"
-    constraints = Constraints(purpose, frozenset(regions) or None, frozenset(hardware_ids) or None)
-    now = _now()
-    cert = build_intermediate(
+    ca, issuer = _ca(ca_dir, ca_passphrase_env)
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = pki_ca.issue_intermediate(
+        ca,
         issuer,
-        signer.public_key,
-        parse_subject(name),
-        constraints,
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=365 * years),
+        Path(out_dir),
+        new,
+        subject=subject,
+        regions=regions,
+        hardware_ids=hardware_ids,
+        purpose=purpose,
+        years=years,
         path_length=path_length,
+        now=pki_ca.utc_now(),
     )
-    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), **storage)
-    report = _certificate("intermediate", cert, dir=out_dir)
+    report = pki_ca.certificate_report("intermediate", cert, dir=out_dir)
     report["constraints"] = {
         "purpose": purpose,
         "regions": sorted(regions) or None,
@@ -216,15 +138,15 @@ def issue_intermediate(
 
 
 @pki.command("issue-signer")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the issuing CA's key.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--name", required=True, help="Signer name, e.g. release-2026q4.")
 @click.option("--region", "regions", multiple=True, help="Narrow the regions (repeatable).")
 @click.option("--hardware-id", "hardware_ids", multiple=True, help="Narrow the hardware ids.")
-@_key_options("ed25519")
+@params.new_key_options("ed25519")
 @click.option("--days", default=90, show_default=True, type=click.IntRange(1, 825))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("signer"))
 def issue_signer(
     ca_dir: str,
@@ -240,37 +162,34 @@ def issue_signer(
     as_json: bool,
 ) -> None:
     """Issue a short-lived code-signing certificate."""
-    from otaguard.pki.issue import build_signer
-    from otaguard.pki.store import write_ca_dir
-
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    now = _now()
-    cert = build_signer(
+    ca, issuer = _ca(ca_dir, ca_passphrase_env)
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = pki_ca.issue_signer(
+        ca,
         issuer,
-        signer.public_key,
-        name,
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=days),
+        Path(out_dir),
+        new,
+        name=name,
         regions=regions,
         hardware_ids=hardware_ids,
+        days=days,
+        now=pki_ca.utc_now(),
     )
-    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
     _emit(
         as_json,
-        _certificate("signer", cert, dir=out_dir, name=name),
+        pki_ca.certificate_report("signer", cert, dir=out_dir, name=name),
         f"signer {name} (serial {cert.serial_number:X}, valid {days} days) in {out_dir}",
     )
 
 
 @pki.command("issue-device")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the device CA's key.")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
+@params.OUT_DIR
 @click.option("--device-id", required=True, help="Device identity, e.g. the VIN.")
-@_key_options("ecdsa-p256")
+@params.new_key_options("ecdsa-p256")
 @click.option("--days", default=3650, show_default=True, type=click.IntRange(1, 10950))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.certificate_issued("device"))
 def issue_device(
     ca_dir: str,
@@ -284,43 +203,28 @@ def issue_device(
     as_json: bool,
 ) -> None:
     """Issue a device identity certificate from a device CA (--purpose device-identity)."""
-    from otaguard.pki.issue import build_device
-    from otaguard.pki.store import write_ca_dir
-
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    signer, storage = _new_key(key, algorithm, passphrase_env)
-    now = _now()
-    cert = build_device(
-        issuer,
-        signer.public_key,
-        device_id,
-        not_before=now - _SKEW,
-        not_after=now + dt.timedelta(days=days),
+    ca, issuer = _ca(ca_dir, ca_passphrase_env)
+    new = _new_key(key, algorithm, passphrase_env)
+    cert = pki_ca.issue_device(
+        ca, issuer, Path(out_dir), new, device_id=device_id, days=days, now=pki_ca.utc_now()
     )
-    write_ca_dir(Path(out_dir), cert, ca.chain_of(cert), is_ca=False, **storage)
     _emit(
         as_json,
-        _certificate("device", cert, dir=out_dir, device_id=device_id),
+        pki_ca.certificate_report("device", cert, dir=out_dir, device_id=device_id),
         f"device certificate {device_id} (serial {cert.serial_number:X}) in {out_dir}",
     )
 
 
 @pki.command("revoke")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.argument("serial")
 @click.option("--reason", required=True, type=click.Choice(list(REVOCATION_REASONS)))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.revoked)
 def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     """Record the revocation of SERIAL (hex, as 'openssl x509 -serial' prints it)."""
-    from otaguard.pki.issue import Revocation
-    from otaguard.pki.serial import parse_serial
-    from otaguard.pki.store import load_ca_dir, record_revocation
-
-    number = parse_serial(serial)
-    ca = load_ca_dir(Path(ca_dir))
-    revocation = Revocation(number, _now(), reason)
-    record_revocation(ca, revocation)
+    revocation = pki_ca.revoke(Path(ca_dir), serial, reason, now=pki_ca.utc_now())
+    number = revocation.serial
     _emit(
         as_json,
         {
@@ -334,45 +238,28 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
 
 
 @pki.command("crl")
-@click.option("--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True))
+@params.CA_DIR
 @click.option("--ca-passphrase-env", metavar="VAR", help="Passphrase of the CA's key.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--days", default=30, show_default=True, type=click.IntRange(1, 400))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.crl_issued)
 def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json: bool) -> None:
     """Write the CA's signed X.509 CRL (PEM)."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    from otaguard._atomic import check_output, write_atomic
-    from otaguard.pki.issue import build_crl
-    from otaguard.pki.store import next_crl_number, revocations
-
-    check_output(out, inputs=[ca_dir])  # before the CRL number is spent
-    ca, issuer = _issuer(ca_dir, ca_passphrase_env)
-    now = _now()
-    revoked = revocations(ca)
-    number = next_crl_number(ca)
-    signed = build_crl(
-        issuer,
-        revoked,
-        this_update=now,
-        next_update=now + dt.timedelta(days=days),
-        number=number,
+    one_stdout(as_json, out, "--out -")
+    done = pki_ca.write_crl(
+        Path(ca_dir), passphrase_from_env(ca_passphrase_env), out, days=days, now=pki_ca.utc_now()
     )
-    write_atomic(out, signed.public_bytes(Encoding.PEM), inputs=[ca_dir])
-    _emit(
-        as_json,
-        {
-            "ca": ca_dir,
-            "out": out,
-            "revoked": [f"{r.serial:X}" for r in revoked],
-            "crl_number": number,
-            "this_update": now.isoformat(),
-            "next_update": (now + dt.timedelta(days=days)).isoformat(),
-        },
-        f"CRL with {len(revoked)} revoked certificate(s) written to {out}",
-    )
+    report = {
+        "ca": ca_dir,
+        "out": out,
+        "revoked": [f"{r.serial:X}" for r in done.revoked],
+        "crl_number": done.number,
+        "this_update": done.this_update.isoformat(),
+        "next_update": done.next_update.isoformat(),
+    }
+    line = f"CRL with {len(done.revoked)} revoked certificate(s) written to {out}"
+    _emit(as_json, report, line, out)
 
 
 @pki.command("cross-sign")
@@ -387,27 +274,22 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
 @click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--years", default=5, show_default=True, type=click.IntRange(1, 20))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.cross_signed)
 def cross_sign_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, out: str, years: int, as_json: bool
 ) -> None:
     """Certify a new root with the old one, for a root rotation."""
-    from otaguard._atomic import write_atomic
-    from otaguard.pki.issue import cross_sign
-    from otaguard.pki.store import load_ca_dir, pem
-
-    _, issuer = _issuer(ca_dir, ca_passphrase_env)
-    new = load_ca_dir(Path(new_root))
-    now = _now()
-    cert = cross_sign(
-        issuer, new.cert, not_before=now - _SKEW, not_after=now + dt.timedelta(days=365 * years)
+    one_stdout(as_json, out, "--out -")
+    passphrase = passphrase_from_env(ca_passphrase_env)
+    cert, new = pki_ca.cross_sign_root(
+        Path(ca_dir), passphrase, Path(new_root), out, years=years, now=pki_ca.utc_now()
     )
-    write_atomic(out, pem([cert]), inputs=[ca_dir, new_root])
     _emit(
         as_json,
-        _certificate("cross-certificate", cert, out=out),
-        f"cross-certificate for {new.cert.subject.rfc4514_string()} written to {out}",
+        pki_ca.certificate_report("cross-certificate", cert, out=out),
+        f"cross-certificate for {new.subject.rfc4514_string()} written to {out}",
+        out,
     )
 
 
@@ -423,40 +305,37 @@ def cross_sign_cmd(
 @click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 @click.option("--epoch", required=True, type=click.IntRange(2, 2**32 - 1), help="New key epoch.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-@_json_option
+@params.JSON
 @audit_log.audited(audit_log.rotation_made)
 def rotation_message_cmd(
     ca_dir: str, ca_passphrase_env: str | None, new_root: str, epoch: int, out: str, as_json: bool
 ) -> None:
     """The anchor rotation message devices accept (signed by the old root)."""
-    from otaguard._atomic import write_atomic
-    from otaguard.pki.anchor import make_rotation
-    from otaguard.pki.store import load_ca_dir
-
-    _, issuer = _issuer(ca_dir, ca_passphrase_env)
-    new = load_ca_dir(Path(new_root))
-    write_atomic(out, make_rotation(issuer.signer, new.cert, epoch), inputs=[ca_dir, new_root])
-    subject = new.cert.subject.rfc4514_string()
+    one_stdout(as_json, out, "--out -")
+    passphrase = passphrase_from_env(ca_passphrase_env)
+    new = pki_ca.write_rotation(Path(ca_dir), passphrase, Path(new_root), epoch, out)
+    subject = new.subject.rfc4514_string()
     _emit(
         as_json,
         {"new_root": subject, "epoch": epoch, "out": out},
         f"rotation to {subject} at key epoch {epoch} written to {out}",
+        out,
     )
 
 
 @pki.command("drill")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False))
-@_json_option
+@params.OUT_DIR
+@params.JSON
 def drill(out_dir: str, as_json: bool) -> None:
     """Play the key-compromise incident end to end and check every step."""
     from otaguard.pki.drill import drill_steps, run_drill
 
     if not as_json:
-        for line in run_drill(Path(out_dir), now=_now()):
+        for line in run_drill(Path(out_dir), now=pki_ca.utc_now()):
             click.echo(line)
         return
     steps = [
         {"step": step.number, "title": step.title, "results": [r.strip() for r in step.results]}
-        for step in drill_steps(Path(out_dir), now=_now())
+        for step in drill_steps(Path(out_dir), now=pki_ca.utc_now())
     ]
     _emit(True, {"out_dir": out_dir, "steps": steps, "complete": True}, "")

@@ -9,13 +9,12 @@ threshold, and re-signs snapshot and timestamp with the online keys.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import click
 
-from otaguard.cli import audit_log
+from otaguard.cli import audit_log, params
 from otaguard.cli.common import passphrase_from_env
 
 if TYPE_CHECKING:
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 _PASSPHRASE = click.option(
     "--passphrase-env", metavar="VAR", help="Passphrase of encrypted private key files."
 )
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
 @click.group()
@@ -140,36 +138,18 @@ def add_target(
     max_size: int | None,
 ) -> None:
     """Verify IMAGE (otaguard envelope or MCUboot) and stage it as a target."""
-    from otaguard.cli.common import load_public_key_file
-    from otaguard.errors import UsageError
-    from otaguard.repo.layout import check_target_path
-    from otaguard.repo.repository import ImageRepository, locked
-    from otaguard.repo.target_info import MAX_IMAGE_SIZE, store_target
+    from otaguard.repo.staging import stage_target
 
-    target = check_target_path(name or os.path.basename(image))
-    keys = [load_public_key_file(p) for p in trusted_keys]
-    if threshold > len(keys) > 0:
-        raise UsageError(f"--threshold {threshold} is more than the {len(keys)} trusted keys")
-    with locked(directory):
-        repository = ImageRepository(directory)
-        chain = repository.route(target)
-        if role is not None and role not in chain:
-            raise UsageError(f"{target} cannot go in {role}: clients look for it in {chain[-1]}")
-        info = store_target(
-            image,
-            target,
-            repository.layout.targets,
-            keys,
-            threshold=threshold,
-            max_size=max_size or MAX_IMAGE_SIZE,
-        )
-        placed = repository.add_targets([info], role=role)
-    where = next(iter(placed))
-    custom = info.custom
-    click.echo(
-        f"staged {target} in {where}: {info.length} bytes, sha256 {info.hashes['sha256']}, "
-        f"version {custom['version']}, hardware {','.join(custom['hardware_ids'])}"
+    staged = stage_target(
+        directory,
+        image,
+        name=name,
+        role=role,
+        trusted_keys=trusted_keys,
+        threshold=threshold,
+        max_size=max_size,
     )
+    click.echo(staged.describe())
 
 
 @repo.command("remove-target")
@@ -182,12 +162,9 @@ def remove_target(directory: str, name: str) -> None:
     The image file stays under targets/: published files never change under a mirror,
     and no client is told of it any more.
     """
-    from otaguard.repo.layout import check_target_path
-    from otaguard.repo.repository import ImageRepository, locked
+    from otaguard.repo.staging import stage_removal
 
-    target = check_target_path(name)
-    with locked(directory):
-        role = ImageRepository(directory).remove_target(target)
+    target, role = stage_removal(directory, name)
     click.echo(f"staged removal of {target} from {role}")
 
 
@@ -201,25 +178,19 @@ def sign(
     directory: str, roles: tuple[str, ...], keys: tuple[str, ...], passphrase_env: str | None
 ) -> None:
     """Add signatures to staged ROLES (default: every staged role these keys may sign)."""
-    from otaguard.errors import UsageError
     from otaguard.repo.bootstrap import closing, load_signers
-    from otaguard.repo.repository import ImageRepository, locked
+    from otaguard.repo.staging import sign_staged
 
     signers = load_signers(keys, passphrase_from_env(passphrase_env))
-    with closing(signers), locked(directory):
-        repository = ImageRepository(directory)
-        targets = list(roles) or repository.signable_roles(signers)
-        if not targets:
-            raise UsageError("nothing staged that these keys may sign")
-        for role in targets:
-            mine = [s for s in signers if s.keyid in repository.allowed_keyids(role)]
-            status = repository.sign(role, mine or signers)
-            click.echo(f"signed {status.describe()}")
+    with closing(signers):
+        sign_staged(
+            directory, signers, roles, signed=lambda s: click.echo(f"signed {s.describe()}")
+        )
 
 
 @repo.command("status")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
-@_JSON
+@params.JSON
 def status(directory: str, as_json: bool) -> None:
     """Show published versions and what each staged role still needs."""
     from otaguard.repo.bootstrap import status_report
@@ -242,7 +213,7 @@ def status(directory: str, as_json: bool) -> None:
 @click.option("--snapshot-key", help="Online snapshot key (default: the configured one).")
 @click.option("--timestamp-key", help="Online timestamp key (default: the configured one).")
 @_PASSPHRASE
-@_JSON
+@params.JSON
 @audit_log.audited(audit_log.repo_published)
 def publish(
     directory: str,
@@ -294,34 +265,24 @@ def delegate(
     Each new version of a delegated role is valid for --expires DAYS (default:
     as long as targets).
     """
-    from otaguard.errors import UsageError
-    from otaguard.repo.bootstrap import load_keys
-    from otaguard.repo.repository import ImageRepository, locked
+    from otaguard.repo.staging import stage_delegation
 
-    public = [a.key for a in load_keys(keys)]
-    with locked(directory):
-        repository = ImageRepository(directory)
-        if hashed_bins is not None:
-            if name or paths:
-                raise UsageError("--hashed-bins takes no --name or --path")
-            bins = repository.delegate_bins(
-                hashed_bins, public, threshold, delegator=delegator, expiry_days=expiry_days
-            )
-            click.echo(f"staged {delegator} delegating to {len(bins)} hashed bins {bins[0]}..")
-        else:
-            if not name or not paths:
-                raise UsageError("give --name and --path (or --hashed-bins)")
-            repository.delegate(
-                name,
-                public,
-                threshold,
-                paths,
-                delegator=delegator,
-                terminating=terminating,
-                expiry_days=expiry_days,
-            )
-            click.echo(f"staged {delegator} delegating {', '.join(paths)} to {name}")
-        click.echo("sign the staged roles ('otaguard repo sign'), then publish")
+    staged = stage_delegation(
+        directory,
+        keys,
+        threshold,
+        name=name,
+        paths=paths,
+        hashed_bins=hashed_bins,
+        delegator=delegator,
+        terminating=terminating,
+        expiry_days=expiry_days,
+    )
+    if hashed_bins is not None:
+        click.echo(f"staged {delegator} delegating to {len(staged)} hashed bins {staged[0]}..")
+    else:
+        click.echo(f"staged {delegator} delegating {', '.join(paths)} to {name}")
+    click.echo("sign the staged roles ('otaguard repo sign'), then publish")
 
 
 @repo.command("rotate")
@@ -346,19 +307,19 @@ def rotate(
     For root, the new version needs the threshold of the current root AND of
     the new one: pass old and new root keys with --key (or 'repo sign' later).
     """
-    from otaguard.errors import UsageError
-    from otaguard.repo.bootstrap import closing, load_keys, load_signers
-    from otaguard.repo.repository import ImageRepository, locked
+    from otaguard.repo.staging import stage_rotation
 
-    if not (add or remove or threshold):
-        raise UsageError("nothing to change: give --add-key, --remove-key or --threshold")
-    public = [a.key for a in load_keys(add)]
-    signers = load_signers(keys, passphrase_from_env(passphrase_env))
-    with closing(signers), locked(directory):
-        repository = ImageRepository(directory)
-        delegator = repository.rotate(role, add=public, remove=remove, threshold=threshold)
-        click.echo(f"staged {delegator} with new keys for {role}")
-        if signers:
-            result = repository.sign(delegator, signers)
-            click.echo(f"signed {result.describe()}")
-        click.echo("publish with 'otaguard repo publish' once the thresholds are met")
+    passphrase = passphrase_from_env(passphrase_env)
+    delegator, signed = stage_rotation(
+        directory,
+        role,
+        add=add,
+        remove=remove,
+        threshold=threshold,
+        keys=keys,
+        passphrase=passphrase,
+    )
+    click.echo(f"staged {delegator} with new keys for {role}")
+    if signed is not None:
+        click.echo(f"signed {signed.describe()}")
+    click.echo("publish with 'otaguard repo publish' once the thresholds are met")

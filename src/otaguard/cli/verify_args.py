@@ -12,7 +12,7 @@ never a second opinion on what a command line means: tests/cli/test_verify_args.
 checks that whatever it accepts, click parses to the very same values.
 
 Standard library only, and nothing heavy: the console entry calls :func:`plain_image`
-before the prefetch (``otaguard.cli.prefetch``) forks, and every millisecond before
+before the prefetch (``otaguard.image.prefetch``) forks, and every millisecond before
 the fork is added to a large verification; :class:`VerifyArgs` (a dataclass, and
 dataclasses cost ~12 ms to import) is built by :func:`parse`, after the fork.
 """

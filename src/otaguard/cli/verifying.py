@@ -13,13 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from otaguard.errors import MalformedError, RejectedError, StorageError, UsageError
+from otaguard.errors import RejectedError, UsageError
 
 if TYPE_CHECKING:
-    from otaguard.image.policy import ImagePolicy
     from otaguard.image.trust import PrecomputedDigest, TrustedKeys
     from otaguard.pki.image_trust import TrustedRoots
-    from otaguard.pki.validate import ValidatedChain
 
 Echo = Callable[[str], None]
 
@@ -51,22 +49,6 @@ def to_json(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=2, sort_keys=True)
 
 
-def open_input(path: str) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except OSError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-
-
-def _format(stream: BinaryIO, fmt: str) -> str:
-    """``--format``, or the format the image's magic number names (``auto``)."""
-    if fmt != "auto":
-        return fmt
-    from otaguard.image.any_format import detect_stream
-
-    return detect_stream(stream)
-
-
 # --- trust and policy ---------------------------------------------------------------
 
 
@@ -77,7 +59,9 @@ def trust(args: VerifyArgs) -> TrustedKeys | TrustedRoots:
             raise UsageError("give --trusted-key or --trusted-root, not both")
         if args.threshold != 1:
             raise UsageError("--threshold applies to --trusted-key only")
-        return _trusted_roots(args)
+        from otaguard.pki.verify_file import trusted_roots_from_files
+
+        return trusted_roots_from_files(args.trusted_roots, args.crls, args.region)
     if args.crls or args.region:
         raise UsageError("--crl and --region apply to --trusted-root only")
     return _trusted_keys(args.trusted_keys, args.threshold)
@@ -96,48 +80,9 @@ def _trusted_keys(paths: tuple[str, ...], threshold: int) -> TrustedKeys:
     return trusted
 
 
-def _trusted_roots(args: VerifyArgs) -> TrustedRoots:
-    from otaguard.pki.image_trust import TrustedRoots
-    from otaguard.pki.store import read_certs, read_crl
-
-    roots = tuple(c for path in args.trusted_roots for c in read_certs(path, "trusted root"))
-    crls = tuple(read_crl(path) for path in args.crls)
-    return TrustedRoots(roots, crls, args.region)
-
-
-def policy(args: VerifyArgs, fmt: str) -> ImagePolicy:
-    from otaguard.image.policy import ImagePolicy
-
-    floor = args.min_security_counter
-    if floor is not None and floor < 0:
-        raise UsageError("--min-security-counter must not be negative")
-    min_version = args.min_version
-    if min_version is not None:
-        if fmt == "mcuboot":
-            from otaguard.image.mcuboot_format import parse_version
-
-            parse_version(min_version)
-        else:
-            from otaguard.image.semver import parse_semver
-
-            try:
-                parse_semver(min_version)
-            except MalformedError as exc:
-                raise UsageError(f"--min-version: {exc}") from None
-    return ImagePolicy(
-        hardware_id=args.hardware_id, min_security_counter=floor, min_version=min_version
-    )
-
-
-def _chain_report(chain: ValidatedChain | None) -> dict[str, Any]:
-    if chain is None:
-        return {}
-    return {"certificate_chain": [c.subject.rfc4514_string() for c in chain.path]}
-
-
 def _prefetched() -> PrecomputedDigest | None:
     """The prefetch child's digest, which it gives only for the very file and range."""
-    from otaguard.cli import prefetch
+    from otaguard.image import prefetch
 
     job = prefetch.active()
     return job.digest_for if job is not None else None
@@ -148,43 +93,26 @@ def _prefetched() -> PrecomputedDigest | None:
 
 def verified_report(args: VerifyArgs, sink: BinaryIO | None = None) -> dict[str, Any]:
     """Verify ``args.image`` (its payload to ``sink`` if given); raises if refused."""
-    from otaguard.cli.common import input_path
     from otaguard.image.trust import TrustedKeys
+    from otaguard.image.verify_file import key_verifier, verify_file
 
     trusted = trust(args)
-    with open_input(input_path(args.image)) as stream:  # '-' is stdin
-        fmt = _format(stream, args.fmt)
-        image_policy = policy(args, fmt)
-        chain: ValidatedChain | None = None
-        if isinstance(trusted, TrustedKeys):
-            from otaguard.image.any_format import verify_any
+    if isinstance(trusted, TrustedKeys):
+        verifier = key_verifier(trusted, args.threshold)
+    else:
+        from otaguard.pki.verify_file import root_verifier
 
-            result = verify_any(
-                stream,
-                trusted,
-                threshold=args.threshold,
-                policy=image_policy,
-                fmt=fmt,
-                sink=sink,
-                unsafe_precomputed_digest=_prefetched(),
-            )
-        else:
-            from otaguard.pki.image_trust import verify_any_with_roots
-
-            result, chain = verify_any_with_roots(
-                stream,
-                trusted,
-                policy=image_policy,
-                fmt=fmt,
-                sink=sink,
-                unsafe_precomputed_digest=_prefetched(),
-            )
-    from otaguard.image.describe import verified_fields
-
-    report = {"verified": True, "format": fmt, "signed_by": list(result.signed_by)}
-    report.update(_chain_report(chain))
-    report.update(verified_fields(result))
-    return report
+        verifier = root_verifier(trusted)
+    return verify_file(
+        args.image,  # '-' is stdin
+        verifier,
+        fmt=args.fmt,
+        hardware_id=args.hardware_id,
+        min_security_counter=args.min_security_counter,
+        min_version=args.min_version,
+        sink=sink,
+        unsafe_precomputed_digest=_prefetched(),
+    )
 
 
 def verify(args: VerifyArgs, echo: Echo) -> None:
@@ -203,15 +131,3 @@ def verify(args: VerifyArgs, echo: Echo) -> None:
             f"{report['version']}, security counter {report['security_counter']}, "
             f"signed by {', '.join(k[:16] for k in report['signed_by'])}"
         )
-
-
-def inspect_report(image: str, fmt: str) -> dict[str, Any]:
-    """What the image claims, NOT verified."""
-    from otaguard.cli.common import input_path
-    from otaguard.image.describe import inspect_fields
-
-    with open_input(input_path(image)) as stream:  # '-' is stdin
-        fmt = _format(stream, fmt)
-        report: dict[str, Any] = {"verified": False, "format": fmt}
-        report.update(inspect_fields(stream, fmt))
-    return report

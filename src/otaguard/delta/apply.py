@@ -21,7 +21,8 @@ Checks, each with its own error: the base (length and SHA-256 of the whole old
 image, :func:`check_base`, run before anything is written), every control
 triple's range inside its chunk and the old image, every stream consumed
 exactly, each chunk's output hash (which also proves the old bytes it read
-were the base's: an output byte is the old byte plus a signed diff byte), and
+were the base's: an output byte is the old byte plus a diff byte, or XOR it under
+the ``ZERO_RUNS_XOR`` diff coding), and
 the SHA-256 of the whole reconstructed image -- checked *before* its last
 bytes (the signature block) are handed out, so a consumer never sees a
 complete image that does not match. The last chunk's check is that one.

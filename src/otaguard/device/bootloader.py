@@ -20,6 +20,7 @@ At every reset:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from otaguard.device.bootctl import UNBOOTABLE, BootRecord, SlotState
 from otaguard.device.geometry import SLOTS
@@ -43,6 +44,22 @@ class BootResult:
     @property
     def main(self) -> SlotImage | None:
         return self.images[0] if self.images else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The boot as reported (``device boot --json``): what booted, what was refused."""
+        main = self.main
+        return {
+            "power_cut": False,
+            "state": self.state,
+            "slot": self.slot,
+            "version": main.metadata.version if main else None,
+            "security_counter": main.metadata.security_counter if main else None,
+            "tries_left": self.tries_left,
+            "rejected": [{"slot": s, "check": c, "reason": why} for s, c, why in self.rejected],
+            "rebuilt_metadata": self.rebuilt,
+            "flash_ops": self.flash_ops,
+            "components": {i.component: i.to_json() for i in self.images},
+        }
 
 
 def verify_set(device: Device, letter: str, *, for_install: bool = False) -> tuple[SlotImage, ...]:

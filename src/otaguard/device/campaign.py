@@ -23,7 +23,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from otaguard.device.bootloader import boot
+from otaguard.device.bootloader import BootResult, boot
 from otaguard.device.faults import FaultPlan, PowerLoss, TearFill
 from otaguard.device.install import OTHER, Running, confirm, install, running_of
 from otaguard.device.model import MAIN, Device
@@ -153,6 +153,22 @@ def _one_fault(device: Device, case: _Case, plan: FaultPlan) -> str | None:
     if counters.value(MAIN) != old_counter and not landed:
         return "fuses raised without a confirm"
     device.arm()
+    result = _settle(device, case, old_id)
+    if isinstance(result, str):
+        return result
+    final = result.images[0]
+    if final.image_id == case.new_id and not landed:
+        return "a trial image became permanent without confirm"
+    if counters.value(MAIN) != final.metadata.security_counter:
+        return "fuses do not match the confirmed image"
+    if final.image_id == old_id:
+        return _can_update(device, running_of(result), case)
+    return None
+
+
+def _settle(device: Device, case: _Case, old_id: str) -> BootResult | str:
+    """Boot until the device confirms an image; a broken rule found on the way, as text."""
+    counters = device.otp.counters
     seen = counters.value(MAIN)
     result = None
     for _ in range(device.config.trial_tries + 2):
@@ -169,17 +185,8 @@ def _one_fault(device: Device, case: _Case, plan: FaultPlan) -> str | None:
             return "fuses ahead of the booted image"
         seen = now
         if result.state == "confirmed":
-            break
-    if result is None or result.state != "confirmed":
-        return "the device never settled on a confirmed image"
-    final = result.images[0]
-    if final.image_id == case.new_id and not landed:
-        return "a trial image became permanent without confirm"
-    if counters.value(MAIN) != final.metadata.security_counter:
-        return "fuses do not match the confirmed image"
-    if final.image_id == old_id:
-        return _can_update(device, running_of(result), case)
-    return None
+            return result
+    return "the device never settled on a confirmed image"
 
 
 def _confirm_landed(device: Device, case: _Case, session: Session) -> bool:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from otaguard.device.bootctl import UNBOOTABLE, BootRecord, SlotState
 from otaguard.device.bootloader import SECOND, TOP, BootResult, verify_set
@@ -99,6 +99,18 @@ class InstallResult:
     #: The unconfirmed update this install overwrote (``replace_staged``), by component;
     #: a version, or None for an image that no longer verified. Empty if none was pending.
     replaced: tuple[tuple[str, str | None], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The install as reported (``device install --json``)."""
+        return {
+            "power_cut": False,
+            "slot": self.slot,
+            "tries": self.tries,
+            "flash_ops": self.flash_ops,
+            "components": {i.component: i.to_json() for i in self.images},
+            "replaced_staged": dict(self.replaced) or None,
+            **self.images[0].to_json(),
+        }
 
 
 @dataclass(frozen=True)

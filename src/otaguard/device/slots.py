@@ -16,7 +16,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 from otaguard.device.flash import Flash, FlashReader
 from otaguard.device.geometry import Region
@@ -45,6 +45,15 @@ class SlotImage:
     metadata: ImageMetadata
     image_id: str
     length: int
+
+    def to_json(self) -> dict[str, Any]:
+        """What a device reports of an image it holds (``device ... --json``, the agent)."""
+        meta = self.metadata
+        return {
+            "version": meta.version,
+            "security_counter": meta.security_counter,
+            "image_id": self.image_id,
+        }
 
 
 def envelope_extent(read: Callable[[int, int], bytes], limit: int) -> int:

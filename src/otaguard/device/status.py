@@ -160,6 +160,15 @@ def _image(device: Device, letter: str, component: str) -> ImageStatus | None:
     return ImageStatus(True, meta.version, meta.security_counter, image.image_id)
 
 
+def counter_status(device: Device) -> dict[str, CounterStatus]:
+    """Each component's anti-rollback counter (reads only the OTP)."""
+    store = device.otp.counters
+    return {
+        name: CounterStatus(store.value(name), store.capacity(name), store.kind)
+        for name in device.config.names
+    }
+
+
 def device_status(device: Device, running: Running | None) -> DeviceStatus:
     """Read the device's whole state (reads only; see the module docstring)."""
     copies = device.bootctl.copies()
@@ -172,11 +181,7 @@ def device_status(device: Device, running: Running | None) -> DeviceStatus:
         )
         for letter in SLOTS
     }
-    store = device.otp.counters
-    counters = {
-        name: CounterStatus(store.value(name), store.capacity(name), store.kind)
-        for name in device.config.names
-    }
+    counters = counter_status(device)
     return DeviceStatus(
         geometry=device.config.geometry,
         fwu_state=fwu_state(record, device.config.trial_tries, running),

@@ -198,6 +198,23 @@ def save_crls(path: Path, store: LearnedCrls) -> None:
     write_atomic(path / "crls.json", json.dumps(body).encode())
 
 
+def learn_crl_file(path: Path, data: bytes, issuer_chain: Sequence[x509.Certificate]) -> int:
+    """Store a CRL signed under one of the device's anchored roots; how many it now holds.
+
+    Refused unless the CRL verifies (``pki.crl_store.learn_crl``): a device without
+    anchored roots has nothing to check one against.
+    """
+    from otaguard.pki.crl_store import learn_crl
+
+    with open_device(path) as dev:
+        roots = dev.trust.anchored_roots()
+        if not roots:
+            raise UsageError("this device anchors no root certificate: CRLs do not apply")
+        store = learn_crl(load_crls(path), data, roots=roots, issuer_chain=list(issuer_chain))
+        save_crls(path, store)
+    return len(store.crls)
+
+
 def _load_otp(path: Path) -> Otp:
     file = path / "otp.json"
     try:

@@ -42,6 +42,11 @@ def detect_stream(stream: BinaryIO) -> str:
     return sniff.detect(head)
 
 
+def format_of(stream: BinaryIO, fmt: str) -> str:
+    """``fmt`` as a verifier was told it, or for ``auto`` the format the magic number names."""
+    return detect_stream(stream) if fmt == "auto" else fmt
+
+
 def verify_any(
     stream: BinaryIO,
     trusted: TrustedKeys | AnyKeyResolver,

@@ -95,3 +95,15 @@ def inspect_fields(stream: BinaryIO, fmt: str) -> dict[str, Any]:
         for e in envelope.signatures
     ]
     return fields
+
+
+def inspect_file(path: str, fmt: str = "auto") -> dict[str, Any]:
+    """What the image at ``path`` (stdin for ``-``) claims: parsed, NOT verified."""
+    from otaguard._stdio import open_input
+    from otaguard.image.any_format import format_of
+
+    with open_input(path) as stream:
+        fmt = format_of(stream, fmt)
+        report: dict[str, Any] = {"verified": False, "format": fmt}
+        report.update(inspect_fields(stream, fmt))
+    return report

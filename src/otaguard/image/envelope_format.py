@@ -266,17 +266,11 @@ class _Cursor:
         size = struct.calcsize(fmt)
         return struct.unpack(fmt, self.take(size))
 
-    def u8(self) -> int:
-        return int(self.unpack(">B")[0])
-
     def u16(self) -> int:
         return int(self.unpack(">H")[0])
 
     def u32(self) -> int:
         return int(self.unpack(">I")[0])
-
-    def u64(self) -> int:
-        return int(self.unpack(">Q")[0])
 
     @property
     def remaining(self) -> int:

@@ -65,3 +65,39 @@ def check_policy(meta: ImageMetadata, policy: ImagePolicy) -> None:
             raise VersionError(f"version {meta.version} is older than {policy.min_version}")
     if meta.payload_kind not in policy.allowed_kinds:
         raise PolicyError(f"payload kind {meta.payload_kind.name.lower()} not accepted here")
+
+
+def policy_for(
+    fmt: str,
+    *,
+    hardware_id: str | None = None,
+    min_security_counter: int | None = None,
+    min_version: str | None = None,
+) -> ImagePolicy:
+    """A verifier's policy options, checked for the image's format ``fmt``.
+
+    Why the format: a version floor is read with the format's own version syntax
+    (semver for the envelope, major.minor.revision+build for MCUboot), so a floor
+    the format cannot compare is refused up front rather than never matching.
+    """
+    from otaguard.errors import MalformedError, UsageError
+
+    if min_security_counter is not None and min_security_counter < 0:
+        raise UsageError("--min-security-counter must not be negative")
+    if min_version is not None:
+        if fmt == "mcuboot":
+            from otaguard.image.mcuboot_format import parse_version
+
+            parse_version(min_version)
+        else:
+            from otaguard.image.semver import parse_semver
+
+            try:
+                parse_semver(min_version)
+            except MalformedError as exc:
+                raise UsageError(f"--min-version: {exc}") from None
+    return ImagePolicy(
+        hardware_id=hardware_id,
+        min_security_counter=min_security_counter,
+        min_version=min_version,
+    )

@@ -34,7 +34,7 @@ class TrustedKeys:
 #: that open file: the verifier compares what this returns with the signed digest and
 #: never reads the bytes itself, so a digest of other bytes -- another file, the same
 #: file before someone rewrote it, a cache keyed by a path -- makes it accept a payload
-#: nobody hashed. The CLI's prefetch (``otaguard.cli.prefetch``) hashes in a child
+#: nobody hashed. The CLI's prefetch (``otaguard.image.prefetch``) hashes in a child
 #: process and answers only for the same device, inode, size, mtime and ctime and the
 #: same range; anything less sure must pass ``None``.
 PrecomputedDigest = Callable[[BinaryIO, int, int, str], bytes | None]

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Timestamp
@@ -27,6 +27,9 @@ from tuf.api.metadata import Metadata, Root, Snapshot, TargetFile, Targets, Time
 from otaguard._atomic import write_atomic
 from otaguard.errors import RejectedError, UsageError
 from otaguard.repo.layout import ONLINE_ROLES, Layout, to_bytes
+
+if TYPE_CHECKING:
+    from otaguard.server.client import FleetClient
 
 CHUNK = 1 << 20
 
@@ -129,3 +132,22 @@ def mark_published(repo_dir: Path, release: LocalRelease, fetch: Callable[[str],
     write_atomic(layout.published_path(Timestamp.type, 0), timestamp_bytes)
     for role in release.staged:
         layout.staged_path(role).unlink(missing_ok=True)
+
+
+def publish_release(client: FleetClient, repo_dir: Path) -> dict[str, Any]:
+    """Upload what the server lacks of ``repo_dir``'s release, then the release itself.
+
+    Images the server already holds at their length are not sent again; the server
+    checks the signed roles and publishes; the local repository then records what the
+    server published (``mark_published``). The server's answer, with ``images_uploaded``.
+    """
+    local = collect(repo_dir)
+    uploaded = 0
+    for sha256, (path, length) in sorted(local.images.items()):
+        if client.has_artifact(sha256) != length:
+            client.upload_artifact(sha256, path)
+            uploaded += 1
+    result = client.upload_release([local.roots[v] for v in sorted(local.roots)], local.roles)
+    mark_published(repo_dir, local, client.repo_file)
+    result["images_uploaded"] = uploaded
+    return result

@@ -126,6 +126,21 @@ def _count_le(sorted_times: np.ndarray[Any, Any], t: float) -> int:
     return int(np.searchsorted(sorted_times, t, side="right"))
 
 
+def _control_tick(rng: np.random.Generator, model: FleetModel, offered: int) -> HealthReport:
+    """What the devices not yet offered report over one tick (their baseline health)."""
+    exposure = (model.devices - offered) * model.tick_s
+    reset_rate = model.reset_rate_per_day / 86400.0
+    crash_rate = model.crash_rate_per_day / 86400.0
+    return HealthReport(
+        exposure,
+        counts={
+            "resets": int(rng.poisson(reset_rate * exposure)),
+            "crashes": int(rng.poisson(crash_rate * exposure)),
+        },
+        new_device=False,
+    )
+
+
 def simulate(model: FleetModel, policy: Policy = DEFAULT, *, step: Step | None = None) -> SimResult:
     """Run one campaign over the simulated fleet; ``step`` defaults to the real evaluator
     (tests pass deliberately broken ones to show the scenarios catch them)."""
@@ -139,8 +154,6 @@ def simulate(model: FleetModel, policy: Policy = DEFAULT, *, step: Step | None =
     timelines = [open_wave(rng, model, policy, int(sizes[0]), 0.0)]
     installed_sorted = [np.sort(timelines[0].installed)]
     control = HealthTally().add(HealthReport(0.0), count=model.devices)
-    reset_rate = model.reset_rate_per_day / 86400.0
-    crash_rate = model.crash_rate_per_day / 86400.0
     window = policy.health.window_s
     series = Series()
     decisions: list[dict[str, Any]] = []
@@ -161,17 +174,7 @@ def simulate(model: FleetModel, policy: Policy = DEFAULT, *, step: Step | None =
         waves = tuple(counted)
         offered = sum(w.total for w in waves)
         # the control group: every device not yet offered reports health over this tick
-        exposure = (model.devices - offered) * model.tick_s
-        control = control.add(
-            HealthReport(
-                exposure,
-                counts={
-                    "resets": int(rng.poisson(reset_rate * exposure)),
-                    "crashes": int(rng.poisson(crash_rate * exposure)),
-                },
-                new_device=False,
-            )
-        )
+        control = control.add(_control_tick(rng, model, offered))
         state, decision = step(state, Tick(CampaignCounters(waves, control)), t)
         series.add(
             t,

@@ -37,8 +37,8 @@ from otaguard.audit.tiles import (
     encode_bundle,
     parse_tile_path,
 )
-from otaguard.server.models import AuditCheckpoint, AuditEntryRow, AuditHead, AuditNode
-from otaguard.server.services.audit import HEAD_ID, head_tree, subject_key
+from otaguard.server.models import AuditCheckpoint, AuditEntryRow, AuditNode
+from otaguard.server.services.audit import subject_key
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,6 @@ class StoredCheckpoint:
     checkpoint: Checkpoint
     note: bytes
     created_at: int
-
-
-def head_size(session: Session) -> int:
-    head = session.get(AuditHead, HEAD_ID)
-    return 0 if head is None else head.size
 
 
 def latest_checkpoint(session: Session) -> StoredCheckpoint | None:
@@ -126,14 +121,6 @@ class DbLogReader:
 def source(session: Session, size: int) -> TileHashSource:
     """The stored hashes of the tree of ``size`` entries, for proofs and roots."""
     return TileHashSource(DbLogReader(session), size)
-
-
-def stored_edge_root(session: Session) -> tuple[int, bytes]:
-    """The head's size and the root of its right edge (what a checkpoint signs)."""
-    head = session.get(AuditHead, HEAD_ID)
-    assert head is not None
-    tree = head_tree(head)
-    return tree.size, tree.root()
 
 
 @dataclass(frozen=True)

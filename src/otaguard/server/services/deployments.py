@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from otaguard.audit.entry import Actor, AuditEvent
 from otaguard.server.auth import Operator
@@ -48,6 +49,25 @@ class DeploymentMade:
     group: str | None
     assignments: list[AssignmentMade] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # devices with no matching, live ECU
+
+
+def _chosen_devices(session: Session, devices: Sequence[str], group: str | None) -> list[Device]:
+    """The group's devices, or the named ones (every name must exist), in id order."""
+    if group is not None:
+        found = session.scalars(
+            select(EnrollmentGroup).where(EnrollmentGroup.name == group)
+        ).one_or_none()
+        if found is None:
+            raise ApiError(404, "not-found", f"no enrolment group {group!r}")
+        return list(
+            session.scalars(select(Device).where(Device.group_id == found.id).order_by(Device.id))
+        )
+    wanted = sorted(set(devices))
+    rows = list(session.scalars(select(Device).where(Device.id.in_(wanted)).order_by(Device.id)))
+    missing = sorted(set(wanted) - {d.id for d in rows})
+    if missing:
+        raise ApiError(404, "not-found", f"no device {missing[0]!r}")
+    return rows
 
 
 def deploy(
@@ -80,25 +100,7 @@ def deploy(
     if bool(devices) == (group is not None):
         raise ApiError(422, "invalid-request", "name devices or a group, not both")
     with db.writing() as session:
-        if group is not None:
-            found = session.scalars(
-                select(EnrollmentGroup).where(EnrollmentGroup.name == group)
-            ).one_or_none()
-            if found is None:
-                raise ApiError(404, "not-found", f"no enrolment group {group!r}")
-            rows = list(
-                session.scalars(
-                    select(Device).where(Device.group_id == found.id).order_by(Device.id)
-                )
-            )
-        else:
-            wanted = sorted(set(devices))
-            rows = list(
-                session.scalars(select(Device).where(Device.id.in_(wanted)).order_by(Device.id))
-            )
-            missing = sorted(set(wanted) - {d.id for d in rows})
-            if missing:
-                raise ApiError(404, "not-found", f"no device {missing[0]!r}")
+        rows = _chosen_devices(session, devices, group)
         if len(rows) > MAX_DEVICES:
             raise ApiError(422, "invalid-request", f"at most {MAX_DEVICES} devices per deployment")
         deployment = Deployment(target=target, group_name=group, created_by=by, created_at=now)

@@ -423,7 +423,3 @@ def _record_enrolment(
 
 def _pem(chain: Sequence[x509.Certificate]) -> str:
     return "".join(c.public_bytes(Encoding.PEM).decode() for c in chain)
-
-
-def tags_of(items: dict[str, Any]) -> dict[str, str]:
-    return {str(k): str(v) for k, v in items.items()}

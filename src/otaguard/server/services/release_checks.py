@@ -33,7 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,19 +61,6 @@ class PublishedState:
     @property
     def root_version(self) -> int:
         return self.root.signed.version if self.root else 0
-
-
-@dataclass
-class CheckedRelease:
-    """A release that passed every check: what to write, in order."""
-
-    new_roots: list[Metadata[Root]]
-    changed: dict[str, Metadata[Targets]]
-    new_targets: list[TargetFile] = field(default_factory=list)
-
-    @property
-    def unchanged(self) -> bool:
-        return not self.new_roots and not self.changed
 
 
 def _parse(data: bytes, kind: type[Root] | type[Targets], what: str) -> Metadata[Any]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from helpers import cached_key, make_image
-from otaguard.cli import prefetch, verify_args
+from otaguard.cli import verify_args
 from otaguard.crypto.keys import KeyType, public_key_pem
+from otaguard.image import prefetch
 
 ENTRY = [sys.executable, "-c", "from otaguard.cli.entry import main; main()"]
 BIG = prefetch.MIN_PAYLOAD + 12345
