@@ -58,7 +58,7 @@ class ServerContext:
         self.repo = RepoStore(self.config.repo_dir, self.db)
         self.enrol_refusals = RefusalBudget()
         self.audit_signer = audit_key.load(self.config)
-        self.campaigns = CampaignCache(self.db)
+        self.campaigns = CampaignCache(self.db, self.config.timing.campaign_cache)
 
     def notify_all(self, notices: list[Notice]) -> None:
         """Hand committed campaign changes to the push hook; a failing hook is logged only."""
