@@ -80,9 +80,9 @@ class Fleet:
         out = {}
         for device in self.devices:
             body = self.check_in(device).json()
-            if body["campaign"] and body["campaign"]["id"] == campaign_id:
-                if V2 in director_targets(body) and not body["actions"]:
-                    out[device.id] = body["campaign"]["wave"]
+            ours = body["campaign"] and body["campaign"]["id"] == campaign_id
+            if ours and V2 in director_targets(body) and not body["actions"]:
+                out[device.id] = body["campaign"]["wave"]
         return out
 
     def waves(self, campaign_id: str) -> dict[str, int]:

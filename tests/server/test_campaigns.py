@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from otaguard.server.client import FleetClient, FleetError, FleetRefused
+from otaguard.server.config import Timing
 from server.helpers_audit_log import details, entries, of
 from server.helpers_campaigns import (
     POLICY,
@@ -28,7 +29,6 @@ from server.helpers_campaigns import (
     token,
 )
 from server.helpers_devices import HW
-from otaguard.server.config import Timing
 from server.helpers_server import LiveServer, start_live
 
 N = 30
