@@ -15,6 +15,7 @@ import pytest
 
 from otaguard.server.client import FleetClient, FleetError, FleetRefused
 from otaguard.server.config import Timing
+from otaguard.server.services.campaign_notice import Notice
 from server.helpers_audit_log import details, entries, of
 from server.helpers_campaigns import (
     POLICY,
@@ -334,3 +335,31 @@ def test_creation_refuses_what_it_cannot_run(fleet: Fleet) -> None:
         assert refused.value.check == check, spec
     assert admin.campaigns() == []
     assert V1  # the release the devices run stays published
+
+
+def test_changes_are_pushed_after_commit_to_the_contract_topics(
+    fleet: Fleet, live: LiveServer
+) -> None:
+    sent: list[Notice] = []
+    live.app_state.server.notify = sent.append
+    campaign, ops = _running(fleet)
+    ops.campaign_action(campaign, "pause")
+    ops.campaign_action(campaign, "resume")
+    ops.campaign_action(campaign, "halt")
+    assert [n.reason for n in sent] == ["start", "pause", "resume", "halt"]
+    assert sent[0].topics() == [f"otaguard/v1/hardware/{HW}"]
+    assert sent[0].payload()["spread_s"] > 0
+    assert sent[-1].topics() == [f"otaguard/v1/campaigns/{campaign}"]
+    assert sent[-1].payload() == {"v": 1, "reason": "halt", "campaign": campaign, "spread_s": 0}
+    ops.close()
+
+
+def test_a_failing_push_hook_changes_nothing(fleet: Fleet, live: LiveServer) -> None:
+    def broken(_notice: Notice) -> None:
+        raise ConnectionError("broker down")
+
+    live.app_state.server.notify = broken
+    campaign, ops = _running(fleet)  # started and acknowledged despite the hook
+    assert fleet.admin.campaign(campaign)["status"] == "running"
+    assert fleet.offered(campaign)  # polling alone delivers the offer
+    ops.close()

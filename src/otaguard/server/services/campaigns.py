@@ -196,6 +196,7 @@ def create_campaign(
             id=campaign_id,
             name=spec.name,
             targets=targets,
+            hardware_ids=sorted(hardware),
             selector=spec.selector.to_dict(),
             compatible=compatible,
             policy=policy.to_dict(),
@@ -270,7 +271,7 @@ _EVENTS = {
 
 def notice_for(row: Campaign, reason: str) -> Notice:
     selector = Selector.from_dict(row.selector)
-    hardware = (selector.hardware_id,) if selector.hardware_id else ()
+    hardware = (selector.hardware_id,) if selector.hardware_id else tuple(row.hardware_ids)
     return Notice(row.id, reason, hardware, selector.devices)
 
 
