@@ -154,6 +154,10 @@ def test_bad_release_is_halted_in_its_first_wave(fleet: Fleet, live: LiveServer)
             event("installed", campaign),
             event("reverted", campaign),
         )
+    # a boot failure ends the offer for that device: its old assignment (none) is back,
+    # so it does not try the failing release again
+    body = fleet.check_in(fleet.by_id(next(iter(offered)))).json()
+    assert (body["campaign"], director_targets(body)) == (None, [])
     (ticked,) = fleet.tick(time.time())
     assert ticked.decision.action.value == "halt", ticked.decision.reason
     status = fleet.admin.campaign(campaign)

@@ -73,8 +73,9 @@ from otaguard.server.services.campaign_select import GroupInfo, Selector
 
 MAX_TARGETS = 16
 MAX_COMPATIBLE = 64
-#: stages a stop takes devices out of: told to abandon (offered, downloading) or revert
-ABANDON = (Stage.OFFERED.value, Stage.DOWNLOADING.value)
+#: stages a stop takes devices out of: told to abandon (offered, downloading, or silent:
+#: where it is is unknown, and abandoning is the safe instruction) or revert (trial boot)
+ABANDON = (Stage.OFFERED.value, Stage.DOWNLOADING.value, Stage.SILENT.value)
 REVERT = (Stage.INSTALLED.value,)
 #: the stage counters' columns, as WaveCounters names them
 STAGE_COLUMNS = tuple(
