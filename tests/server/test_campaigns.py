@@ -367,3 +367,58 @@ def test_a_failing_push_hook_changes_nothing(fleet: Fleet, live: LiveServer) -> 
     assert fleet.admin.campaign(campaign)["status"] == "running"
     assert fleet.offered(campaign)  # polling alone delivers the offer
     ops.close()
+
+
+def test_an_idle_check_in_during_a_campaign_writes_nothing_and_scans_nothing(
+    fleet: Fleet, live: LiveServer
+) -> None:
+    """304s during a running campaign: no write, and no read of per-device campaign rows
+    (here the campaign cache is off, so each check-in re-reads the small campaigns and
+    groups tables; by default that happens once per process every 2 s)."""
+    campaign, ops = _running(fleet)
+    fleet.offered(campaign)
+    etags = {d.id: fleet.check_in(d).headers["ETag"] for d in fleet.devices}
+    ctx = live.app_state.server
+    ctx.last_seen.flush()
+    statements: list[str] = []
+
+    from sqlalchemy import event as sa_event
+
+    def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()))
+
+    for engine in ctx.db.engines:
+        sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        for device in fleet.devices:
+            assert device.check_in(etags[device.id]).status_code == 304
+    finally:
+        for engine in ctx.db.engines:
+            sa_event.remove(engine, "before_cursor_execute", record)
+    # the batched last-seen flush (lastseen.py, every 0.2 s here) is not the check-in's
+    batched = "UPDATE devices SET last_seen"
+    reads = [
+        s for s in statements if not s.upper().startswith(("BEGIN", "PRAGMA", batched.upper()))
+    ]
+    assert [s for s in reads if not s.upper().startswith("SELECT")] == []
+    assert not [s for s in reads if "campaign_devices" in s or "assignments" in s]
+    assert not [s for s in reads if "FROM devices" in s and "WHERE devices.id" not in s]
+    ops.close()
+
+
+def test_transient_failures_are_retries_deterministic_ones_end_the_offer(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    offered = sorted(fleet.offered(campaign))
+    assert len(offered) >= 2
+    flaky, refused = fleet.by_id(offered[0]), fleet.by_id(offered[1])
+    report(flaky, event("download-started", campaign))
+    report(flaky, event("download-failed", campaign, failure="transient"))
+    report(refused, event("refused", campaign, failure="deterministic", check="signature"))
+    wave = fleet.admin.campaign(campaign)["waves"][0]
+    assert (wave["retries"], wave["downloading"], wave["failed_verification"]) == (1, 1, 1)
+    assert wave["failures"] == 1  # the retry is not a failure
+    body = fleet.check_in(flaky).json()  # still offered: the agent retries with back-off
+    assert V2 in director_targets(body) and body["campaign"]["id"] == campaign
+    body = fleet.check_in(refused).json()  # not offered again
+    assert (body["campaign"], director_targets(body)) == (None, [])
+    ops.close()
