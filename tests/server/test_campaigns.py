@@ -422,3 +422,27 @@ def test_transient_failures_are_retries_deterministic_ones_end_the_offer(fleet: 
     body = fleet.check_in(refused).json()  # not offered again
     assert (body["campaign"], director_targets(body)) == (None, [])
     ops.close()
+
+
+def test_pause_stops_new_offers_and_resume_brings_them_back(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    wave0 = sorted(d for d, w in waves.items() if w == 0 and d not in _old(fleet))
+    assert len(wave0) >= 2
+    first, waiting = fleet.by_id(wave0[0]), fleet.by_id(wave0[1])
+    assert V2 in director_targets(fleet.check_in(first).json())
+    report(first, event("download-started", campaign))
+    ops.campaign_action(campaign, "pause")
+    body = fleet.check_in(waiting).json()  # paused: nobody new is offered
+    assert (body["campaign"], director_targets(body)) == (None, [])
+    body = fleet.check_in(first).json()  # in flight: goes on, no action
+    assert V2 in director_targets(body) and body["actions"] == []
+    report(first, event("confirmed", campaign))
+    (ticked,) = fleet.tick(time.time())  # a paused campaign does not advance
+    assert ticked.decision.action.value == "none"
+    ops.campaign_action(campaign, "resume")
+    assert V2 in director_targets(fleet.check_in(waiting).json())
+    status = fleet.admin.campaign(campaign)
+    assert status["paused"]["by"] == "otto" and status["resumed"]["by"] == "otto"
+    assert status["waves"][0]["confirmed"] == 1
+    ops.close()
