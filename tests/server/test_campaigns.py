@@ -446,3 +446,44 @@ def test_pause_stops_new_offers_and_resume_brings_them_back(fleet: Fleet) -> Non
     assert status["paused"]["by"] == "otto" and status["resumed"]["by"] == "otto"
     assert status["waves"][0]["confirmed"] == 1
     ops.close()
+
+
+def test_bad_telemetry_and_unknown_campaigns_are_refused(fleet: Fleet) -> None:
+    device = fleet.devices[0]
+    good = {"campaign": None, "window_s": 60.0, "counts": {}, "flags": {}, "metrics": {}}
+    bad = [
+        {**good, "window_s": 0},
+        {**good, "window_s": 8 * 86400.0},
+        {**good, "counts": {"resets": -1}},
+        {**good, "counts": {"Resets": 1}},
+        {**good, "metrics": {"x" * 41: 1.0}},
+        {**good, "metrics": {f"m{i}": 1.0 for i in range(33)}},
+        {**good, "flags": {"heartbeat_lost": "yes"}},
+        {**good, "counts": {"resets": "3"}},
+        {**good, "campaign": "not-a-campaign"},
+    ]
+    for body in bad:
+        answer = device.request("POST", "/api/v1/device/health", body)
+        assert answer.status_code == 422, body
+    answer = device.request(
+        "POST",
+        "/api/v1/device/health",
+        None,
+        extra={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert device.request("POST", "/api/v1/device/health", good).status_code == 200
+    answer = device.request(
+        "POST", "/api/v1/device/events", {"events": [event("confirmed", "c-nothex")]}
+    )
+    assert answer.status_code == 422
+    # an event naming a campaign that never offered this device moves nothing
+    report(device, event("confirmed", "c-000000000000"))
+    http = fleet.admin
+    with pytest.raises(FleetError, match="404"):
+        http.campaign("c-000000000000")
+    with pytest.raises(FleetRefused) as refused:
+        http.campaign("C-XYZ")
+    assert refused.value.status == 422
+    with pytest.raises((FleetError, FleetRefused)):  # one segment: never another resource
+        http.campaign("../tokens")
