@@ -12,6 +12,7 @@ import base64
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -35,6 +36,11 @@ class FleetRefused(RejectedError):
 
 class FleetError(UsageError):
     """The request could not be made or the server failed it (not a refusal)."""
+
+
+def _segment(value: str) -> str:
+    """One path segment, whatever the caller passed (``../tokens`` must not climb)."""
+    return quote(value, safe="")
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
@@ -168,3 +174,37 @@ class FleetClient:
 
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/api/v1/devices/{device_id}/revoke"))
+
+    # -- campaigns -------------------------------------------------------------------------
+
+    def create_campaign(
+        self,
+        *,
+        name: str,
+        targets: Sequence[str],
+        selector: Mapping[str, Any],
+        compatible: Mapping[str, Sequence[str]],
+        policy: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "targets": list(targets),
+            "selector": dict(selector),
+            "compatible": {k: list(v) for k, v in compatible.items()},
+            "policy": policy,
+        }
+        return dict(self._json("POST", "/api/v1/campaigns", json=body))
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/campaigns"))
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/campaigns/{_segment(campaign_id)}"))
+
+    def campaign_action(
+        self, campaign_id: str, action: str, *, reason: str | None = None
+    ) -> dict[str, Any]:
+        """approve, start, pause, resume, halt (the kill switch; ``reason``) or cancel."""
+        body = {"reason": reason} if reason else None
+        path = f"/api/v1/campaigns/{_segment(campaign_id)}/{_segment(action)}"
+        return dict(self._json("POST", path, json=body))

@@ -8,6 +8,7 @@ processes can serve side by side.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from otaguard.server.lastseen import LastSeen
 from otaguard.server.nonces import NonceCache
 from otaguard.server.repo_store import RepoStore
 from otaguard.server.services import devices
+from otaguard.server.services.campaign_notice import Notice, Notify, no_push
+from otaguard.server.services.campaign_offer import CampaignCache
 from otaguard.server.services.enrollment import RefusalBudget
 from otaguard.server.services.tokens import Tokens
 
@@ -39,6 +42,14 @@ class ServerContext:
     enrol_refusals: RefusalBudget = field(init=False)
     #: signs the audit log's checkpoints (``audit_key``: a file key or an HSM key)
     audit_signer: Signer = field(init=False)
+    #: running campaigns and groups, for the check-in's ETag and offer (a couple of seconds)
+    campaigns: CampaignCache = field(init=False)
+    #: THE call point for push (``server/push.py``): called after a campaign change commits
+    #: (start, advance, halt, pause, resume, cancel, complete). No-op by default: polling alone
+    #: is correct; it must never raise into the caller.
+    notify: Notify = no_push
+    #: the MQTT broker devices are told to subscribe to (the check-in's "push"); None: none
+    push_broker: str | None = None
 
     def __post_init__(self) -> None:
         self.tokens = Tokens(self.db)
@@ -47,6 +58,15 @@ class ServerContext:
         self.repo = RepoStore(self.config.repo_dir, self.db)
         self.enrol_refusals = RefusalBudget()
         self.audit_signer = audit_key.load(self.config)
+        self.campaigns = CampaignCache(self.db, self.config.timing.campaign_cache)
+
+    def notify_all(self, notices: list[Notice]) -> None:
+        """Hand committed campaign changes to the push hook; a failing hook is logged only."""
+        for notice in notices:
+            try:
+                self.notify(notice)
+            except Exception:
+                logging.getLogger("otaguard.server").exception("campaign push failed")
 
     def now(self) -> int:
         return int(self.clock())
