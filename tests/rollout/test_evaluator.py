@@ -187,6 +187,26 @@ def test_min_confirmed_is_capped_by_the_wave_size() -> None:
     assert decision.action is Action.ADVANCE
 
 
+def test_a_settled_wave_smaller_than_planned_advances_on_its_own_outcomes() -> None:
+    # planned 100 (0.1 of 1000), but the keyed hash put only 90 devices in the wave
+    policy = parse_policy(POLICY.to_toml().replace("min_confirmed = 10", "min_confirmed = 5000"))
+    state = create("c1", policy, 1000, by="a", now=0)
+    state, _ = step(state, Approve("b"), 0)
+    state, _ = step(state, Start("b"), 0)
+    _, decision = _tick(state, _wave(confirmed=90), now=50.0)
+    assert decision.action is Action.NONE and "soaked" in decision.reason  # not before the soak
+    _, decision = _tick(state, _wave(confirmed=89, in_flight=1), now=100.0)
+    assert decision.action is Action.NONE  # one device still in flight
+    _, decision = _tick(state, _wave(confirmed=90), now=100.0)
+    assert decision.action is Action.ADVANCE
+    # the failure-rate bound still decides: a settled wave of 3 shows nothing below 10 %
+    _, decision = _tick(state, _wave(confirmed=3), now=100.0)
+    assert decision.action is Action.NONE and "not yet shown below" in decision.reason
+    # nor does a settled wave with no confirmation at all
+    _, decision = _tick(state, WaveCounters(), now=100.0)
+    assert decision.action is Action.NONE
+
+
 def test_silent_devices_are_failures() -> None:
     state = _running()
     # 60 confirmed and 40 silent: the halt view counts the silent as failed

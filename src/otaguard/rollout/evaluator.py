@@ -24,7 +24,8 @@ Rules kept here:
    threshold with the stated confidence, or health is worse than control (see
    :mod:`otaguard.rollout.checks`). While running and not halted: advance (or complete, after
    the last wave) when the wave has soaked ``waves.min_soak_s`` of running time (pauses do not
-   count), has ``advance.min_confirmed`` confirmed devices (at most its planned size), the
+   count), has ``advance.min_confirmed`` confirmed devices (at most its planned size; once
+   soaked with nothing in flight, at most those that confirmed, but at least one), the
    pooled failure rate is below the threshold with in-flight devices counted as failures, and,
    with ``advance.require_health``, health has enough devices on both sides.
 """
@@ -354,6 +355,12 @@ def _missing(
     if soak < policy.waves.min_soak_s:
         out.append(f"soaked {soak:.0f} of {policy.waves.min_soak_s:.0f} s")
     needed = min(policy.advance.min_confirmed, state.plan.planned_size(state.wave))
+    if soak >= policy.waves.min_soak_s and current.in_flight == 0 and current.total:
+        # Soaked and settled: every device of the wave that checked in has an outcome. The
+        # planned size is an expectation (the keyed hash spreads a wave binomially) and some
+        # devices never confirm (incompatible, failed), so a small wave could otherwise wait
+        # forever for confirmations it cannot get. The failure-rate bound below still decides.
+        needed = min(needed, max(1, current.confirmed))
     if current.confirmed < needed:
         out.append(f"{current.confirmed} of {needed} devices confirmed")
     if not advance.signal:
