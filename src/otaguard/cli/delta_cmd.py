@@ -19,21 +19,9 @@ import click
 
 from otaguard.cli import audit_log, params
 from otaguard.cli.common import ensure_distinct, one_stdout, passphrase_from_env
-from otaguard.errors import UsageError
+from otaguard.delta.files import CHUNK_SIZES
 
 _path = click.Path(dir_okay=False, allow_dash=True)
-
-
-def _address(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise UsageError(f"--load-address: not an address: {text!r}") from None
-    if not 0 <= value < 1 << 32:
-        raise UsageError(f"--load-address: {text} is not a 32-bit address")
-    return value
 
 
 @click.group()
@@ -48,7 +36,7 @@ def delta() -> None:
 @click.option("--passphrase-env", metavar="VAR", help="Passphrase of encrypted keys.")
 @click.option(
     "--chunk-size",
-    type=click.Choice(["64K", "256K", "1M", "2M", "4M", "8M"]),
+    type=click.Choice(CHUNK_SIZES),
     default="4M",
     show_default=True,
     help="Chunk of the new payload (the applier's memory is about 3 chunks).",
@@ -79,15 +67,14 @@ def create_cmd(
     from otaguard.crypto.keys import key_id_bytes
     from otaguard.crypto.loader import load_signer
     from otaguard.delta.engine import FULL_FALLBACK_RATIO
-    from otaguard.delta.files import create_file
+    from otaguard.delta.files import create_file, parse_chunk_size, parse_load_address
 
     err = one_stdout(as_json, out_path, "OUT '-'")  # the delta on stdout: messages to stderr
     ensure_distinct([old_path, new_path], out_path)
     ensure_distinct(list(keys))
     signers = [load_signer(k, passphrase_from_env(passphrase_env)) for k in keys]
     ensure_distinct_keys(key_id_bytes(s.public_key) for s in signers)
-    size = int(chunk_size[:-1]) << (10 if chunk_size.endswith("K") else 20)
-    address = _address(load_address)
+    size, address = parse_chunk_size(chunk_size), parse_load_address(load_address)
     done = create_file(
         old_path, new_path, out_path, signers, chunk_size=size, load_address=address, inputs=keys
     )

@@ -13,9 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -23,62 +23,24 @@ from otaguard._files import read_bounded
 from otaguard._stdio import input_path, open_input
 from otaguard.cli import params
 from otaguard.crypto.loader import MAX_KEY_FILE
-from otaguard.errors import UsageError
 
-F = TypeVar("F", bound=Callable[..., Any])
 _dir_arg = click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-
-
-def _fault_options(func: F) -> F:
-    options = [
-        click.option(
-            "--power-cut-at",
-            type=click.IntRange(0),
-            default=None,
-            metavar="N",
-            help="Lose power before flash operation N (0-based).",
-        ),
-        click.option(
-            "--tear-at",
-            type=click.IntRange(0),
-            default=None,
-            metavar="N",
-            help="Lose power half-way through flash operation N: only a prefix lands.",
-        ),
-        click.option(
-            "--tear-fill",
-            type=click.Choice(["old", "random"]),
-            default="random",
-            show_default=True,
-            help="What the rest of a torn operation reads back as.",
-        ),
-        click.option("--tear-seed", type=int, default=0, show_default=True, hidden=True),
-        params.JSON,
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _plan(opts: dict[str, Any]) -> Any:
-    from otaguard.device.faults import FaultPlan, TearFill
-
-    return FaultPlan(
-        cut_before=opts["power_cut_at"],
-        tear_at=opts["tear_at"],
-        fill=TearFill(opts["tear_fill"]),
-        seed=opts["tear_seed"],
-    )
 
 
 @contextlib.contextmanager
 def _session(directory: Path, opts: dict[str, Any], event: str) -> Iterator[Any]:
     """Open the device with the fault plan armed; turn a power cut into a report."""
-    from otaguard.device.faults import PowerLoss
+    from otaguard.device.faults import FaultPlan, PowerLoss, TearFill
     from otaguard.device.store import open_device, save_running
 
+    plan = FaultPlan(
+        cut_before=opts["power_cut_at"],
+        tear_at=opts["tear_at"],
+        fill=TearFill(opts["tear_fill"]),
+        seed=opts["tear_seed"],
+    )
     with open_device(directory) as device:
-        device.arm(_plan(opts))
+        device.arm(plan)
         try:
             yield device
         except PowerLoss as cut:
@@ -175,21 +137,6 @@ def init(directory: Path, **opts: Any) -> None:
     )
 
 
-def _image_args(device: Any, args: tuple[str, ...]) -> dict[str, str]:
-    """IMAGE arguments: PATH (the main component) or NAME=PATH."""
-    from otaguard.device.model import MAIN
-
-    out: dict[str, str] = {}
-    for arg in args:
-        name, sep, path = arg.partition("=")
-        if not sep or name not in device.config.names:
-            name, path = MAIN, arg
-        if name in out:
-            raise UsageError(f"two images for component {name}")
-        out[name] = path
-    return out
-
-
 @device.command("install")
 @_dir_arg
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
@@ -198,7 +145,7 @@ def _image_args(device: Any, args: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="Overwrite an installed update that has not been confirmed yet (else refused).",
 )
-@_fault_options
+@params.FAULT_OPTIONS
 def install_cmd(
     directory: Path, images: tuple[str, ...], replace_staged: bool, **opts: Any
 ) -> None:
@@ -209,14 +156,14 @@ def install_cmd(
     An update that is installed and not yet confirmed is never overwritten
     without --replace-staged.
     """
-    from otaguard.device.install import StagedUpdateError, install_update
+    from otaguard.device.install import StagedUpdateError, images_by_component, install_update
     from otaguard.device.store import load_running
 
     running = load_running(directory)
     with _session(directory, opts, "install") as dev, contextlib.ExitStack() as stack:
         files = {
             name: stack.enter_context(open_input(path))
-            for name, path in _image_args(dev, images).items()
+            for name, path in images_by_component(dev.config.names, images).items()
         }
         try:
             result = install_update(dev, files, running=running, replace_staged=replace_staged)
@@ -241,7 +188,7 @@ def install_cmd(
 
 @device.command("boot")
 @_dir_arg
-@_fault_options
+@params.FAULT_OPTIONS
 def boot_cmd(directory: Path, **opts: Any) -> None:
     """Reset the device: the bootloader picks, verifies and boots a slot."""
     from otaguard.device.bootloader import boot
@@ -277,11 +224,11 @@ def boot_cmd(directory: Path, **opts: Any) -> None:
 
 @device.command("confirm")
 @_dir_arg
-@_fault_options
+@params.FAULT_OPTIONS
 def confirm_cmd(directory: Path, **opts: Any) -> None:
     """The running firmware is healthy: make its slot permanent and raise the fuses."""
     from otaguard.device.install import confirm
-    from otaguard.device.status import counter_status
+    from otaguard.device.status import confirm_report
     from otaguard.device.store import load_running, save_running
 
     running = load_running(directory)
@@ -289,21 +236,12 @@ def confirm_cmd(directory: Path, **opts: Any) -> None:
         result = confirm(dev, running)
         if running is not None:
             save_running(directory, dataclasses.replace(running, trial=False))
-        fuses = {
-            name: {"counter": c.counter, "left": c.left} for name, c in counter_status(dev).items()
-        }
-        main = result.images[0].metadata
+        report = confirm_report(dev, result)
+        fuses = report["fuses"]
         _emit(
             opts,
-            {
-                "power_cut": False,
-                "slot": result.slot,
-                "version": main.version,
-                "already_confirmed": result.already_confirmed,
-                "fuses": fuses,
-                "flash_ops": result.flash_ops,
-            },
-            f"slot {result.slot} ({main.version}) is "
+            report,
+            f"slot {result.slot} ({report['version']}) is "
             f"{'already ' if result.already_confirmed else ''}permanent; security counter fuses "
             + ", ".join(f"{n}={f['counter']} ({f['left']} left)" for n, f in fuses.items()),
         )

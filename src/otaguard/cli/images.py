@@ -9,13 +9,12 @@ with ``otaguard.cli.fastpath``), and verify's options are declared once in
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from otaguard._stdio import open_input
-from otaguard.cli import audit_log, verifying
+from otaguard.cli import audit_log, params, verifying
 from otaguard.cli.common import (
     SIGN_INPUTS,
     VERIFY_INPUTS,
@@ -28,35 +27,10 @@ from otaguard.cli.common import (
     to_stdout,
 )
 from otaguard.cli.options import created, int_auto, signer_chain
-from otaguard.cli.verify_args import FORMATS_READ, JSON_OPTION, VERIFY_OPTIONS, Option
+from otaguard.cli.verify_args import FORMATS_READ, JSON_OPTION
 from otaguard.errors import UsageError
 
 _FORMATS_SIGN = ["native", "mcuboot"]
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class _RenamedOption(click.Option):
-    """An option whose first name is the one shown; later ones are old spellings, still
-    accepted so that scripts keep working, but not offered in ``--help``."""
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        names, self.opts = self.opts, self.opts[:1]
-        try:
-            return super().get_help_record(ctx)
-        finally:
-            self.opts = names
-
-
-def _annotations(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
-    result: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--annotate takes KEY=VALUE, got {pair!r}")
-        if key in result:
-            raise UsageError(f"annotation {key!r} given twice")
-        result[key] = value
-    return sorted(result.items())
 
 
 # --- sign -----------------------------------------------------------------------
@@ -116,7 +90,7 @@ def _annotations(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
     "--load-address",
     "--load-addr",
     "load_address",
-    cls=_RenamedOption,
+    cls=params.RenamedOption,
     default=None,
     help="MCUboot RAM load address.",
 )
@@ -151,6 +125,7 @@ def sign(**opts: Any) -> None:
 
 def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
     from otaguard.image import HashAlgorithm, sign_stream
+    from otaguard.image.envelope_sign import parse_annotations
 
     if opts["security_counter"] is None:
         raise UsageError("--security-counter is required")
@@ -172,7 +147,7 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
             security_counter=counter,
             hardware_ids=opts["hardware_ids"],
             created=created(),
-            annotations=_annotations(opts["annotations"]),
+            annotations=parse_annotations(opts["annotations"]),
             digest_algorithm=HashAlgorithm.SHA512 if opts["sha512"] else HashAlgorithm.SHA256,
             cert_chain=chain,
         )
@@ -187,36 +162,9 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
 # --- verify / extract / inspect ---------------------------------------------------------
 
 
-def _click_option(option: Option) -> Callable[[_F], _F]:
-    """The click form of one option of ``verify_args`` (both parsers read one table)."""
-    if option.kind == "flag":
-        return click.option(option.flag, option.dest, is_flag=True, help=option.help)
-    kinds: dict[str, Any] = {
-        "path": click.Path(dir_okay=False),
-        "text": None,
-        "int": int,
-        "choice": click.Choice(option.choices),
-    }
-    return click.option(
-        option.flag,
-        option.dest,
-        multiple=option.multiple,
-        type=kinds[option.kind],
-        default=option.default,
-        show_default=option.show_default,
-        help=option.help,
-    )
-
-
-def _verify_options(func: _F) -> _F:
-    for option in reversed(VERIFY_OPTIONS):
-        func = _click_option(option)(func)
-    return func
-
-
 @click.command()
-@_verify_options
-@_click_option(JSON_OPTION)
+@params.verify_options
+@params.from_table(JSON_OPTION)
 @click.argument("image", type=click.Path(dir_okay=False))
 def verify(**opts: Any) -> None:
     """Verify IMAGE's signatures, digest and policy. Exit 1 if any check fails."""
@@ -224,8 +172,8 @@ def verify(**opts: Any) -> None:
 
 
 @click.command()
-@_verify_options
-@_click_option(JSON_OPTION)
+@params.verify_options
+@params.from_table(JSON_OPTION)
 @click.argument("image", type=click.Path(dir_okay=False, allow_dash=True))
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
 def extract(out: str, **opts: Any) -> None:

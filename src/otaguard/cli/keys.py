@@ -8,19 +8,13 @@ would replace a private key by its public half), nor the other output.
 from __future__ import annotations
 
 import json
-import os
-from typing import TYPE_CHECKING
 
 import click
 
 from otaguard.cli import audit_log
-from otaguard.cli.common import STDIO, one_stdout, passphrase_from_env
+from otaguard.cli.common import one_stdout, passphrase_from_env
 from otaguard.crypto.keys import KeyType
 from otaguard.crypto.loader import public_key_of
-from otaguard.errors import UsageError
-
-if TYPE_CHECKING:
-    pass
 
 _ALGORITHMS = [k.value for k in KeyType]
 _FORCE = click.option("--force", is_flag=True, help="Replace existing output files.")
@@ -52,31 +46,16 @@ def generate(
     algorithm: str, out: str, public_out: str | None, passphrase_env: str | None, force: bool
 ) -> None:
     """Generate a private key (an existing file is replaced only with --force)."""
-    from otaguard._atomic import check_output, write_atomic
-    from otaguard.crypto.keys import generate_private_key, key_id, private_key_pem, public_key_pem
-    from otaguard.crypto.pkcs11 import generate_pkcs11_key, is_pkcs11_uri, parse_pkcs11_uri
+    from otaguard.crypto.keyfiles import check_key_outputs, generate_key_files
+    from otaguard.crypto.keys import key_id
 
-    in_hsm = is_pkcs11_uri(out)
-    outputs = [p for p in (None if in_hsm else out, public_out) if p is not None]
-    if STDIO in outputs:
-        raise UsageError("key generate writes key files only ('-' is not stdout here)")
-    if len({os.path.realpath(p) for p in outputs}) != len(outputs):
-        raise UsageError("--out and --public-out are the same file: the private key would be lost")
-    for path in outputs:  # before the key is made: nothing to undo after a refusal
-        check_output(path, overwrite=force)
-    if in_hsm:
-        public_key = generate_pkcs11_key(out, KeyType(algorithm))
-        if public_out:
-            write_atomic(public_out, public_key_pem(public_key), overwrite=force)
-        where = parse_pkcs11_uri(out).without_pin()
-        click.echo(f"{algorithm} key {key_id(public_key)} generated inside {where}")
-        return
-    passphrase = passphrase_from_env(passphrase_env)
-    private = generate_private_key(KeyType(algorithm))
-    write_atomic(out, private_key_pem(private, passphrase), mode=0o600, overwrite=force)
-    if public_out:
-        write_atomic(public_out, public_key_pem(private.public_key()), overwrite=force)
-    click.echo(f"{algorithm} key {key_id(private.public_key())} written to {out}")
+    in_hsm = check_key_outputs(out, public_out, force=force)
+    passphrase = None if in_hsm else passphrase_from_env(passphrase_env)
+    new = generate_key_files(
+        KeyType(algorithm), out, public_out=public_out, passphrase=passphrase, force=force
+    )
+    where = f"generated inside {new.where}" if new.in_hsm else f"written to {out}"
+    click.echo(f"{algorithm} key {key_id(new.public_key)} {where}")
 
 
 @key.command("public")

@@ -7,19 +7,29 @@ name, the destination and the help the same everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from otaguard.cli.verify_args import Option
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: ``--json``: the result as one JSON object on stdout (``as_json``).
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-#: ``--ca DIR``: an existing CA directory (``ca_dir``).
-CA_DIR = click.option(
-    "--ca", "ca_dir", required=True, type=click.Path(file_okay=False, exists=True)
-)
+
+
+def ca_dir(help: str | None = None) -> Callable[[F], F]:
+    """``--ca DIR``: an existing CA directory (``ca_dir``); ``help`` says which CA."""
+    path = click.Path(file_okay=False, exists=True)
+    return click.option("--ca", "ca_dir", required=True, type=path, help=help)
+
+
+CA_DIR = ca_dir()
+#: ``--new-root DIR``: the directory of the root that replaces the one of ``--ca``.
+NEW_ROOT = click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
 #: ``--out-dir DIR``: where a new CA or signer directory is made (``out_dir``).
 OUT_DIR = click.option("--out-dir", required=True, type=click.Path(file_okay=False))
 
@@ -50,3 +60,84 @@ def new_key_options(default_algorithm: str) -> Callable[[F], F]:
         return func
 
     return decorate
+
+
+def apply(options: Sequence[Callable[[F], F]]) -> Callable[[F], F]:
+    """Several options as one decorator, shown in ``--help`` in the order given."""
+
+    def decorate(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+class RenamedOption(click.Option):
+    """An option whose first name is the one shown; later ones are old spellings, still
+    accepted so that scripts keep working, but not offered in ``--help``."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        names, self.opts = self.opts, self.opts[:1]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = names
+
+
+def from_table(option: Option) -> Callable[[F], F]:
+    """The click form of one option of ``verify_args`` (both parsers read one table)."""
+    if option.kind == "flag":
+        return click.option(option.flag, option.dest, is_flag=True, help=option.help)
+    kinds: dict[str, Any] = {
+        "path": click.Path(dir_okay=False),
+        "text": None,
+        "int": int,
+        "choice": click.Choice(option.choices),
+    }
+    return click.option(
+        option.flag,
+        option.dest,
+        multiple=option.multiple,
+        type=kinds[option.kind],
+        default=option.default,
+        show_default=option.show_default,
+        help=option.help,
+    )
+
+
+def verify_options(func: F) -> F:
+    """Every option of ``otaguard verify`` (also read by ``extract``), from its one table."""
+    from otaguard.cli.verify_args import VERIFY_OPTIONS
+
+    return apply([from_table(option) for option in VERIFY_OPTIONS])(func)
+
+
+#: ``--power-cut-at``, ``--tear-at`` and the tear's fill: the faults of a ``device`` event.
+FAULT_OPTIONS = apply(
+    [
+        click.option(
+            "--power-cut-at",
+            type=click.IntRange(0),
+            default=None,
+            metavar="N",
+            help="Lose power before flash operation N (0-based).",
+        ),
+        click.option(
+            "--tear-at",
+            type=click.IntRange(0),
+            default=None,
+            metavar="N",
+            help="Lose power half-way through flash operation N: only a prefix lands.",
+        ),
+        click.option(
+            "--tear-fill",
+            type=click.Choice(["old", "random"]),
+            default="random",
+            show_default=True,
+            help="What the rest of a torn operation reads back as.",
+        ),
+        click.option("--tear-seed", type=int, default=0, show_default=True, hidden=True),
+        JSON,
+    ]
+)

@@ -124,11 +124,7 @@ def issue_intermediate(
         now=pki_ca.utc_now(),
     )
     report = pki_ca.certificate_report("intermediate", cert, dir=out_dir)
-    report["constraints"] = {
-        "purpose": purpose,
-        "regions": sorted(regions) or None,
-        "hardware_ids": sorted(hardware_ids) or None,
-    }
+    report["constraints"] = pki_ca.constraints_report(purpose, regions, hardware_ids)
     _emit(
         as_json,
         report,
@@ -227,12 +223,7 @@ def revoke(ca_dir: str, serial: str, reason: str, as_json: bool) -> None:
     number = revocation.serial
     _emit(
         as_json,
-        {
-            "ca": ca_dir,
-            "serial": f"{number:X}",
-            "reason": reason,
-            "date": revocation.date.isoformat(),
-        },
+        pki_ca.revocation_report(ca_dir, revocation),
         f"serial {number:X} revoked ({reason}); publish it with 'otaguard pki crl'",
     )
 
@@ -250,28 +241,14 @@ def crl(ca_dir: str, ca_passphrase_env: str | None, out: str, days: int, as_json
     done = pki_ca.write_crl(
         Path(ca_dir), passphrase_from_env(ca_passphrase_env), out, days=days, now=pki_ca.utc_now()
     )
-    report = {
-        "ca": ca_dir,
-        "out": out,
-        "revoked": [f"{r.serial:X}" for r in done.revoked],
-        "crl_number": done.number,
-        "this_update": done.this_update.isoformat(),
-        "next_update": done.next_update.isoformat(),
-    }
     line = f"CRL with {len(done.revoked)} revoked certificate(s) written to {out}"
-    _emit(as_json, report, line, out)
+    _emit(as_json, done.to_json(ca_dir, out), line, out)
 
 
 @pki.command("cross-sign")
-@click.option(
-    "--ca",
-    "ca_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="The old root's directory.",
-)
+@params.ca_dir(help="The old root's directory.")
 @click.option("--ca-passphrase-env", metavar="VAR")
-@click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
+@params.NEW_ROOT
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--years", default=5, show_default=True, type=click.IntRange(1, 20))
 @params.JSON
@@ -294,15 +271,9 @@ def cross_sign_cmd(
 
 
 @pki.command("rotation-message")
-@click.option(
-    "--ca",
-    "ca_dir",
-    required=True,
-    type=click.Path(file_okay=False, exists=True),
-    help="The current (old) root's directory: its key signs the message.",
-)
+@params.ca_dir(help="The current (old) root's directory: its key signs the message.")
 @click.option("--ca-passphrase-env", metavar="VAR")
-@click.option("--new-root", required=True, type=click.Path(file_okay=False, exists=True))
+@params.NEW_ROOT
 @click.option("--epoch", required=True, type=click.IntRange(2, 2**32 - 1), help="New key epoch.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @params.JSON
@@ -328,14 +299,10 @@ def rotation_message_cmd(
 @params.JSON
 def drill(out_dir: str, as_json: bool) -> None:
     """Play the key-compromise incident end to end and check every step."""
-    from otaguard.pki.drill import drill_steps, run_drill
+    from otaguard.pki.drill import drill_report, run_drill
 
     if not as_json:
         for line in run_drill(Path(out_dir), now=pki_ca.utc_now()):
             click.echo(line)
         return
-    steps = [
-        {"step": step.number, "title": step.title, "results": [r.strip() for r in step.results]}
-        for step in drill_steps(Path(out_dir), now=pki_ca.utc_now())
-    ]
-    _emit(True, {"out_dir": out_dir, "steps": steps, "complete": True}, "")
+    _emit(True, drill_report(out_dir, now=pki_ca.utc_now()), "")

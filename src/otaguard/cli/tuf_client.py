@@ -21,7 +21,6 @@ the traceback with ``--debug``.
 from __future__ import annotations
 
 import logging
-import os
 import traceback
 from typing import Any
 
@@ -30,6 +29,7 @@ from tuf.api.exceptions import RepositoryError
 
 from otaguard.cli.reporting import EXIT_BUG, one_line
 from otaguard.errors import OtaguardError
+from otaguard.repo.client import ClientRefusal
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -38,10 +38,6 @@ EXIT_FAIL = 1
 EXPECTED = (OtaguardError, RepositoryError, OSError)
 
 _PROG = "otaguard tuf-client"
-
-
-class _Failure(Exception):
-    """A step failed; the message is the one line printed on stderr."""
 
 
 @click.group(name="tuf-client", context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,21 +88,10 @@ def _need(ctx: click.Context, key: str, option: str) -> str:
 @click.pass_context
 def init(ctx: click.Context, trusted_root: str) -> None:
     """Install TRUSTED_ROOT as the trust anchor (no network access)."""
-    import datetime
-
-    from otaguard._atomic import write_atomic
-    from otaguard.repo.trust import ROOT_MAX_LENGTH, TrustEngine
+    from otaguard.repo.client import install_trusted_root
 
     metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
-    with open(trusted_root, "rb") as handle:
-        data = handle.read(ROOT_MAX_LENGTH + 1)
-    if len(data) > ROOT_MAX_LENGTH:
-        raise _Failure(f"{trusted_root}: larger than {ROOT_MAX_LENGTH} bytes")
-    # The root must at least be a root signed by its own threshold; expiry is
-    # checked on refresh (an expired root may still rotate forward).
-    TrustEngine(data, datetime.datetime.now(datetime.UTC))
-    os.makedirs(metadata_dir, exist_ok=True)
-    write_atomic(os.path.join(metadata_dir, "root.json"), data)
+    install_trusted_root(metadata_dir, trusted_root)
     click.echo(f"{_PROG}: initialized {metadata_dir}", err=True)
 
 
@@ -140,11 +125,7 @@ def download(ctx: click.Context) -> None:
         raise click.UsageError("--target-name is required for download")
     with HttpxFetcher() as fetcher:
         client = TufClient(metadata_dir, url, fetcher)
-        for name in names:
-            info = client.target_info(name)
-            if info is None:
-                raise _Failure(f"target {name!r} is not in the repository")
-            path = client.download_target(info, base, target_dir)
+        for name, path in client.download_targets(names, base, target_dir):
             click.echo(f"{_PROG}: {name} -> {path}", err=True)
 
 
@@ -161,8 +142,8 @@ def run_tuf_client(args: list[str]) -> int:
     except click.exceptions.Abort:
         click.echo(f"{_PROG}: aborted", err=True)
         return EXIT_FAIL
-    except (_Failure, *EXPECTED) as exc:  # every failure is exit 1, reported in one line
-        kind = "" if isinstance(exc, _Failure) else f"{type(exc).__name__}: "  # ours say it all
+    except EXPECTED as exc:  # every failure is exit 1, reported in one line
+        kind = "" if isinstance(exc, ClientRefusal) else f"{type(exc).__name__}: "  # says it all
         click.echo(f"{_PROG}: failed: {kind}{one_line(str(exc))}", err=True)
         return EXIT_FAIL
     except Exception as exc:

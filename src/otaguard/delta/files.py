@@ -20,7 +20,35 @@ from otaguard._stdio import open_input, output_file
 from otaguard.crypto.signer import Signer
 from otaguard.delta.engine import DeltaStats
 from otaguard.delta.package import OpenedDelta, create, open_delta, reconstruct
+from otaguard.errors import UsageError
 from otaguard.image import ImageMetadata, TrustedKeys
+
+#: The chunk sizes ``create_file`` is offered by name: the applier holds about 3 chunks.
+CHUNK_SIZES = ("64K", "256K", "1M", "2M", "4M", "8M")
+
+
+def parse_chunk_size(text: str) -> int:
+    """One of :data:`CHUNK_SIZES` in bytes (``K`` is 2**10, ``M`` 2**20)."""
+    if text not in CHUNK_SIZES:
+        raise UsageError(f"chunk size {text!r} is not one of {', '.join(CHUNK_SIZES)}")
+    return int(text[:-1]) << (10 if text.endswith("K") else 20)
+
+
+def parse_load_address(text: str | None) -> int | None:
+    """A raw payload's load address (decimal or 0x hex), a 32-bit address; None if not given.
+
+    Why checked here: the predictor reads 32-bit pointers relative to it, so an address
+    outside 32 bits is a slip that would silently make every prediction miss.
+    """
+    if text is None:
+        return None
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise UsageError(f"--load-address: not an address: {text!r}") from None
+    if not 0 <= value < 1 << 32:
+        raise UsageError(f"--load-address: {text} is not a 32-bit address")
+    return value
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ a brick. ``reject`` marks a running trial unbootable (psa_fwu_reject).
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, BinaryIO
 
@@ -330,6 +330,24 @@ def is_delta(stream: BinaryIO) -> bool:
     finally:
         stream.seek(0)
     return meta.payload_kind is PayloadKind.DELTA
+
+
+def images_by_component(names: tuple[str, ...], args: Sequence[str]) -> dict[str, str]:
+    """Which component each image is for: ``NAME=PATH`` for a component of ``names``,
+    anything else is a path for the main component.
+
+    Why a refusal: two images for one component would leave it to argument order which
+    one is installed.
+    """
+    out: dict[str, str] = {}
+    for arg in args:
+        name, sep, path = arg.partition("=")
+        if not sep or name not in names:
+            name, path = MAIN, arg
+        if name in out:
+            raise UsageError(f"two images for component {name}")
+        out[name] = path
+    return out
 
 
 def install_update(

@@ -19,7 +19,7 @@ from typing import Any
 
 from otaguard.device.bootctl import UNBOOTABLE, BootRecord, SlotState, newest
 from otaguard.device.geometry import SLOTS, Geometry
-from otaguard.device.install import Running
+from otaguard.device.install import ConfirmResult, Running
 from otaguard.device.model import Device
 from otaguard.device.slots import verify_slot
 from otaguard.device.update_set import FwuState, fwu_state, slot_label
@@ -166,6 +166,21 @@ def counter_status(device: Device) -> dict[str, CounterStatus]:
     return {
         name: CounterStatus(store.value(name), store.capacity(name), store.kind)
         for name in device.config.names
+    }
+
+
+def confirm_report(device: Device, result: ConfirmResult) -> dict[str, Any]:
+    """What a confirmation did, with the counters it left (``device confirm --json``)."""
+    fuses = {
+        name: {"counter": c.counter, "left": c.left} for name, c in counter_status(device).items()
+    }
+    return {
+        "power_cut": False,
+        "slot": result.slot,
+        "version": result.images[0].metadata.version,
+        "already_confirmed": result.already_confirmed,
+        "fuses": fuses,
+        "flash_ops": result.flash_ops,
     }
 
 

@@ -33,6 +33,23 @@ from otaguard.image.kinds import PayloadKind
 CHUNK_SIZE = 1 << 17
 
 
+def parse_annotations(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` texts as sorted (key, value) pairs, each key once.
+
+    Why here: whoever builds a release (the CLI today, a release upload later) must refuse
+    the same malformed or repeated annotation, or the two would sign different images.
+    """
+    result: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--annotate takes KEY=VALUE, got {pair!r}")
+        if key in result:
+            raise UsageError(f"annotation {key!r} given twice")
+        result[key] = value
+    return sorted(result.items())
+
+
 def sign_protected(signed: bytes, signers: Sequence[Signer]) -> bytes:
     """Sign the preamble + protected header with each signer; return the signature block."""
     if not 1 <= len(signers) <= MAX_SIGNATURES:

@@ -93,6 +93,27 @@ def certificate_report(kind: str, cert: x509.Certificate, **where: str) -> dict[
     }
 
 
+def constraints_report(
+    purpose: str, regions: Sequence[str], hardware_ids: Sequence[str]
+) -> dict[str, Any]:
+    """An intermediate's constraints as reported (``--json``): None where unconstrained."""
+    return {
+        "purpose": purpose,
+        "regions": sorted(regions) or None,
+        "hardware_ids": sorted(hardware_ids) or None,
+    }
+
+
+def revocation_report(ca_dir: str, revocation: Revocation) -> dict[str, Any]:
+    """A recorded revocation as reported (``pki revoke --json``); serials in hex."""
+    return {
+        "ca": ca_dir,
+        "serial": f"{revocation.serial:X}",
+        "reason": revocation.reason,
+        "date": revocation.date.isoformat(),
+    }
+
+
 def init_root(
     out_dir: Path,
     subject: str,
@@ -219,6 +240,17 @@ class CrlWritten:
     number: int
     this_update: dt.datetime
     next_update: dt.datetime
+
+    def to_json(self, ca_dir: str, out: str) -> dict[str, Any]:
+        """The CRL as reported (``pki crl --json``): revoked serials in hex."""
+        return {
+            "ca": ca_dir,
+            "out": out,
+            "revoked": [f"{r.serial:X}" for r in self.revoked],
+            "crl_number": self.number,
+            "this_update": self.this_update.isoformat(),
+            "next_update": self.next_update.isoformat(),
+        }
 
 
 def write_crl(

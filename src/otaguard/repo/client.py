@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib import parse
 
@@ -32,7 +33,7 @@ from tuf.api.metadata import Root, Snapshot, TargetFile, Targets, Timestamp
 from otaguard._atomic import write_atomic
 from otaguard.errors import OtaguardError, RepositoryRejectedError, StorageError
 from otaguard.repo.fetcher import Fetcher, FetchError
-from otaguard.repo.trust import Limits, TrustEngine
+from otaguard.repo.trust import ROOT_MAX_LENGTH, Limits, TrustEngine
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,32 @@ class NoTrustedRootError(TufClientError, StorageError):
 
 class RotationLimitError(TufClientError, RepositoryRejectedError):
     """The repository offers more root versions than one session may walk."""
+
+
+class ClientRefusal(TufClientError):
+    """A refusal whose message says all there is to say (a front end prints it bare)."""
+
+
+def install_trusted_root(
+    metadata_dir: str | os.PathLike[str],
+    trusted_root: str | os.PathLike[str],
+    *,
+    now: datetime.datetime | None = None,
+) -> None:
+    """Install the file ``trusted_root`` as ``metadata_dir``'s trust anchor (no network).
+
+    Why checked here: a client that starts from garbage would refuse every refresh
+    later with a less useful message. The root must be a root signed by its own
+    threshold and at most ``ROOT_MAX_LENGTH`` bytes; its expiry is checked on
+    refresh (an expired root may still rotate forward). Nothing is written on refusal.
+    """
+    with open(trusted_root, "rb") as handle:
+        data = handle.read(ROOT_MAX_LENGTH + 1)
+    if len(data) > ROOT_MAX_LENGTH:
+        raise ClientRefusal(f"{trusted_root}: larger than {ROOT_MAX_LENGTH} bytes")
+    TrustEngine(data, now or datetime.datetime.now(datetime.UTC))
+    os.makedirs(metadata_dir, exist_ok=True)
+    write_atomic(os.path.join(metadata_dir, "root.json"), data)
 
 
 def _quote(role: str) -> str:
@@ -207,6 +234,22 @@ class TufClient:
         except (OSError, exceptions.LengthOrHashMismatchError):
             return False
         return True
+
+    def download_targets(
+        self,
+        names: Sequence[str],
+        target_base_url: str,
+        target_dir: str | os.PathLike[str],
+    ) -> Iterator[tuple[str, Path]]:
+        """Download and verify each of ``names`` in order: (name, stored path) as each lands.
+
+        Stops at the first failure; a name the repository does not list is refused.
+        """
+        for name in names:
+            info = self.target_info(name)
+            if info is None:
+                raise ClientRefusal(f"target {name!r} is not in the repository")
+            yield name, self.download_target(info, target_base_url, target_dir)
 
     def download_target(
         self, info: TargetFile, target_base_url: str, target_dir: str | os.PathLike[str]
