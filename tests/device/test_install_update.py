@@ -117,3 +117,17 @@ def test_cli_refuses_a_second_install_unless_told(cli, tmp_path: Path, files) ->
     json_forced = cli("device", "install", dev, files["v3"], "--replace-staged", "--json").json
     assert json_forced["replaced_staged"] == {"main": "3.0.0"}
     assert cli("device", "boot", dev, "--json").json["version"] == "3.0.0"
+
+
+def test_images_by_component() -> None:
+    from otaguard.device.install import images_by_component
+
+    names = (MAIN, "radio")
+    assert images_by_component(names, ["a.img", "radio=r.img"]) == {MAIN: "a.img", "radio": "r.img"}
+    # NAME=PATH only for a component the device has: anything else is a path for main
+    assert images_by_component(names, ["modem=x.img"]) == {MAIN: "modem=x.img"}
+    assert images_by_component(names, ["main=m.img"]) == {MAIN: "m.img"}
+    with pytest.raises(UsageError, match="two images for component main"):
+        images_by_component(names, ["a.img", "main=b.img"])
+    with pytest.raises(UsageError, match="two images for component radio"):
+        images_by_component(names, ["radio=1.img", "radio=2.img"])

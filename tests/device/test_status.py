@@ -12,7 +12,7 @@ import pytest
 from otaguard.device.bootloader import boot
 from otaguard.device.install import confirm, install, running_of
 from otaguard.device.model import MAIN, Component
-from otaguard.device.status import CounterStatus, ImageStatus, device_status
+from otaguard.device.status import CounterStatus, ImageStatus, confirm_report, device_status
 from otaguard.device.update_set import FwuState
 
 from .conftest import HW, Kit, init_device_dir
@@ -140,3 +140,21 @@ def test_cli_prints_the_model(cli, tmp_path: Path, files) -> None:
     with open_device(dev, writable=False) as device:
         model = device_status(device, load_running(dev))
     assert printed == json.dumps(model.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+def test_confirm_report_names_the_slot_version_and_the_raised_fuses(kit: Kit) -> None:
+    device = kit.device()
+    install(device, kit.files(kit.image(2)))
+    running = running_of(boot(device))
+    first = confirm_report(device, confirm(device, running))
+    assert first == {
+        "power_cut": False,
+        "slot": running.slot if running else None,
+        "version": "2.0.0",
+        "already_confirmed": False,
+        "fuses": {MAIN: {"counter": 2, "left": 62}},
+        "flash_ops": first["flash_ops"],
+    }
+    assert first["flash_ops"] > 0
+    again = confirm_report(device, confirm(device, running))
+    assert again["already_confirmed"] is True and again["fuses"] == first["fuses"]

@@ -13,6 +13,7 @@ from otaguard.errors import UsageError
 from otaguard.pki.ca import (
     SKEW,
     certificate_report,
+    constraints_report,
     cross_sign_root,
     init_root,
     intermediate_name,
@@ -21,6 +22,7 @@ from otaguard.pki.ca import (
     issue_signer,
     new_key,
     open_ca,
+    revocation_report,
     revoke,
     write_crl,
     write_rotation,
@@ -144,3 +146,30 @@ def test_a_key_file_of_the_wrong_passphrase_is_refused(tmp_path: Path) -> None:
     path.write_bytes(private_key_pem(generate_private_key(KeyType.ED25519), b"right"))
     with pytest.raises(KeyLoadError, match=r"k\.pem"):
         new_key(str(path), KeyType.ED25519, b"wrong")
+
+
+def test_the_reports_of_a_revocation_and_its_crl(root: Path, tmp_path: Path) -> None:
+    revocation = revoke(root, "1F", "superseded", now=NOW)
+    assert revocation_report("ca-dir", revocation) == {
+        "ca": "ca-dir",
+        "serial": "1F",
+        "reason": "superseded",
+        "date": NOW.isoformat(),
+    }
+    done = write_crl(root, None, str(tmp_path / "crl.pem"), days=7, now=NOW)
+    assert done.to_json("ca-dir", "crl.pem") == {
+        "ca": "ca-dir",
+        "out": "crl.pem",
+        "revoked": ["1F"],
+        "crl_number": done.number,
+        "this_update": NOW.isoformat(),
+        "next_update": (NOW + dt.timedelta(days=7)).isoformat(),
+    }
+
+
+def test_constraints_report_none_where_unconstrained() -> None:
+    assert constraints_report("code-signing", ["us", "eu"], []) == {
+        "purpose": "code-signing",
+        "regions": ["eu", "us"],
+        "hardware_ids": None,
+    }
