@@ -254,3 +254,16 @@ def test_version_range_checks() -> None:
     for bad in ("256.0.0", "1.256.0", "1.0.65536", "1.0.0+4294967296", "1.x", "", "-1.0.0"):
         with pytest.raises(UsageError):
             parse_version(bad)
+
+
+def test_parse_security_counter_as_imgtool_reads_it() -> None:
+    from otaguard.errors import UsageError
+    from otaguard.image.mcuboot import parse_security_counter, parse_version
+
+    version = parse_version("1.2.3+4")
+    assert parse_security_counter(None, version) is None
+    assert parse_security_counter("auto", version) == (1 << 24) | (2 << 16) | 3
+    assert parse_security_counter("0x10", version) == 16
+    assert parse_security_counter("7", version) == 7
+    with pytest.raises(UsageError, match="not an integer: 'seven'"):
+        parse_security_counter("seven", version)

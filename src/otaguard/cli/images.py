@@ -112,6 +112,8 @@ def sign(**opts: Any) -> None:
     opts["input_path"] = input_path(opts["input_path"])
     passphrase = passphrase_from_env(opts["passphrase_env"])
     signers = [load_signer(k, passphrase) for k in opts["keys"]]
+    if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
+        raise UsageError("INPUT and OUTPUT must be different files")
     if opts["fmt"] == "mcuboot":
         from otaguard.cli import mcuboot_cmd
 
@@ -132,8 +134,6 @@ def _sign_native(signers: list[Any], opts: dict[str, Any]) -> None:
     counter = int_auto(opts["security_counter"])
     if not opts["hardware_ids"]:
         raise UsageError("give at least one --hardware-id")
-    if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
-        raise UsageError("INPUT and OUTPUT must be different files")
     chain = signer_chain(opts["cert_chain"], signers)
     with (
         open_input(opts["input_path"]) as source,

@@ -5,7 +5,6 @@ Verifying, extracting and inspecting both formats live in ``otaguard.cli.verifyi
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -43,13 +42,7 @@ def _sign_options(opts: dict[str, Any], signers: list[Any]) -> Any:
         if opts[name]:
             raise UsageError(f"{flag} applies to the native format only")
     version = mcuboot.parse_version(opts["version"])
-    counter_text = opts["security_counter"]
-    if counter_text is None:
-        counter = None
-    elif counter_text == "auto":
-        counter = version.auto_security_counter()
-    else:
-        counter = int_auto(counter_text)
+    counter = mcuboot.parse_security_counter(opts["security_counter"], version)
     chain = tuple(signer_chain(opts["cert_chain"], signers))
     return mcuboot.McubootSignOptions(
         version=version,
@@ -76,8 +69,6 @@ def sign(signers: list[Any], opts: dict[str, Any]) -> None:
     from otaguard.image import mcuboot
 
     options = _sign_options(opts, signers)
-    if os.path.abspath(opts["input_path"]) == os.path.abspath(opts["output_path"]):
-        raise UsageError("INPUT and OUTPUT must be different files")
     with (
         open_input(opts["input_path"]) as source,
         output_file(opts["output_path"], inputs=inputs_of(opts, *SIGN_INPUTS)) as dest,

@@ -14,6 +14,7 @@ from otaguard.image.mcuboot_format import (
     McubootVersion,
     TlvType,
     parse_dependency,
+    parse_security_counter,
     parse_version,
 )
 from otaguard.image.mcuboot_sign import McubootSigned, McubootSignOptions, sign_mcuboot
@@ -41,6 +42,7 @@ __all__ = [
     "check_mcuboot_policy",
     "describe_tlvs",
     "parse_dependency",
+    "parse_security_counter",
     "parse_version",
     "read_image",
     "sign_mcuboot",

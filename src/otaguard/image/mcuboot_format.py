@@ -157,6 +157,19 @@ def parse_version(text: str) -> McubootVersion:
     return McubootVersion(major, minor, revision, build)
 
 
+def parse_security_counter(text: str | None, version: McubootVersion) -> int | None:
+    """imgtool's ``--security-counter``: a number (decimal or 0x hex), ``auto`` (the one
+    :meth:`McubootVersion.auto_security_counter` derives), or None (no counter TLV)."""
+    if text is None:
+        return None
+    if text == "auto":
+        return version.auto_security_counter()
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"not an integer: {text!r}") from None
+
+
 @dataclass(frozen=True)
 class Header:
     """``struct image_header``: unverified until the hash over it matches."""
