@@ -113,22 +113,17 @@ def verify_options(func: F) -> F:
     return apply([from_table(option) for option in VERIFY_OPTIONS])(func)
 
 
+def _flash_op(flag: str, help: str) -> Callable[[F], F]:
+    """An option naming one flash operation of the event, counting from 0."""
+    return click.option(flag, type=click.IntRange(0), default=None, metavar="N", help=help)
+
+
 #: ``--power-cut-at``, ``--tear-at`` and the tear's fill: the faults of a ``device`` event.
 FAULT_OPTIONS = apply(
     [
-        click.option(
-            "--power-cut-at",
-            type=click.IntRange(0),
-            default=None,
-            metavar="N",
-            help="Lose power before flash operation N (0-based).",
-        ),
-        click.option(
-            "--tear-at",
-            type=click.IntRange(0),
-            default=None,
-            metavar="N",
-            help="Lose power half-way through flash operation N: only a prefix lands.",
+        _flash_op("--power-cut-at", "Lose power before flash operation N (0-based)."),
+        _flash_op(
+            "--tear-at", "Lose power half-way through flash operation N: only a prefix lands."
         ),
         click.option(
             "--tear-fill",
