@@ -29,7 +29,8 @@ from tuf.api.exceptions import RepositoryError
 
 from otaguard.cli.reporting import EXIT_BUG, one_line
 from otaguard.errors import OtaguardError
-from otaguard.repo.client import ClientRefusal
+from otaguard.repo.client import ClientRefusal, TufClient, install_trusted_root
+from otaguard.repo.fetcher import HttpxFetcher
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -88,8 +89,6 @@ def _need(ctx: click.Context, key: str, option: str) -> str:
 @click.pass_context
 def init(ctx: click.Context, trusted_root: str) -> None:
     """Install TRUSTED_ROOT as the trust anchor (no network access)."""
-    from otaguard.repo.client import install_trusted_root
-
     metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
     install_trusted_root(metadata_dir, trusted_root)
     click.echo(f"{_PROG}: initialized {metadata_dir}", err=True)
@@ -99,9 +98,6 @@ def init(ctx: click.Context, trusted_root: str) -> None:
 @click.pass_context
 def refresh(ctx: click.Context) -> None:
     """Update the top-level metadata from --metadata-url."""
-    from otaguard.repo.client import TufClient
-    from otaguard.repo.fetcher import HttpxFetcher
-
     metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
     url = _need(ctx, "metadata_url", "--metadata-url")
     with HttpxFetcher() as fetcher:
@@ -113,9 +109,6 @@ def refresh(ctx: click.Context) -> None:
 @click.pass_context
 def download(ctx: click.Context) -> None:
     """Refresh, then download and verify every --target-name, in order."""
-    from otaguard.repo.client import TufClient
-    from otaguard.repo.fetcher import HttpxFetcher
-
     metadata_dir = _need(ctx, "metadata_dir", "--metadata-dir")
     url = _need(ctx, "metadata_url", "--metadata-url")
     base = _need(ctx, "target_base_url", "--target-base-url")
