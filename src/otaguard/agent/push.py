@@ -104,6 +104,8 @@ class Subscriber:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._sessions = 0
+        self._pending: int | None = None
+        self._acks = threading.Lock()
 
     @property
     def topics(self) -> frozenset[str]:
@@ -126,8 +128,15 @@ class Subscriber:
             return  # on_connect subscribes to all of them
         for topic in sorted(removed):
             client.unsubscribe(topic)
-        for topic in sorted(added):
-            client.subscribe(topic, qos=1)
+        if added:
+            self._subscribe(client, sorted(added))
+
+    def _subscribe(self, client: mqtt.Client, topics: list[str]) -> None:
+        """Subscribe; ``subscribed`` is set again once the broker acknowledged these."""
+        with self._acks:  # the broker's answer cannot be taken before its mid is known
+            self.subscribed.clear()
+            _rc, mid = client.subscribe([(t, 1) for t in topics])
+            self._pending = mid
 
     def _start(self, broker: str) -> None:
         try:
@@ -178,13 +187,15 @@ class Subscriber:
         with self._lock:
             topics = sorted(self._topics)
         if topics:
-            client.subscribe([(t, 1) for t in topics])
+            self._subscribe(client, topics)
         self._sessions += 1
         if self._sessions > 1:  # what was published while we were away is lost: check in
             self._wake.ring(self._default)  # (spread: a broker restart wakes everyone at once)
 
-    def _on_subscribe(self, *_args: object) -> None:
-        self.subscribed.set()
+    def _on_subscribe(self, _c: object, _u: object, mid: int, *_args: object) -> None:
+        with self._acks:
+            if mid == self._pending:
+                self.subscribed.set()
 
     def _on_disconnect(self, *_args: object) -> None:
         self.connected.clear()

@@ -19,6 +19,7 @@ from otaguard.server.config import ServerConfig
 from otaguard.server.db import Database
 from otaguard.server.lastseen import LastSeen
 from otaguard.server.nonces import NonceCache
+from otaguard.server.push import Pusher
 from otaguard.server.repo_store import RepoStore
 from otaguard.server.services import devices
 from otaguard.server.services.enrollment import RefusalBudget
@@ -39,6 +40,8 @@ class ServerContext:
     enrol_refusals: RefusalBudget = field(init=False)
     #: signs the audit log's checkpoints (``audit_key``: a file key or an HSM key)
     audit_signer: Signer = field(init=False)
+    #: publishes "check in now" (``server/push.py``); None without ``--mqtt``
+    pusher: Pusher | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = Tokens(self.db)
@@ -47,6 +50,8 @@ class ServerContext:
         self.repo = RepoStore(self.config.repo_dir, self.db)
         self.enrol_refusals = RefusalBudget()
         self.audit_signer = audit_key.load(self.config)
+        url = self.config.mqtt_url
+        self.pusher = Pusher(url) if url else None
 
     def now(self) -> int:
         return int(self.clock())
@@ -64,6 +69,8 @@ class ServerContext:
 
     def close(self) -> None:
         self.last_seen.stop()
+        if self.pusher is not None:
+            self.pusher.close()
         self.db.dispose()
         close = getattr(self.audit_signer, "close", None)
         if close is not None:  # an HSM session
