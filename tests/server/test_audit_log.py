@@ -47,9 +47,19 @@ AUDITED = {
     ("POST", "/api/v1/device/state"): "device.state",
     ("POST", "/api/v1/device/events"): "device.install",
     ("POST", "/api/v1/audit/submissions"): "audit.submit",
+    ("POST", "/api/v1/campaigns"): "campaign.create",
+    ("POST", "/api/v1/campaigns/{campaign_id}/approve"): "campaign.approve",
+    ("POST", "/api/v1/campaigns/{campaign_id}/start"): "campaign.start",
+    ("POST", "/api/v1/campaigns/{campaign_id}/pause"): "campaign.pause",
+    ("POST", "/api/v1/campaigns/{campaign_id}/resume"): "campaign.resume",
+    ("POST", "/api/v1/campaigns/{campaign_id}/halt"): "campaign.kill",
+    ("POST", "/api/v1/campaigns/{campaign_id}/cancel"): "campaign.cancel",
 }
 #: state-changing routes that change nothing an auditor asks about
-NOT_AUDITED = {("POST", "/api/v1/audit/checkpoint")}  # signs what is there; stored
+NOT_AUDITED = {
+    ("POST", "/api/v1/audit/checkpoint"),  # signs what is there; stored
+    ("POST", "/api/v1/device/health"),  # telemetry sums; the decisions on them are audited
+}
 
 
 def test_every_state_changing_route_is_audited(live: LiveServer) -> None:

@@ -26,6 +26,7 @@ from otaguard.server.limits import BodyLimit
 from otaguard.server.routers import (
     artifacts,
     audit,
+    campaigns,
     deployments,
     device_api,
     devices,
@@ -69,6 +70,7 @@ def create_app(config: ServerConfig, *, context: ServerContext | None = None) ->
         artifacts,
         releases,
         deployments,
+        campaigns,
         repo_files,
         audit,
     ):

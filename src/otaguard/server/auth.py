@@ -41,6 +41,11 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "devices:revoke": frozenset({Role.ADMIN, Role.OPERATOR}),
     "audit:read": frozenset({Role.ADMIN, Role.AUDITOR}),
     "audit:submit": frozenset({Role.ADMIN, Role.RELEASE_MANAGER}),
+    # campaigns: a release manager proposes, an operator (another person) approves and runs
+    "campaigns:create": frozenset({Role.ADMIN, Role.RELEASE_MANAGER}),
+    "campaigns:approve": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "campaigns:run": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "campaigns:read": _ALL,
 }
 TOKEN_BYTES = 32
 MAX_TOKEN_CHARS = 128

@@ -8,6 +8,7 @@ processes can serve side by side.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from otaguard.server.nonces import NonceCache
 from otaguard.server.push import Pusher
 from otaguard.server.repo_store import RepoStore
 from otaguard.server.services import devices
+from otaguard.server.services.campaign_notice import Notice, Notify, no_push
+from otaguard.server.services.campaign_offer import CampaignCache
 from otaguard.server.services.enrollment import RefusalBudget
 from otaguard.server.services.tokens import Tokens
 
@@ -42,6 +45,14 @@ class ServerContext:
     audit_signer: Signer = field(init=False)
     #: publishes "check in now" (``server/push.py``); None without ``--mqtt``
     pusher: Pusher | None = field(init=False)
+    #: running campaigns and groups, for the check-in's ETag and offer (a couple of seconds)
+    campaigns: CampaignCache = field(init=False)
+    #: THE call point for push (``server/push.py``): called after a campaign change commits
+    #: (start, advance, halt, pause, resume, cancel, complete). No-op by default: polling alone
+    #: is correct; it must never raise into the caller.
+    notify: Notify = no_push
+    #: the MQTT broker devices are told to subscribe to (the check-in's "push"); None: none
+    push_broker: str | None = None
 
     def __post_init__(self) -> None:
         self.tokens = Tokens(self.db)
@@ -50,8 +61,20 @@ class ServerContext:
         self.repo = RepoStore(self.config.repo_dir, self.db)
         self.enrol_refusals = RefusalBudget()
         self.audit_signer = audit_key.load(self.config)
+        self.campaigns = CampaignCache(self.db)
         url = self.config.mqtt_url
         self.pusher = Pusher(url) if url else None
+        if self.pusher is not None:  # --mqtt: campaign changes are pushed, devices told where
+            self.notify = self.pusher.notify
+            self.push_broker = url
+
+    def notify_all(self, notices: list[Notice]) -> None:
+        """Hand committed campaign changes to the push hook; a failing hook is logged only."""
+        for notice in notices:
+            try:
+                self.notify(notice)
+            except Exception:
+                logging.getLogger("otaguard.server").exception("campaign push failed")
 
     def now(self) -> int:
         return int(self.clock())

@@ -7,7 +7,9 @@
 * sign a checkpoint of the audit log when entries were added and the newest
   checkpoint is older than ``Timing.audit_checkpoint`` (``services.audit_checkpoints``).
 
-Later issues add the campaign evaluator here.
+* evaluate every running or paused campaign (``services.campaign_eval.tick``): silent
+  devices, counters, the kill switch, advance and completion, audited; push notices are
+  sent after the commit (``ServerContext.notify``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 from otaguard.protocol.signing import MAX_SKEW_SECONDS
 from otaguard.server.context import ServerContext
 from otaguard.server.lease import Lease, holder_id
-from otaguard.server.services import audit_checkpoints, devices, releases
+from otaguard.server.services import audit_checkpoints, campaign_eval, devices, releases
 
 log = logging.getLogger("otaguard.server")
 LEASE = "jobs"
@@ -37,6 +39,13 @@ def run_once(ctx: ServerContext) -> dict[str, object]:
             ctx.repo.forget()
             done["timestamp"] = version
     done["nonces"] = devices.forget_nonces(ctx.db, now - 2 * MAX_SKEW_SECONDS)
+    ticked, notices = campaign_eval.tick(ctx.db, ctx.clock())
+    if notices:
+        ctx.campaigns.forget()
+        ctx.notify_all(notices)
+    decided = [t.decision.to_dict() for t in ticked if t.decision.action.value != "none"]
+    if decided:
+        done["campaigns"] = decided
     if audit_checkpoints.due(ctx.db, now=now, interval=timing.audit_checkpoint):
         signed = audit_checkpoints.sign_head(ctx.db, ctx.audit_signer, now=now)
         done["checkpoint"] = signed.checkpoint.size

@@ -122,6 +122,8 @@ class DeviceEvent(Base):
     check: Mapped[str | None] = mapped_column(String(ID), default=None)
     detail: Mapped[str | None] = mapped_column(String(1024), default=None)
     received_at: Mapped[int] = mapped_column(BigInteger)
+    #: the campaign the event reports on (rollout telemetry), if any
+    campaign: Mapped[str | None] = mapped_column(String(ID), default=None)
 
 
 class Artifact(Base):
@@ -251,3 +253,104 @@ class AuditSource(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     root: Mapped[bytes] = mapped_column(LargeBinary)
     updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- campaigns (services/campaigns.py, docs/rollout.md "How the server runs it") ---------------
+
+
+class Campaign(Base):
+    """A staged rollout: release targets, a selector, a policy, and the evaluator's state.
+
+    ``state`` is :func:`otaguard.rollout.persist.state_to_dict` (the truth about status,
+    wave and stamps); ``status`` and ``wave`` are copied out of it to find campaigns by
+    status cheaply. ``cohort_key`` keys the device hash that fixes each device's wave.
+    """
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status", "status"),)
+    id: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    name: Mapped[str] = mapped_column(String(ID))
+    targets: Mapped[list[str]] = mapped_column(JSON)
+    selector: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: ECU hardware id or serial -> the versions the release may be installed over
+    compatible: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    wave: Mapped[int] = mapped_column(Integer, default=0)
+    cohort_key: Mapped[str] = mapped_column(String(HEX))
+    population: Mapped[int] = mapped_column(Integer)
+    #: devices of the selector refused because their ECU versions are not declared compatible
+    incompatible: Mapped[int] = mapped_column(Integer, default=0)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"))
+    created_by: Mapped[str] = mapped_column(String(ID))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class CampaignWave(Base):
+    """One wave's devices per stage, moved incrementally (``SET x = x + 1``) per report."""
+
+    __tablename__ = "campaign_waves"
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    offered: Mapped[int] = mapped_column(Integer, default=0)
+    downloading: Mapped[int] = mapped_column(Integer, default=0)
+    installed: Mapped[int] = mapped_column(Integer, default=0)
+    confirmed: Mapped[int] = mapped_column(Integer, default=0)
+    silent: Mapped[int] = mapped_column(Integer, default=0)
+    abandoned: Mapped[int] = mapped_column(Integer, default=0)
+    reverted: Mapped[int] = mapped_column(Integer, default=0)
+    failed_network: Mapped[int] = mapped_column(Integer, default=0)
+    failed_power: Mapped[int] = mapped_column(Integer, default=0)
+    failed_verification: Mapped[int] = mapped_column(Integer, default=0)
+    failed_incompatible: Mapped[int] = mapped_column(Integer, default=0)
+    failed_install: Mapped[int] = mapped_column(Integer, default=0)
+    failed_boot: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class CampaignHealth(Base):
+    """Health sums of one wave (``wave`` = -1: the control group), one row per measure.
+
+    ``kind``: ``total`` (n = devices, total = exposure seconds), ``count`` (n = events),
+    ``flag`` (n = flagged, m = reported) or ``metric`` (n, total, squares), each added to
+    incrementally, so a tick reads a few rows whatever the fleet size.
+    """
+
+    __tablename__ = "campaign_health"
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(ID), primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger, default=0)
+    m: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)
+    squares: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class CampaignDevice(Base):
+    """A device a campaign offered its release to, refused as incompatible, or heard from.
+
+    Made only when that happens (never one row per fleet device up front). ``previous``
+    maps each ECU the campaign assigned to what it was assigned before (target and
+    deployment, or null), so a halt can give the device its old assignment back.
+    """
+
+    __tablename__ = "campaign_devices"
+    __table_args__ = (
+        Index("ix_campaign_devices_stage", "campaign_id", "stage", "offered_at"),
+        Index("ix_campaign_devices_device", "device_id"),
+    )
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    #: a rollout Stage value, "incompatible" (never offered) or "control" (health only)
+    stage: Mapped[str] = mapped_column(String(16))
+    failure: Mapped[str | None] = mapped_column(String(16), default=None)
+    offered_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    previous: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    told_revert: Mapped[bool] = mapped_column(default=False)
+    control_reported: Mapped[bool] = mapped_column(default=False)
+    wave_reported: Mapped[bool] = mapped_column(default=False)

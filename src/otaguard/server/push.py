@@ -31,6 +31,8 @@ from urllib import parse
 
 import paho.mqtt.client as mqtt
 
+from otaguard.server.services.campaign_notice import Notice
+
 log = logging.getLogger(__name__)
 
 PREFIX = "otaguard/v1"
@@ -147,6 +149,15 @@ class Pusher:
         self.published += sent
         self.dropped += len(topics) - sent
         return sent
+
+    def notify(self, notice: Notice) -> None:
+        """``ServerContext.notify``: a committed campaign change, on the contract's topics.
+
+        ``complete`` wakes nobody (nothing for a device to do); the others go out
+        with the notice's topics and payload (halt/pause/cancel: spread 0).
+        """
+        if notice.reason in REASONS:
+            self.publish(notice.topics(), notice.payload())
 
     def close(self) -> None:
         try:

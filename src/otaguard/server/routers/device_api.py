@@ -20,7 +20,13 @@ from otaguard.server.device_auth import (
 )
 from otaguard.server.errors import ApiError, responses
 from otaguard.server.routers.common import Server
-from otaguard.server.services import checkin, devices, enrollment
+from otaguard.server.services import (
+    campaign_offer,
+    campaign_telemetry,
+    checkin,
+    devices,
+    enrollment,
+)
 
 router = APIRouter(prefix="/api/v1/device", tags=["device"])
 
@@ -137,12 +143,36 @@ class RepositoryUrls(BaseModel):
     targets_url: str
 
 
+class CampaignRef(BaseModel):
+    id: str
+    wave: int
+
+
+class CampaignAction(BaseModel):
+    kind: Literal["abandon", "revert"] = Field(
+        description="abandon: stop and delete the download of that campaign's release; "
+        "revert: leave its trial boot for the previous slot now"
+    )
+    campaign: str
+
+
+class Push(BaseModel):
+    broker: str | None = Field(description="mqtt://host:port, or null: polling only")
+    topics: list[str]
+
+
 class UpdateAnswer(BaseModel):
     etag: str
     director: str = Field(description="base64 of the director's targets metadata")
     repository: RepositoryUrls
     poll_interval_s: int
-    actions: list[str]
+    campaign: CampaignRef | None = Field(
+        default=None,
+        description="the campaign whose release this answer offers, or under which the "
+        "device is still in flight",
+    )
+    actions: list[CampaignAction]
+    push: Push
 
 
 @router.get(
@@ -166,29 +196,51 @@ async def check_in(
     fresh, versions = srv.repo.cached_versions()
     if not fresh:
         versions = await run_in_threadpool(srv.repo.versions)
-    tag = checkin.etag(device, versions, srv.keys.director_keyid)
+    fresh_campaigns, running, groups = srv.campaigns.cached()
+    if not fresh_campaigns:
+        running, groups = await run_in_threadpool(srv.campaigns.refresh)
+    eligible = campaign_offer.eligible(running, groups, device.id, device.group_id)
+    part = campaign_offer.etag_part(eligible)
+    tag = checkin.etag(device, versions, srv.keys.director_keyid, part)
     if checkin.matches(if_none_match, tag):
         return Response(status_code=304, headers={"ETag": tag})
 
-    def answer() -> str:
-        instructions = checkin.choose(srv.repo.index(), checkin.plan(srv.db, device.id))
-        return checkin.director_metadata(
+    def answer() -> tuple[str, str, campaign_offer.InFlight, str | None]:
+        index = srv.repo.index()
+        generation = device.generation
+        if campaign_offer.offer(srv.db, index, eligible, device.id, now=srv.now()):
+            fresh_record = srv.device_record(device.id)
+            generation = fresh_record.generation if fresh_record else generation + 1
+        instructions = checkin.choose(index, checkin.plan(srv.db, device.id))
+        director = checkin.director_metadata(
             device=device,
             nonce=caller.nonce,
             instructions=instructions,
             keys=srv.keys,
             now=srv.now(),
             expiry=srv.config.timing.director_expiry,
+            generation=generation,
         )
+        new_tag = checkin.etag(device, versions, srv.keys.director_keyid, part, generation)
+        flight = campaign_offer.in_flight(srv.db, device.id)
+        hardware = groups.get(device.group_id)
+        return director, new_tag, flight, hardware.hardware_id if hardware else None
 
-    director = await run_in_threadpool(answer)
+    director, tag, flight, hardware_id = await run_in_threadpool(answer)
+    if hardware_id is None:
+        hardware_id = await run_in_threadpool(lambda: devices.hardware_of(srv.db, device.group_id))
+    topics = [f"otaguard/v1/devices/{device.id}", f"otaguard/v1/hardware/{hardware_id}"]
+    if flight.campaign is not None:
+        topics.append(f"otaguard/v1/campaigns/{flight.campaign['id']}")
     base = srv.config.repo_url or str(request.base_url).rstrip("/") + "/repo"
     body = UpdateAnswer(
         etag=tag,
         director=director,
         repository=RepositoryUrls(metadata_url=f"{base}/metadata/", targets_url=f"{base}/targets/"),
         poll_interval_s=srv.config.timing.poll_interval,
-        actions=[],
+        campaign=None if flight.campaign is None else CampaignRef(**flight.campaign),
+        actions=[CampaignAction(**a) for a in flight.actions],  # type: ignore[arg-type]
+        push=Push(broker=srv.push_broker, topics=topics),
     )
     return Response(
         body.model_dump_json(),
@@ -210,6 +262,8 @@ class Event(BaseModel):
         "confirmed",
         "reverted",
         "refused",
+        "abandoned",
+        "incompatible",
     ]
     ecu: str | None = Field(default=None, pattern=NAME)
     target: str | None = Field(default=None, max_length=255)
@@ -217,6 +271,9 @@ class Event(BaseModel):
     failure: Literal["transient", "deterministic"] | None = None
     check: str | None = Field(default=None, max_length=64)
     detail: str | None = Field(default=None, max_length=1024)
+    campaign: str | None = Field(
+        default=None, pattern=r"^c-[0-9a-f]{12}$", description="the campaign it reports on"
+    )
 
 
 class Events(BaseModel):
@@ -234,7 +291,53 @@ async def post_events(body: Events, caller: SignedDevice, srv: Server) -> Accept
     def store() -> int:
         with srv.db.writing() as session:
             devices.record_nonce(session, caller.id, caller.nonce, caller.time)
-            devices.store_events(session, caller.id, rows, srv.now())
+            devices.store_events(
+                session,
+                caller.id,
+                rows,
+                srv.now(),
+                on_new=lambda new: campaign_telemetry.apply_events(
+                    session, caller.id, new, srv.now()
+                ),
+            )
         return len(rows)
 
     return Accepted(accepted=await run_in_threadpool(store))
+
+
+METRIC = r"^[a-z0-9_]{1,40}$"
+MAX_WINDOW_S = 7 * 86400.0
+
+
+class HealthIn(BaseModel):
+    campaign: str | None = Field(default=None, pattern=r"^c-[0-9a-f]{12}$")
+    window_s: float = Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)
+    counts: dict[Annotated[str, Field(pattern=METRIC)], Annotated[int, Field(ge=0, le=2**31)]] = (
+        Field(default_factory=dict, max_length=32)
+    )
+    flags: dict[Annotated[str, Field(pattern=METRIC)], bool] = Field(
+        default_factory=dict, max_length=32
+    )
+    metrics: dict[
+        Annotated[str, Field(pattern=METRIC)],
+        Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)],
+    ] = Field(default_factory=dict, max_length=32)
+
+
+@router.post("/health", responses=responses(401, 403, 413, 422))
+async def post_health(body: HealthIn, caller: SignedDevice, srv: Server) -> Accepted:
+    """Post-update health over a window: into the wave's tally of each campaign whose
+    release the device confirmed, or the control tally while it has not installed it."""
+    report = campaign_telemetry.Health(
+        body.campaign, body.window_s, body.counts, body.flags, body.metrics
+    )
+
+    def store() -> None:
+        with srv.db.writing() as session:
+            devices.record_nonce(session, caller.id, caller.nonce, caller.time)
+            campaign_telemetry.record_health(
+                session, caller.id, caller.device.group_id, report, srv.now()
+            )
+
+    await run_in_threadpool(store)
+    return Accepted(accepted=1)

@@ -28,10 +28,20 @@ from otaguard.server.repo_store import RepoVersions, TargetIndex
 from otaguard.server.services.devices import DeviceRecord
 
 
-def etag(device: DeviceRecord, versions: RepoVersions | None, director_keyid: str) -> str:
-    """What the answer depends on: assignments, stored state, repository, director key."""
+def etag(
+    device: DeviceRecord,
+    versions: RepoVersions | None,
+    director_keyid: str,
+    campaigns: str = "",
+    generation: int | None = None,
+) -> str:
+    """What the answer depends on: assignments, stored state, repository, director key, and
+    the running campaigns whose open waves hold the device (``campaign_offer.etag_part``)."""
     snapshot = versions.snapshot if versions else 0
-    text = f"{device.generation}|{device.state_hash}|{snapshot}|{director_keyid}"
+    gen = device.generation if generation is None else generation
+    text = f"{gen}|{device.state_hash}|{snapshot}|{director_keyid}"
+    if campaigns:
+        text += f"|{campaigns}"
     return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
 
@@ -88,12 +98,13 @@ def director_metadata(
     keys: OnlineKeys,
     now: int,
     expiry: int,
+    generation: int | None = None,
 ) -> str:
     data = director_targets(
         device_id=device.id,
         nonce=nonce,
         instructions=instructions,
-        version=device.generation,
+        version=device.generation if generation is None else generation,
         expires=dt.datetime.fromtimestamp(now + expiry, dt.UTC).replace(microsecond=0),
         signers=[keys.director],
     )

@@ -9,7 +9,7 @@ and revocation (``device.revoke``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,12 +159,17 @@ EVENT_ACTIONS = {
 
 
 def store_events(
-    session: Session, device_id: str, events: Sequence[dict[str, Any]], now: int
-) -> None:
+    session: Session,
+    device_id: str,
+    events: Sequence[dict[str, Any]],
+    now: int,
+    on_new: Callable[[list[dict[str, Any]]], object] | None = None,
+) -> list[dict[str, Any]]:
     """Insert the events not seen before (idempotent by device and event id); the
-    security-relevant ones among the new are audited."""
+    security-relevant ones among the new are audited. ``on_new`` sees the new events (in
+    order) before the audit append, which must come last in the transaction. The new events."""
     if not events:
-        return
+        return []
     rows = [{**event, "device_id": device_id, "received_at": now} for event in events]
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
@@ -176,17 +181,42 @@ def store_events(
     new = {row.id for row in session.execute(statement, rows)} if rows else set()
     actor, time = audit.device(device_id), audit.when(now)
     recorded = []
+    fresh = []
     for event in events:
-        if event["id"] in new and event["kind"] in EVENT_ACTIONS:
+        if event["id"] in new:
             new.discard(event["id"])  # an id twice in one batch is one event
-            action = EVENT_ACTIONS[event["kind"]]
-            recorded.append(AuditEvent(time, actor, action, device_id, _event_details(event)))
+            fresh.append(event)
+            if event["kind"] in EVENT_ACTIONS:
+                action = EVENT_ACTIONS[event["kind"]]
+                recorded.append(AuditEvent(time, actor, action, device_id, _event_details(event)))
+    if on_new is not None:
+        on_new(fresh)
     if recorded:
         audit.record_all(session, recorded)
+    return fresh
+
+
+def hardware_of(db: Database, group_id: int) -> str:
+    """The hardware id of a device's enrolment group (the push topic it subscribes to)."""
+    with db.reading() as session:
+        group = session.get(EnrollmentGroup, group_id)
+        return group.hardware_id if group is not None else ""
 
 
 def _event_details(event: dict[str, Any]) -> dict[str, Any]:
-    keys = ("id", "time", "kind", "ecu", "target", "result", "failure", "check", "detail")
+    keys: tuple[str, ...] = (
+        "id",
+        "time",
+        "kind",
+        "ecu",
+        "target",
+        "result",
+        "failure",
+        "check",
+        "detail",
+    )
+    if event.get("campaign"):
+        keys += ("campaign",)
     return {("event" if k == "id" else k): event.get(k) for k in keys}
 
 
