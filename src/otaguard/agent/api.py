@@ -326,6 +326,13 @@ def _update_answer(
     )
 
 
+def parse_update_answer(
+    answer: dict[str, Any], response: httpx.Response, nonce: str, base: str
+) -> UpdateAnswer:
+    """A 200 check-in body as the agent reads it (shared with ``sim.http_fleet``)."""
+    return _update_answer(answer, response, nonce, base)
+
+
 def _bad(what: str) -> TransientError:
     return TransientError(Failure.BAD_RESPONSE, f"check-in: {what}")
 
