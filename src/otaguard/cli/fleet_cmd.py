@@ -309,3 +309,7 @@ def _device_view(d: dict[str, Any]) -> Any:
 from otaguard.cli.fleet_audit_cmd import audit as _audit  # noqa: E402
 
 fleet.add_command(_audit)
+
+from otaguard.cli.fleet_campaign_cmd import campaign as _campaign  # noqa: E402
+
+fleet.add_command(_campaign)

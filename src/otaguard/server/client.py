@@ -168,3 +168,36 @@ class FleetClient:
 
     def revoke_device(self, device_id: str) -> dict[str, Any]:
         return dict(self._json("POST", f"/api/v1/devices/{device_id}/revoke"))
+
+    # -- campaigns -------------------------------------------------------------------------
+
+    def create_campaign(
+        self,
+        *,
+        name: str,
+        targets: Sequence[str],
+        selector: Mapping[str, Any],
+        compatible: Mapping[str, Sequence[str]],
+        policy: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "targets": list(targets),
+            "selector": dict(selector),
+            "compatible": {k: list(v) for k, v in compatible.items()},
+            "policy": policy,
+        }
+        return dict(self._json("POST", "/api/v1/campaigns", json=body))
+
+    def campaigns(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/api/v1/campaigns"))
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/api/v1/campaigns/{campaign_id}"))
+
+    def campaign_action(
+        self, campaign_id: str, action: str, *, reason: str | None = None
+    ) -> dict[str, Any]:
+        """approve, start, pause, resume, halt (the kill switch; ``reason``) or cancel."""
+        body = {"reason": reason} if reason else None
+        return dict(self._json("POST", f"/api/v1/campaigns/{campaign_id}/{action}", json=body))

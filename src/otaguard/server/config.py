@@ -60,6 +60,9 @@ class Timing:
     nonce_retention: int = 900
     #: the audit log's checkpoint is signed again when it is this old and entries were added
     audit_checkpoint: float = 30.0
+    #: how long a process's check-ins trust its list of running campaigns (a start, an
+    #: advance or a halt by another process reaches them within this)
+    campaign_cache: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class ServerContext:
         self.repo = RepoStore(self.config.repo_dir, self.db)
         self.enrol_refusals = RefusalBudget()
         self.audit_signer = audit_key.load(self.config)
-        self.campaigns = CampaignCache(self.db)
+        self.campaigns = CampaignCache(self.db, self.config.timing.campaign_cache)
         url = self.config.mqtt_url
         self.pusher = Pusher(url) if url else None
         if self.pusher is not None:  # --mqtt: campaign changes are pushed, devices told where

@@ -271,6 +271,8 @@ class Campaign(Base):
     id: Mapped[str] = mapped_column(String(ID), primary_key=True)
     name: Mapped[str] = mapped_column(String(ID))
     targets: Mapped[list[str]] = mapped_column(JSON)
+    #: the hardware ids the targets are for (signed in the release; push topics name them)
+    hardware_ids: Mapped[list[str]] = mapped_column(JSON)
     selector: Mapped[dict[str, Any]] = mapped_column(JSON)
     #: ECU hardware id or serial -> the versions the release may be installed over
     compatible: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -14,13 +14,14 @@ For each running or paused campaign, one transaction (the campaign's row locked)
    ``campaign.halt`` (with what the stop did to devices in flight) or
    ``campaign.complete``.
 
-The notices (advance, halt, complete) are returned for the caller to send after the commit.
+The notices (advance, halt) are returned for the caller to send after the commit.
 A tick repeated by a holder that lost its lease meanwhile only re-reads the same counters
 and steps a state already stepped: the state machine is deterministic in its inputs.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from otaguard.server.services.campaigns import (
     store_state,
 )
 
+log = logging.getLogger("otaguard.server")
 SWEEP_LIMIT = 10_000
 _IN_FLIGHT = (Stage.OFFERED.value, Stage.DOWNLOADING.value, Stage.INSTALLED.value)
 
@@ -69,8 +71,14 @@ def tick(db: Database, now: float) -> tuple[list[Ticked], list[Notice]]:
     done: list[Ticked] = []
     notices: list[Notice] = []
     for campaign_id in ids:
-        with db.writing() as session:
-            result = _one(session, campaign_id, now)
+        try:
+            with db.writing() as session:
+                result = _one(session, campaign_id, now)
+        except Exception:
+            # one damaged campaign (a state that no longer loads) must not stop the others,
+            # nor the jobs after this one; it is retried next tick and logged each time
+            log.exception("campaign %s: evaluation failed", campaign_id)
+            continue
         if result is not None:
             done.append(result[0])
             if result[1] is not None:
@@ -134,7 +142,6 @@ def _one(session: Session, campaign_id: str, now: float) -> tuple[Ticked, Notice
             notice = notice_for(row, "halt")
         elif decision.action is Action.COMPLETE:
             events.append(_event(now, "campaign.complete", row.id, details))
-            notice = notice_for(row, "complete")
         else:
             notice = notice_for(row, "advance")
         session.flush()

@@ -21,7 +21,7 @@ _WAKE_ALL = ("start", "advance", "resume")
 @dataclass(frozen=True)
 class Notice:
     campaign_id: str
-    reason: str  # start, advance, halt, pause, resume, cancel, complete
+    reason: str  # start, advance, halt, pause, resume, cancel
     hardware_ids: tuple[str, ...] = ()
     device_ids: tuple[str, ...] = ()
 

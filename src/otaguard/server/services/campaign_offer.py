@@ -64,6 +64,8 @@ IN_FLIGHT = (Stage.OFFERED.value, Stage.DOWNLOADING.value, Stage.INSTALLED.value
 #: progress rows that are not an offer
 NOT_OFFERED = ("incompatible", "control")
 STOPPED = ("halted", "cancelled")
+#: stages in which the campaign's target is (still) the device's assignment
+ASSIGNED = (*IN_FLIGHT, Stage.CONFIRMED.value, Stage.SILENT.value)
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,13 @@ class InFlight:
 
 
 def in_flight(db: Database, device_id: str) -> InFlight:
-    """The campaign the device's answer is about, and what a stop tells it to do."""
+    """The campaign the device's answer is about, and what a stop tells it to do.
+
+    ``campaign``: the newest campaign whose release the answer lists for the device (offered,
+    in flight, confirmed, or silent: still assigned), or the stopped campaign whose actions
+    the answer carries. A device that failed, abandoned or reverted has its previous
+    assignment back: no campaign of that one.
+    """
     with db.reading() as session:
         rows = session.execute(
             select(
@@ -319,9 +327,7 @@ def in_flight(db: Database, device_id: str) -> InFlight:
             .join(Campaign, Campaign.id == CampaignDevice.campaign_id)
             .where(
                 CampaignDevice.device_id == device_id,
-                CampaignDevice.stage.not_in(
-                    (*NOT_OFFERED, Stage.ABANDONED.value, Stage.REVERTED.value)
-                ),
+                CampaignDevice.stage.in_(ASSIGNED),
             )
             .order_by(CampaignDevice.offered_at.desc())
         ).all()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from otaguard.rollout.cohort import WavePlan, bucket
@@ -42,6 +42,11 @@ class Selector:
     region: str | None = None
     tags: Mapping[str, str] | None = None
     devices: tuple[str, ...] = ()
+    _device_set: frozenset[str] = field(default=frozenset(), init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # a check-in tests membership: a set, built once (a selector may list 10,000 ids)
+        object.__setattr__(self, "_device_set", frozenset(self.devices))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,10 +80,6 @@ class Selector:
         if group is None or not self.matches_group(group):
             return False
         return not self.devices or device_id in self._device_set
-
-    @property
-    def _device_set(self) -> frozenset[str]:
-        return frozenset(self.devices)
 
 
 def in_waves(key: bytes, campaign_id: str, device_id: str, plan: WavePlan, upto: int) -> bool:

@@ -5,7 +5,9 @@ the wave's stage counters by one (``SET downloading = downloading - 1, installed
 installed + 1``), in the transaction that stores the events. Only events new to the server
 move anything (the events table is idempotent by id, so a replay moves nothing), and only a
 real move: a stage never goes backwards, a final stage (confirmed, failed, abandoned,
-reverted) never changes, a silent device's late report moves it out of ``silent``. Kinds
+reverted) never changes, a silent device's late report moves it out of ``silent``. A move
+to failed ends the offer for that device: it gets its previous assignment back (and a new
+generation), so a release that failed deterministically is not tried again. Kinds
 (docs/server.md, "Device API"):
 
 =====================================  ==============================================
@@ -49,7 +51,7 @@ from otaguard.server.models import (
     EnrollmentGroup,
 )
 from otaguard.server.services.campaign_select import GroupInfo, Selector, wave_of
-from otaguard.server.services.campaigns import CONTROL_WAVE
+from otaguard.server.services.campaigns import CONTROL_WAVE, restore_assignment
 
 _RANK = {Stage.OFFERED: 0, Stage.DOWNLOADING: 1, Stage.INSTALLED: 2}
 _FINAL = {Stage.CONFIRMED, Stage.FAILED, Stage.ABANDONED, Stage.REVERTED}
@@ -141,8 +143,14 @@ def apply_events(
         progress.stage = stage.value
         progress.failure = None if failure is None else failure.value
         progress.updated_at = now
-        status = session.scalar(select(Campaign.status).where(Campaign.id == campaign_id))
-        if status in STOPPED:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None  # the progress row's foreign key
+        ended = stage is Stage.FAILED and campaign.status not in STOPPED
+        if ended:
+            # a deterministic failure ends the offer for this device: it gets its previous
+            # assignment back, so the same failing release is not tried again
+            restore_assignment(session, progress, campaign.deployment_id)
+        if ended or campaign.status in STOPPED:
             # the answer's campaign and actions change for this device: a new ETag
             session.execute(
                 update(Device)

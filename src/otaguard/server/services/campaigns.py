@@ -73,8 +73,9 @@ from otaguard.server.services.campaign_select import GroupInfo, Selector
 
 MAX_TARGETS = 16
 MAX_COMPATIBLE = 64
-#: stages a stop takes devices out of: told to abandon (offered, downloading) or revert
-ABANDON = (Stage.OFFERED.value, Stage.DOWNLOADING.value)
+#: stages a stop takes devices out of: told to abandon (offered, downloading, or silent:
+#: where it is is unknown, and abandoning is the safe instruction) or revert (trial boot)
+ABANDON = (Stage.OFFERED.value, Stage.DOWNLOADING.value, Stage.SILENT.value)
 REVERT = (Stage.INSTALLED.value,)
 #: the stage counters' columns, as WaveCounters names them
 STAGE_COLUMNS = tuple(
@@ -196,6 +197,7 @@ def create_campaign(
             id=campaign_id,
             name=spec.name,
             targets=targets,
+            hardware_ids=sorted(hardware),
             selector=spec.selector.to_dict(),
             compatible=compatible,
             policy=policy.to_dict(),
@@ -270,7 +272,7 @@ _EVENTS = {
 
 def notice_for(row: Campaign, reason: str) -> Notice:
     selector = Selector.from_dict(row.selector)
-    hardware = (selector.hardware_id,) if selector.hardware_id else ()
+    hardware = (selector.hardware_id,) if selector.hardware_id else tuple(row.hardware_ids)
     return Notice(row.id, reason, hardware, selector.devices)
 
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("name", sa.String(64), nullable=False),
         sa.Column("targets", sa.JSON, nullable=False),
+        sa.Column("hardware_ids", sa.JSON, nullable=False),
         sa.Column("selector", sa.JSON, nullable=False),
         sa.Column("compatible", sa.JSON, nullable=False),
         sa.Column("policy", sa.JSON, nullable=False),

@@ -1,0 +1,369 @@
+"""Campaigns on the real server, SQLite and PostgreSQL: waves, kill switch, silent devices,
+health against control, compatibility, roles and the two-person rule.
+
+A few dozen real devices (own keys, signed requests); the evaluator is ticked directly with
+an explicit time (``Fleet.tick``), so the tests decide when it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otaguard.server.client import FleetClient, FleetError, FleetRefused
+from otaguard.server.config import Timing
+from otaguard.server.services.campaign_notice import Notice
+from server.helpers_audit_log import details, entries, of
+from server.helpers_campaigns import (
+    POLICY,
+    V1,
+    V2,
+    Fleet,
+    director_targets,
+    event,
+    health,
+    make_fleet,
+    report,
+    token,
+)
+from server.helpers_devices import HW
+from server.helpers_server import LiveServer, start_live
+
+N = 30
+
+
+@pytest.fixture
+def live(db_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server whose check-ins read the running campaigns afresh every time: the
+    evaluator is ticked from the test, outside the server's process (no cache to wait out)."""
+    timing = Timing(last_seen_flush=0.2, job_interval=3600, campaign_cache=0.0)
+    server = start_live(tmp_path / "srv", db_url, timing=timing)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fleet(live: LiveServer, db_url: str, tmp_path: Path) -> Iterator[Fleet]:
+    made = make_fleet(
+        live.url, live.admin_token, db_url, live.config.online_keys_dir, tmp_path, N, old=4
+    )
+    yield made
+    made.db.dispose()
+    made.admin.close()
+    for device in made.devices:
+        device.close()
+
+
+def _running(fleet: Fleet, policy: str = POLICY) -> tuple[str, FleetClient]:
+    """A campaign of 2.0.0 over 1.0.0 created by a release manager, approved and started by
+    an operator; the operator's client."""
+    rm = token(fleet.admin, "release-manager", "rita")
+    ops = token(fleet.admin, "operator", "otto")
+    made = rm.create_campaign(
+        name="v2",
+        targets=[V2],
+        selector={"hardware_id": HW},
+        compatible={HW: ["1.0.0"]},
+        policy=policy,
+    )
+    assert (made["status"], made["population"]) == ("draft", N)
+    ops.campaign_action(made["id"], "approve")
+    assert ops.campaign_action(made["id"], "start")["status"] == "running"
+    rm.close()
+    return made["id"], ops
+
+
+def _confirm(fleet: Fleet, campaign: str, ids: object) -> None:
+    for device_id in ids:  # type: ignore[attr-defined]
+        device = fleet.by_id(device_id)
+        report(
+            device,
+            event("download-started", campaign),
+            event("installed", campaign),
+            event("confirmed", campaign),
+        )
+
+
+def test_good_release_completes_every_wave_and_never_offers_incompatible_devices(
+    fleet: Fleet, live: LiveServer
+) -> None:
+    before = {d.id: fleet.check_in(d).headers["ETag"] for d in fleet.devices}
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    old = {d.id for d in fleet.devices[-4:]}  # running 0.9.0: not declared compatible
+    # only the devices whose answer changes get a new ETag: wave 1 keeps its 304
+    for device in fleet.devices:
+        answer = device.check_in(before[device.id])
+        assert answer.status_code == (200 if waves[device.id] == 0 else 304), device.id
+    offered = fleet.offered(campaign)
+    assert set(offered) == {d for d, w in waves.items() if w == 0} - old
+    assert set(offered.values()) == {0}
+    for device in fleet.devices:  # the new ETag is stable: idle again
+        assert fleet.check_in(device, etag=True).status_code == 304
+    _confirm(fleet, campaign, offered)
+    # a replayed report moves nothing
+    replay = event("confirmed", campaign)
+    first = next(iter(offered))
+    report(fleet.by_id(first), replay)
+    report(fleet.by_id(first), replay)
+    wave0 = fleet.admin.campaign(campaign)["waves"][0]
+    assert (wave0["confirmed"], wave0["offered"]) == (len(offered), 0)
+
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "advance", ticked.decision.reason
+    later = fleet.offered(campaign)
+    assert set(later) == set(waves) - old
+    assert {later[d] for d in set(later) - set(offered)} == {1}
+    _confirm(fleet, campaign, set(later) - set(offered))
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "complete", ticked.decision.reason
+
+    status = fleet.admin.campaign(campaign)
+    assert status["status"] == "completed"
+    assert sum(w["confirmed"] for w in status["waves"]) == N - len(old)
+    assert status["incompatible"] == len(old)
+    assert set(status["incompatible_devices"]) == old
+    for device_id in old:  # never offered, before or after
+        body = fleet.check_in(fleet.by_id(device_id)).json()
+        assert body["campaign"] is None and V2 not in director_targets(body)
+    found = entries(live)
+    assert [details(e)["action"] for e in of(found, "killswitch.decision")] == [
+        "advance",
+        "complete",
+    ]
+    assert len(of(found, "campaign.complete")) == 1
+    assert {e.event.subject for e in of(found, "device.assign")} == set(later)
+    ops.close()
+
+
+def test_bad_release_is_halted_in_its_first_wave(fleet: Fleet, live: LiveServer) -> None:
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    wave0 = {d for d, w in waves.items() if w == 0}
+    offered = fleet.offered(campaign)
+    assert set(offered) <= wave0
+    for device_id in offered:  # the trial boot fails on every device
+        report(
+            fleet.by_id(device_id),
+            event("download-started", campaign),
+            event("installed", campaign),
+            event("reverted", campaign),
+        )
+    # a boot failure ends the offer for that device: its old assignment (none) is back,
+    # so it does not try the failing release again
+    body = fleet.check_in(fleet.by_id(next(iter(offered)))).json()
+    assert (body["campaign"], director_targets(body)) == (None, [])
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "halt", ticked.decision.reason
+    status = fleet.admin.campaign(campaign)
+    assert (status["status"], status["wave"]) == ("halted", 0)
+    exposed = sum(w["failed_boot"] + w["confirmed"] + w["installed"] for w in status["waves"])
+    assert exposed == len(offered) <= len(wave0)
+    # no device is offered the release after the tick, in any wave
+    assert fleet.offered(campaign) == {}
+    found = entries(live)
+    (halt,) = of(found, "campaign.halt")
+    assert halt.event.actor.id == "evaluator"
+    assert details(halt)["failure"][0]["k"] == len(offered)
+    ops.close()
+
+
+def test_manual_kill_switch_stops_offers_at_once_abandons_and_reverts(
+    fleet: Fleet, live: LiveServer
+) -> None:
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    wave0 = sorted(d for d, w in waves.items() if w == 0 and d not in _old(fleet))
+    assert len(wave0) >= 3
+    downloading, trial, late = wave0[0], wave0[1], wave0[2:]
+    for device_id in (downloading, trial):
+        body = fleet.check_in(fleet.by_id(device_id)).json()
+        assert V2 in director_targets(body)
+    report(fleet.by_id(downloading), event("download-started", campaign))
+    report(fleet.by_id(trial), event("download-started", campaign), event("boot-trial", campaign))
+    halted = ops.campaign_action(campaign, "halt", reason="field reports")
+    assert halted["status"] == "halted"
+    # devices of the open wave that had not checked in yet are offered nothing
+    for device_id in late:
+        body = fleet.check_in(fleet.by_id(device_id)).json()
+        assert body["campaign"] is None and body["actions"] == []
+        assert V2 not in director_targets(body)
+    body = fleet.check_in(fleet.by_id(downloading)).json()
+    assert body["actions"] == [{"kind": "abandon", "campaign": campaign}]
+    assert director_targets(body) == []  # back to what it had: nothing assigned
+    assert f"otaguard/v1/campaigns/{campaign}" in body["push"]["topics"]
+    body = fleet.check_in(fleet.by_id(trial)).json()
+    assert body["actions"] == [{"kind": "revert", "campaign": campaign}]
+    etag = fleet.etags[trial]
+    assert fleet.by_id(trial).check_in(etag).status_code == 304
+    report(fleet.by_id(downloading), event("abandoned", campaign))
+    report(fleet.by_id(trial), event("reverted", campaign))
+    # acted on: the answer (no action) changes, and so does the ETag
+    answer = fleet.by_id(trial).check_in(etag)
+    assert answer.status_code == 200 and answer.json()["actions"] == []
+    wave = fleet.admin.campaign(campaign)["waves"][0]
+    assert (wave["abandoned"], wave["reverted"], wave["failed_boot"]) == (1, 1, 0)
+    (kill,) = of(entries(live), "campaign.kill")
+    assert (kill.event.actor.id, details(kill)["told_to_abandon"]) == ("otto", 1)
+    assert details(kill)["told_to_revert"] == 1
+    with pytest.raises(FleetError, match="409 campaign-state"):  # halted is final
+        ops.campaign_action(campaign, "resume")
+    ops.close()
+
+
+def _old(fleet: Fleet) -> set[str]:
+    return {d.id for d in fleet.devices[-4:]}
+
+
+def test_silent_devices_count_as_failures(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    offered = fleet.offered(campaign)
+    assert len(offered) >= 3
+    quiet = sorted(offered)[:3]
+    (ticked,) = fleet.tick(time.time())  # before the deadline: nobody is silent
+    assert ticked.silent == 0 and ticked.decision.action.value == "none"
+    (ticked,) = fleet.tick(time.time() + 601)  # deadline_s = 600
+    assert ticked.silent == len(offered)
+    assert ticked.decision.action.value == "halt"
+    wave = fleet.admin.campaign(campaign)["waves"][0]
+    assert (wave["silent"], wave["offered"], wave["failures"]) == (len(offered), 0, len(offered))
+    # a late report still moves a silent device out of silent
+    report(fleet.by_id(quiet[0]), event("confirmed", campaign))
+    wave = fleet.admin.campaign(campaign)["waves"][0]
+    assert (wave["silent"], wave["confirmed"]) == (len(offered) - 1, 1)
+    ops.close()
+
+
+def test_health_worse_than_control_halts(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    offered = fleet.offered(campaign)
+    _confirm(fleet, campaign, offered)
+    for device_id in offered:  # updated devices reset 20 times an hour
+        health(fleet.by_id(device_id), campaign, resets=20, crashes=0)
+    control = [d for d, w in waves.items() if w == 1]
+    assert len(control) >= 3
+    for device_id in control:  # devices not yet updated: no resets
+        health(fleet.by_id(device_id), None, resets=0, crashes=0)
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "halt", ticked.decision.reason
+    assert "health resets" in ticked.decision.reason
+    status = fleet.admin.campaign(campaign)
+    assert status["status"] == "halted"
+    assert sum(w["failures"] for w in status["waves"]) == 0  # halted on health alone
+    assert status["control_health_devices"] == len(control)
+    ops.close()
+
+
+def test_equal_health_does_not_halt(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    offered = fleet.offered(campaign)
+    _confirm(fleet, campaign, offered)
+    for device_id in offered:
+        health(fleet.by_id(device_id), campaign, resets=1, crashes=0)
+    for device_id in [d for d, w in waves.items() if w == 1]:
+        health(fleet.by_id(device_id), None, resets=1, crashes=0)
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "advance", ticked.decision.reason
+    ops.close()
+
+
+def test_two_person_rule_and_roles(fleet: Fleet, live: LiveServer) -> None:
+    admin = fleet.admin
+    rm = token(admin, "release-manager", "rita")
+    ops = token(admin, "operator", "otto")
+    auditor = token(admin, "auditor", "ada")
+    spec = {
+        "name": "v2",
+        "targets": [V2],
+        "selector": {"hardware_id": HW},
+        "compatible": {HW: ["1.0.0"]},
+    }
+    with pytest.raises(FleetRefused) as refused:  # operators approve and run, not create
+        ops.create_campaign(**spec)  # type: ignore[arg-type]
+    assert refused.value.status == 403
+    made = admin.create_campaign(**spec)  # type: ignore[arg-type]
+    with pytest.raises(FleetRefused) as refused:
+        admin.campaign_action(made["id"], "approve")
+    assert (refused.value.status, refused.value.check) == (403, "two-person-rule")
+    same_person = token(admin, "operator", "admin")  # another token, the same name
+    with pytest.raises(FleetRefused) as refused:
+        same_person.campaign_action(made["id"], "approve")
+    assert refused.value.check == "two-person-rule"
+    with pytest.raises(FleetRefused) as refused:
+        rm.campaign_action(made["id"], "approve")  # release managers do not approve
+    assert (refused.value.status, refused.value.check) == (403, "forbidden")
+    with pytest.raises(FleetRefused) as refused:
+        auditor.campaign_action(made["id"], "start")
+    assert refused.value.status == 403
+    assert auditor.campaign(made["id"])["status"] == "draft"  # auditors read
+    assert [c["id"] for c in auditor.campaigns()] == [made["id"]]
+    ops.campaign_action(made["id"], "approve")
+    with pytest.raises(FleetRefused) as refused:
+        rm.campaign_action(made["id"], "start")
+    assert refused.value.status == 403
+    started = ops.campaign_action(made["id"], "start")
+    assert started["approved"]["by"] == "otto" and started["started"]["by"] == "otto"
+    found = entries(live)
+    (created,) = of(found, "campaign.create")
+    (approved,) = of(found, "campaign.approve")
+    (start,) = of(found, "campaign.start")
+    assert (created.event.actor.id, approved.event.actor.id) == ("admin", "otto")
+    assert (approved.event.actor.role, details(approved)["created_by"]) == ("operator", "admin")
+    assert start.event.subject == made["id"]
+    for client in (rm, ops, auditor, same_person):
+        client.close()
+
+
+def test_creation_refuses_what_it_cannot_run(fleet: Fleet) -> None:
+    admin = fleet.admin
+    base = {"name": "v2", "targets": [V2], "selector": {"hardware_id": HW}}
+    cases = [
+        ({**base, "compatible": {}}, "invalid-request"),  # nothing declared compatible
+        ({**base, "targets": ["nope.img"], "compatible": {HW: ["1.0.0"]}}, "unknown-target"),
+        ({**base, "selector": {"region": "us"}, "compatible": {HW: ["1"]}}, "invalid-request"),
+        (
+            {**base, "compatible": {HW: ["1.0.0"]}, "policy": "[waves]\nfractions = [2]"},
+            "invalid-policy",
+        ),
+    ]
+    for spec, check in cases:
+        with pytest.raises(FleetRefused) as refused:
+            admin.create_campaign(**spec)  # type: ignore[arg-type]
+        assert refused.value.check == check, spec
+    assert admin.campaigns() == []
+    assert V1  # the release the devices run stays published
+
+
+def test_changes_are_pushed_after_commit_to_the_contract_topics(
+    fleet: Fleet, live: LiveServer
+) -> None:
+    sent: list[Notice] = []
+    live.app_state.server.notify = sent.append
+    campaign, ops = _running(fleet)
+    ops.campaign_action(campaign, "pause")
+    ops.campaign_action(campaign, "resume")
+    ops.campaign_action(campaign, "halt")
+    assert [n.reason for n in sent] == ["start", "pause", "resume", "halt"]
+    assert sent[0].topics() == [f"otaguard/v1/hardware/{HW}"]
+    assert sent[0].payload()["spread_s"] > 0
+    assert sent[-1].topics() == [f"otaguard/v1/campaigns/{campaign}"]
+    assert sent[-1].payload() == {"v": 1, "reason": "halt", "campaign": campaign, "spread_s": 0}
+    ops.close()
+
+
+def test_a_failing_push_hook_changes_nothing(fleet: Fleet, live: LiveServer) -> None:
+    def broken(_notice: Notice) -> None:
+        raise ConnectionError("broker down")
+
+    live.app_state.server.notify = broken
+    campaign, ops = _running(fleet)  # started and acknowledged despite the hook
+    assert fleet.admin.campaign(campaign)["status"] == "running"
+    assert fleet.offered(campaign)  # polling alone delivers the offer
+    ops.close()
