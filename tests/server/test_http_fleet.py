@@ -79,3 +79,23 @@ def test_bad_release_halted_in_its_first_wave_then_good_completes(world: Campaig
     # the halt went out over MQTT (spread 0) and woke subscribed devices
     halted = [t for t, spread in stats.pushed_checkins if spread == 0.0]
     assert halted, "no device checked in because of the pushed halt"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--factory", "no-equals-sign"), ("--fail", "acme/2.img=lots")],
+)
+def test_fleet_agents_refuses_malformed_options_in_one_line(
+    cli: Any, tmp_path: Path, option: str, value: str
+) -> None:
+    image = tmp_path / "x.img"
+    image.write_bytes(b"")
+    args = {"--factory": f"acme/1.img={image}", "--fail": "acme/2.img=0.5"}
+    args[option] = value
+    result = cli(
+        "fleet-agents", "--server", "http://127.0.0.1:9", "--device-ca", tmp_path,
+        "--count", "1", "--hardware-id", "hw", "--director-root", image,
+        "--repo-metadata", tmp_path, *[a for k, v in args.items() for a in (k, v)],
+    )  # fmt: skip
+    assert result.code == 2
+    assert result.err.count("\n") == 1 and option in result.err
