@@ -377,10 +377,14 @@ def _fleet_run(work: Path, devices: int) -> tuple[list[str], list[str]]:
         world.server.stop()
         bs.drop_database(name)
     b, g = result["bad"], result["good"]
-    first = b["plan"][0]
+    planned = b["plan"][0]
+    first = b["waves"][0]["total"]  # the first wave's cohort (a keyed hash: near the plan)
+    later = sum(w["total"] for w in b["waves"][1:])  # offered outside it: must be none
     exposed = stats.count(bad, "confirmed") + stats.count(bad, "reverted")
     requests = sum(stats.requests.values())
-    ok_bad = b["status"] == "halted" and b["wave"] == 0 and result["bad_started"] <= first
+    ok_bad = (
+        b["status"] == "halted" and b["wave"] == 0 and later == 0 and result["bad_started"] <= first
+    )
     ok_good = g["status"] == "completed"
     fleet_rows = [
         f"**{devices:,} lightweight agents, one process** (`otaguard.sim.http_fleet`: the "
@@ -389,20 +393,22 @@ def _fleet_run(work: Path, devices: int) -> tuple[list[str], list[str]]:
         f"{poll:.1f} s (+-50 %). Policy: waves 10 %, 100 %; halt above 15 % failures at 90 % "
         "confidence (Wilson, at least 10 reports); soak 3 polls.",
         "",
-        "| release | outcome | first wave | offered | confirmed | failed (boot) | told to "
-        "revert / abandoned | time |",
+        "| release | outcome | first wave (planned) | offered | confirmed | failed (boot) | "
+        "told to revert / abandoned | time |",
         "|---|---|---|---|---|---|---|---|",
         f"| bad (50 % fail at boot) | {b['status']} in wave {b['wave']} "
-        f"({'as required' if ok_bad else '**NOT as required**'}) | {first} | "
+        f"({'as required' if ok_bad else '**NOT as required**'}) | {first} ({planned}) | "
         f"{result['bad_started']} | {stats.count(bad, 'confirmed')} | "
         f"{stats.count(bad, 'reverted')} | {stats.count(bad, 'reverted-told')} / "
         f"{stats.count(bad, 'abandoned')} | {result['bad_s']:.1f} s to halt |",
         f"| good (0 % fail) | {g['status']} "
-        f"({'as required' if ok_good else '**NOT as required**'}) | {g['plan'][0]} | "
+        f"({'as required' if ok_good else '**NOT as required**'}) | {g['waves'][0]['total']} "
+        f"({g['plan'][0]}) | "
         f"{len(stats.started_by.get(good, set()))} | {stats.count(good, 'confirmed')} | "
         f"{stats.count(good, 'reverted')} | - | {result['good_s']:.1f} s to complete |",
         "",
-        f"Exposure to the bad release: {exposed} devices installed it (first wave: {first}). "
+        f"Exposure to the bad release: {exposed} devices installed it (its first wave: {first} "
+        f"devices; offered outside it: {later}). "
         f"Enrolment of the fleet: {result['enrolled_s']:.1f} s. {requests:,} signed requests in "
         f"{wall:.0f} s ({requests / wall:.0f}/s), {stats.health_reports:,} health reports; "
         f"client errors: {dict(stats.errors) or 'none'}; statuses: {dict(stats.statuses)}.",
@@ -426,7 +432,7 @@ def _halt_latency(world: World, bad: str) -> list[str]:
             await asyncio.sleep(0.2)
         campaign = await world.launch(
             bad,
-            _policy(3600.0, threshold=0.99).replace("[0.1, 1.0]", "[1.0]"),
+            _policy(3600.0).replace("[0.1, 1.0]", "[1.0]"),
             [i.device_id for i in identities],
         )
         deadline = time.monotonic() + 300
