@@ -367,3 +367,123 @@ def test_a_failing_push_hook_changes_nothing(fleet: Fleet, live: LiveServer) -> 
     assert fleet.admin.campaign(campaign)["status"] == "running"
     assert fleet.offered(campaign)  # polling alone delivers the offer
     ops.close()
+
+
+def test_an_idle_check_in_during_a_campaign_writes_nothing_and_scans_nothing(
+    fleet: Fleet, live: LiveServer
+) -> None:
+    """304s during a running campaign: no write, and no read of per-device campaign rows
+    (here the campaign cache is off, so each check-in re-reads the small campaigns and
+    groups tables; by default that happens once per process every 2 s)."""
+    campaign, ops = _running(fleet)
+    fleet.offered(campaign)
+    etags = {d.id: fleet.check_in(d).headers["ETag"] for d in fleet.devices}
+    ctx = live.app_state.server
+    ctx.last_seen.flush()
+    statements: list[str] = []
+
+    from sqlalchemy import event as sa_event
+
+    def record(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(" ".join(statement.split()))
+
+    for engine in ctx.db.engines:
+        sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        for device in fleet.devices:
+            assert device.check_in(etags[device.id]).status_code == 304
+    finally:
+        for engine in ctx.db.engines:
+            sa_event.remove(engine, "before_cursor_execute", record)
+    # the batched last-seen flush (lastseen.py, every 0.2 s here) is not the check-in's
+    batched = "UPDATE devices SET last_seen"
+    reads = [
+        s for s in statements if not s.upper().startswith(("BEGIN", "PRAGMA", batched.upper()))
+    ]
+    assert [s for s in reads if not s.upper().startswith("SELECT")] == []
+    assert not [s for s in reads if "campaign_devices" in s or "assignments" in s]
+    assert not [s for s in reads if "FROM devices" in s and "WHERE devices.id" not in s]
+    ops.close()
+
+
+def test_transient_failures_are_retries_deterministic_ones_end_the_offer(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    offered = sorted(fleet.offered(campaign))
+    assert len(offered) >= 2
+    flaky, refused = fleet.by_id(offered[0]), fleet.by_id(offered[1])
+    report(flaky, event("download-started", campaign))
+    report(flaky, event("download-failed", campaign, failure="transient"))
+    report(refused, event("refused", campaign, failure="deterministic", check="signature"))
+    wave = fleet.admin.campaign(campaign)["waves"][0]
+    assert (wave["retries"], wave["downloading"], wave["failed_verification"]) == (1, 1, 1)
+    assert wave["failures"] == 1  # the retry is not a failure
+    body = fleet.check_in(flaky).json()  # still offered: the agent retries with back-off
+    assert V2 in director_targets(body) and body["campaign"]["id"] == campaign
+    body = fleet.check_in(refused).json()  # not offered again
+    assert (body["campaign"], director_targets(body)) == (None, [])
+    ops.close()
+
+
+def test_pause_stops_new_offers_and_resume_brings_them_back(fleet: Fleet) -> None:
+    campaign, ops = _running(fleet)
+    waves = fleet.waves(campaign)
+    wave0 = sorted(d for d, w in waves.items() if w == 0 and d not in _old(fleet))
+    assert len(wave0) >= 2
+    first, waiting = fleet.by_id(wave0[0]), fleet.by_id(wave0[1])
+    assert V2 in director_targets(fleet.check_in(first).json())
+    report(first, event("download-started", campaign))
+    ops.campaign_action(campaign, "pause")
+    body = fleet.check_in(waiting).json()  # paused: nobody new is offered
+    assert (body["campaign"], director_targets(body)) == (None, [])
+    body = fleet.check_in(first).json()  # in flight: goes on, no action
+    assert V2 in director_targets(body) and body["actions"] == []
+    report(first, event("confirmed", campaign))
+    (ticked,) = fleet.tick(time.time())  # a paused campaign does not advance
+    assert ticked.decision.action.value == "none"
+    ops.campaign_action(campaign, "resume")
+    assert V2 in director_targets(fleet.check_in(waiting).json())
+    status = fleet.admin.campaign(campaign)
+    assert status["paused"]["by"] == "otto" and status["resumed"]["by"] == "otto"
+    assert status["waves"][0]["confirmed"] == 1
+    ops.close()
+
+
+def test_bad_telemetry_and_unknown_campaigns_are_refused(fleet: Fleet) -> None:
+    device = fleet.devices[0]
+    good = {"campaign": None, "window_s": 60.0, "counts": {}, "flags": {}, "metrics": {}}
+    bad = [
+        {**good, "window_s": 0},
+        {**good, "window_s": 8 * 86400.0},
+        {**good, "counts": {"resets": -1}},
+        {**good, "counts": {"Resets": 1}},
+        {**good, "metrics": {"x" * 41: 1.0}},
+        {**good, "metrics": {f"m{i}": 1.0 for i in range(33)}},
+        {**good, "flags": {"heartbeat_lost": "yes"}},
+        {**good, "counts": {"resets": "3"}},
+        {**good, "campaign": "not-a-campaign"},
+    ]
+    for body in bad:
+        answer = device.request("POST", "/api/v1/device/health", body)
+        assert answer.status_code == 422, body
+    answer = device.request(
+        "POST",
+        "/api/v1/device/health",
+        None,
+        extra={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert device.request("POST", "/api/v1/device/health", good).status_code == 200
+    answer = device.request(
+        "POST", "/api/v1/device/events", {"events": [event("confirmed", "c-nothex")]}
+    )
+    assert answer.status_code == 422
+    # an event naming a campaign that never offered this device moves nothing
+    report(device, event("confirmed", "c-000000000000"))
+    http = fleet.admin
+    with pytest.raises(FleetError, match="404"):
+        http.campaign("c-000000000000")
+    with pytest.raises(FleetRefused) as refused:
+        http.campaign("C-XYZ")
+    assert refused.value.status == 422
+    with pytest.raises((FleetError, FleetRefused)):  # one segment: never another resource
+        http.campaign("../tokens")

@@ -12,6 +12,7 @@ import base64
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -35,6 +36,11 @@ class FleetRefused(RejectedError):
 
 class FleetError(UsageError):
     """The request could not be made or the server failed it (not a refusal)."""
+
+
+def _segment(value: str) -> str:
+    """One path segment, whatever the caller passed (``../tokens`` must not climb)."""
+    return quote(value, safe="")
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
@@ -193,11 +199,12 @@ class FleetClient:
         return list(self._json("GET", "/api/v1/campaigns"))
 
     def campaign(self, campaign_id: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/api/v1/campaigns/{campaign_id}"))
+        return dict(self._json("GET", f"/api/v1/campaigns/{_segment(campaign_id)}"))
 
     def campaign_action(
         self, campaign_id: str, action: str, *, reason: str | None = None
     ) -> dict[str, Any]:
         """approve, start, pause, resume, halt (the kill switch; ``reason``) or cancel."""
         body = {"reason": reason} if reason else None
-        return dict(self._json("POST", f"/api/v1/campaigns/{campaign_id}/{action}", json=body))
+        path = f"/api/v1/campaigns/{_segment(campaign_id)}/{_segment(action)}"
+        return dict(self._json("POST", path, json=body))

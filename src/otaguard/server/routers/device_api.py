@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from otaguard.crypto.keys import load_public_key
@@ -310,6 +310,9 @@ MAX_WINDOW_S = 7 * 86400.0
 
 
 class HealthIn(BaseModel):
+    #: no coercion: "yes" is not a flag, "3" not a count (the tallies add what is sent)
+    model_config = ConfigDict(strict=True)
+
     campaign: str | None = Field(default=None, pattern=r"^c-[0-9a-f]{12}$")
     window_s: float = Field(gt=0, le=MAX_WINDOW_S, allow_inf_nan=False)
     counts: dict[Annotated[str, Field(pattern=METRIC)], Annotated[int, Field(ge=0, le=2**31)]] = (

@@ -14,6 +14,11 @@ For each running or paused campaign, one transaction (the campaign's row locked)
    ``campaign.halt`` (with what the stop did to devices in flight) or
    ``campaign.complete``.
 
+Lock order, as a device's report takes them: device rows before the wave's counter row
+(the sweep's counter moves are applied in memory for the decision and written last), the
+audit log's head at the very end; so a tick and a report never wait on each other in a
+cycle.
+
 The notices (advance, halt) are returned for the caller to send after the commit.
 A tick repeated by a holder that lost its lease meanwhile only re-reads the same counters
 and steps a state already stepped: the state machine is deterministic in its inputs.
@@ -29,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from otaguard.audit.entry import AuditEvent
-from otaguard.rollout import Action, Decision, Tick, step
+from otaguard.rollout import Action, CampaignCounters, Decision, Tick, Transition, step
 from otaguard.rollout.counters import Stage
 from otaguard.server.db import Database
 from otaguard.server.models import Campaign, CampaignDevice, CampaignWave
@@ -86,8 +91,11 @@ def tick(db: Database, now: float) -> tuple[list[Ticked], list[Notice]]:
     return done, notices
 
 
-def sweep_silent(session: Session, row: Campaign, deadline_s: float, now: float) -> int:
-    """In-flight devices offered before ``now - deadline_s``: silent, counted as failures."""
+def sweep_silent(
+    session: Session, row: Campaign, deadline_s: float, now: float
+) -> Counter[tuple[int, str]]:
+    """In-flight devices offered before ``now - deadline_s`` become silent (failures); the
+    moves per (wave, stage left), for the counters (:func:`count_silent`)."""
     cutoff = int(now - deadline_s)
     late = session.execute(
         select(CampaignDevice.device_id, CampaignDevice.wave, CampaignDevice.stage)
@@ -100,8 +108,7 @@ def sweep_silent(session: Session, row: Campaign, deadline_s: float, now: float)
         .with_for_update()
     ).all()
     if not late:
-        return 0
-    moves = Counter((wave, stage) for _, wave, stage in late)
+        return Counter()
     session.execute(
         update(CampaignDevice)
         .where(
@@ -111,14 +118,26 @@ def sweep_silent(session: Session, row: Campaign, deadline_s: float, now: float)
         )
         .values(stage=Stage.SILENT.value, updated_at=int(now))
     )
-    for (wave, stage), count in moves.items():
+    return Counter((wave, stage) for _, wave, stage in late)
+
+
+def count_silent(session: Session, campaign_id: str, moves: Counter[tuple[int, str]]) -> None:
+    """The sweep's moves in the wave counters. Done last in the tick (after a stop's
+    device rows): the same lock order as a device's report (its row, then the wave's)."""
+    for (wave, stage), count in sorted(moves.items()):
         column = getattr(CampaignWave, stage)
         session.execute(
             update(CampaignWave)
-            .where(CampaignWave.campaign_id == row.id, CampaignWave.wave == wave)
+            .where(CampaignWave.campaign_id == campaign_id, CampaignWave.wave == wave)
             .values({stage: column - count, "silent": CampaignWave.silent + count})
         )
-    return len(late)
+
+
+def _with_silent(snapshot: CampaignCounters, moves: Counter[tuple[int, str]]) -> CampaignCounters:
+    waves = list(snapshot.waves)
+    for (wave, stage), count in moves.items():
+        waves[wave] = waves[wave].add(Transition(Stage(stage), Stage.SILENT), count)
+    return CampaignCounters(tuple(waves), snapshot.control)
 
 
 def _one(session: Session, campaign_id: str, now: float) -> tuple[Ticked, Notice | None] | None:
@@ -128,14 +147,15 @@ def _one(session: Session, campaign_id: str, now: float) -> tuple[Ticked, Notice
     if row is None or row.status not in ("running", "paused"):
         return None
     state = load_state(row)
-    silent = sweep_silent(session, row, state.policy.halt.deadline_s, now)
-    snapshot = counters(session, row.id, state.plan.waves)
+    moves = sweep_silent(session, row, state.policy.halt.deadline_s, now)
+    snapshot = _with_silent(counters(session, row.id, state.plan.waves), moves)
     new, decision = step(state, Tick(snapshot), now)
     store_state(row, new, int(now))
     notice = None
+    events = []
     if decision.action is not Action.NONE:
         details = decision_details(row, decision)
-        events = [_event(now, "killswitch.decision", row.id, details)]
+        events.append(_event(now, "killswitch.decision", row.id, details))
         if decision.action is Action.HALT:
             stopped = stop_effects(session, row, new, int(now))
             events.append(_event(now, "campaign.halt", row.id, {**details, **stopped}))
@@ -144,9 +164,11 @@ def _one(session: Session, campaign_id: str, now: float) -> tuple[Ticked, Notice
             events.append(_event(now, "campaign.complete", row.id, details))
         else:
             notice = notice_for(row, "advance")
+    count_silent(session, row.id, moves)
+    if events:
         session.flush()
-        audit.record_all(session, events)
-    return Ticked(row.id, decision, silent), notice
+        audit.record_all(session, events)  # last: it holds the log's head
+    return Ticked(row.id, decision, sum(moves.values())), notice
 
 
 def _event(now: float, action: str, subject: str, details: dict[str, object]) -> AuditEvent:

@@ -93,7 +93,7 @@ class CampaignCache:
         return fresh, self._running, self._groups
 
     def refresh(self) -> tuple[tuple[Running, ...], dict[int, GroupInfo]]:
-        """Read the running campaigns (and, if any, the groups); one or two small reads."""
+        """Read the running campaigns and the enrolment groups: two small reads."""
         with self._lock:
             fresh, running, groups = self.cached()
             if fresh:
@@ -115,8 +115,10 @@ class CampaignCache:
                             Selector.from_dict(row.selector),
                         )
                     )
-                groups = {}
-                if found:
+                # small (one row per enrolment group); also gives the check-in's push topics
+                # their hardware id without a query per answer
+                groups = {
+                    gid: GroupInfo(hw, region, dict(tags or {}))
                     for gid, hw, region, tags in session.execute(
                         select(
                             EnrollmentGroup.id,
@@ -124,8 +126,8 @@ class CampaignCache:
                             EnrollmentGroup.region,
                             EnrollmentGroup.tags,
                         )
-                    ):
-                        groups[gid] = GroupInfo(hw, region, dict(tags or {}))
+                    )
+                }
             self._running, self._groups, self._at = tuple(found), groups, now
             return self._running, self._groups
 
