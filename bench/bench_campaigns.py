@@ -380,7 +380,7 @@ def _fleet_run(work: Path, devices: int) -> tuple[list[str], list[str]]:
     planned = b["plan"][0]
     first = b["waves"][0]["total"]  # the first wave's cohort (a keyed hash: near the plan)
     later = sum(w["total"] for w in b["waves"][1:])  # offered outside it: must be none
-    exposed = stats.count(bad, "confirmed") + stats.count(bad, "reverted")
+    exposed = sum(stats.count(bad, k) for k in ("confirmed", "reverted", "reverted-told"))
     requests = sum(stats.requests.values())
     ok_bad = (
         b["status"] == "halted" and b["wave"] == 0 and later == 0 and result["bad_started"] <= first

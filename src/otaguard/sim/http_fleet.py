@@ -328,7 +328,9 @@ class LightDevice:
         started = self.stats.started_by.setdefault(target, set())
         started.add(self.id)
         await self.events(campaign, target, ("download-started", None))
-        await self._pause(self.rng.expovariate(1.0 / self.config.download_s))
+        pushed = await self._pause(self.rng.expovariate(1.0 / self.config.download_s))
+        if pushed is not None:  # a push ended the download early (as the agent's Recheck)
+            self.stats.pushed_checkins.append((time.monotonic(), pushed))
         again = await self.check_in(fresh=True)  # the real agent checks in before installing
         if again is not None and again.wants("abandon", campaign):
             await self.events(campaign, target, ("abandoned", None))
@@ -339,7 +341,9 @@ class LightDevice:
             campaign, target, ("downloaded", None), ("installed", None), ("boot-trial", None)
         )
         await self.report_state("trial", self.config.releases[target])  # the new image, on trial
-        await self._pause(self.rng.expovariate(1.0 / self.config.trial_s))
+        pushed = await self._pause(self.rng.expovariate(1.0 / self.config.trial_s))
+        if pushed is not None:
+            self.stats.pushed_checkins.append((time.monotonic(), pushed))
         trial = await self.check_in(fresh=True)  # as the agent's trial check-in
         if trial is not None and trial.wants("revert", campaign):
             await self.events(campaign, target, ("reverted", "halt"))
