@@ -130,6 +130,11 @@ class Fleet:
         self.targets_url = "/targets/"
         self.version_override: int | None = None
         self.extra_instructions: list[EcuInstruction] = []
+        # campaigns (the campaign contract): what the answer names, per device
+        self.campaigns: dict[str, dict[str, Any]] = {}
+        self.actions: dict[str, list[dict[str, str]]] = {}
+        self.push: dict[str, Any] | None = None
+        self.health: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.server = RangeServer(self.repo_dir, api=self._api)
         self.url = self.server.url
@@ -200,6 +205,24 @@ class Fleet:
         with self._lock:
             record = self.devices[device_id]
             record.assignment[ecu] = target
+            record.generation += 1
+
+    def offer(self, device_id: str, target: str, campaign: str, wave: int = 0) -> None:
+        """Assign ``target`` under ``campaign`` (the answer names it)."""
+        with self._lock:
+            self.campaigns[device_id] = {"id": campaign, "wave": wave}
+        self.assign(device_id, target)
+
+    def halt(self, device_id: str, action: str, back_to: str | None) -> None:
+        """The campaign halts: ``action`` for it, the assignment back to ``back_to``."""
+        with self._lock:
+            record = self.devices[device_id]
+            campaign = self.campaigns[device_id]["id"]
+            self.actions[device_id] = [{"kind": action, "campaign": campaign}]
+            if back_to is None:
+                record.assignment.clear()
+            else:
+                record.assignment["main"] = back_to
             record.generation += 1
 
     def timestamp_version(self) -> int:
@@ -290,12 +313,23 @@ class Fleet:
                 new = [{**e, "device": signed.device_id} for e in events if e["id"] not in known]
                 self.events.extend(new)
             return self._answer(request, 200, {"accepted": len(new)})
+        if endpoint == "/health" and method == "POST":
+            report = json.loads(body)
+            assert set(report) == {"campaign", "window_s", "counts", "flags", "metrics"}, report
+            assert 0 < report["window_s"] <= 7 * 86400
+            with self._lock:
+                self.health.append({**report, "device": signed.device_id})
+            return self._answer(request, 200, {"accepted": 1})
         if endpoint == "/update" and method == "GET":
             return self._update(request, record, signed.device_id, parse.parse_qs(split.query))
         return self._answer(request, 404, {"error": "not-found"})
 
     def etag(self, record: DeviceRecord) -> str:
-        key = f"{record.generation}:{record.state_hash}:{self.timestamp_version()}"
+        device = next((d for d, r in self.devices.items() if r is record), "")
+        extra = json.dumps(
+            [self.campaigns.get(device), self.actions.get(device), self.push], sort_keys=True
+        )
+        key = f"{record.generation}:{record.state_hash}:{self.timestamp_version()}:{extra}"
         return hashlib.sha256(key.encode()).hexdigest()[:32]
 
     def _update(
@@ -330,9 +364,11 @@ class Fleet:
             "director": base64.b64encode(director).decode(),
             "repository": {"metadata_url": self.metadata_url, "targets_url": self.targets_url},
             "poll_interval_s": 60,
-            "actions": [],
+            "actions": self.actions.get(device_id, []),
+            "campaign": self.campaigns.get(device_id),
+            "push": self.push,
         }
         return self._answer(request, 200, answer, {"ETag": f'"{etag}"'})
 
     def kinds(self, device_id: str | None = None) -> list[str]:
-        return [e["kind"] for e in self.events]
+        return [e["kind"] for e in self.events if device_id in (None, e["device"])]

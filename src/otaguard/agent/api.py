@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -55,8 +56,38 @@ class Enrolment:
 
 
 @dataclass(frozen=True)
+class CampaignRef:
+    """The campaign whose release an answer offers (or under which the device is in flight)."""
+
+    id: str
+    wave: int
+
+
+@dataclass(frozen=True)
+class Action:
+    """``abandon`` or ``revert`` for a campaign: safe moves only (they never install anything)."""
+
+    kind: str
+    campaign: str
+
+
+@dataclass(frozen=True)
+class Push:
+    """Where to listen for "check in now" (MQTT); carries no trust, polling stays correct."""
+
+    broker: str | None
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class UpdateAnswer:
-    """A 200 to ``GET /update``: unverified, except for its shape."""
+    """A 200 to ``GET /update``: unverified, except for its shape.
+
+    ``campaign``, ``actions`` and ``push`` are scheduling, not content: a
+    server can at worst make the device drop a download (abandon), leave a
+    trial for the confirmed image it already trusts (revert), or check in more
+    often -- nothing it could not do by withholding updates.
+    """
 
     etag: str
     director: bytes
@@ -64,6 +95,22 @@ class UpdateAnswer:
     targets_url: str
     poll_interval: int | None
     nonce: str  # the nonce this request was signed with: the director must echo it
+    campaign: CampaignRef | None = None
+    actions: tuple[Action, ...] = ()
+    push: Push | None = None
+
+    def wants(self, kind: str, campaign: str | None) -> bool:
+        """True when the answer carries action ``kind`` for ``campaign``."""
+        return campaign is not None and any(
+            a.kind == kind and a.campaign == campaign for a in self.actions
+        )
+
+
+CAMPAIGN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+TOPIC = re.compile(r"^otaguard/v1/[A-Za-z0-9._:/-]{1,200}$")
+ACTION_KINDS = frozenset({"abandon", "revert"})
+MAX_ACTIONS = 16
+MAX_TOPICS = 8
 
 
 class NotAuthenticated(TransientError):
@@ -207,6 +254,12 @@ class DeviceApi:
         accepted = _json_object(data, "events").get("accepted")
         return accepted if isinstance(accepted, int) else 0
 
+    def send_health(self, report: Mapping[str, Any]) -> None:
+        """``POST /health`` (the campaign contract): a window's resets, crashes, flags, metrics."""
+        response, data = self._send("POST", "/health", body=canonical_json(dict(report)))
+        if response.status_code != 200:
+            raise self._fail(response, data, "health report")
+
 
 def _error_detail(data: bytes) -> str:
     try:
@@ -267,4 +320,71 @@ def _update_answer(
         targets_url=_url(repository.get("targets_url"), base, "targets_url"),
         poll_interval=_interval(answer.get("poll_interval_s")),
         nonce=nonce,
+        campaign=_campaign(answer.get("campaign")),
+        actions=_actions(answer.get("actions")),
+        push=_push(answer.get("push")),
     )
+
+
+def parse_update_answer(
+    answer: dict[str, Any], response: httpx.Response, nonce: str, base: str
+) -> UpdateAnswer:
+    """A 200 check-in body as the agent reads it (shared with ``sim.http_fleet``)."""
+    return _update_answer(answer, response, nonce, base)
+
+
+def _bad(what: str) -> TransientError:
+    return TransientError(Failure.BAD_RESPONSE, f"check-in: {what}")
+
+
+def _campaign(value: object) -> CampaignRef | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad("campaign is not an object")
+    ident, wave = value.get("id"), value.get("wave")
+    if not isinstance(ident, str) or not CAMPAIGN_ID.match(ident):
+        raise _bad("campaign id malformed")
+    if isinstance(wave, bool) or not isinstance(wave, int) or not 0 <= wave <= 1_000:
+        raise _bad("campaign wave malformed")
+    return CampaignRef(ident, wave)
+
+
+def _actions(value: object) -> tuple[Action, ...]:
+    """The actions; kinds this agent does not know are left out (a newer server's)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_ACTIONS:
+        raise _bad(f"actions is not a list of at most {MAX_ACTIONS}")
+    actions = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise _bad("an action is not an object")
+        kind, campaign = item.get("kind"), item.get("campaign")
+        if not isinstance(campaign, str) or not CAMPAIGN_ID.match(campaign):
+            raise _bad("an action's campaign is malformed")
+        if kind in ACTION_KINDS:
+            actions.append(Action(str(kind), campaign))
+    return tuple(actions)
+
+
+def _push(value: object) -> Push | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad("push is not an object")
+    broker, topics = value.get("broker"), value.get("topics", [])
+    if broker is not None and (
+        not isinstance(broker, str)
+        or len(broker) > MAX_URL_LENGTH
+        or parse.urlsplit(broker).scheme not in ("mqtt", "tcp")
+    ):
+        raise _bad("push broker is not an mqtt:// URL")
+    if not isinstance(topics, list) or len(topics) > MAX_TOPICS:
+        raise _bad(f"push topics is not a list of at most {MAX_TOPICS}")
+    if not all(isinstance(t, str) and TOPIC.match(t) for t in topics):
+        raise _bad("a push topic is not under otaguard/v1/")
+    return Push(broker, tuple(topics))
+
+
+MAX_URL_LENGTH = 2048

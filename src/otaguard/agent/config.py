@@ -107,6 +107,20 @@ class AgentConfig:
     #: Transitions in one cycle before the agent stops and calls it a bug (a loop).
     max_steps: int = 200
     backoff: dict[Failure, Backoff] = field(default_factory=_default_backoff)
+    # -- campaigns (docs/server.md, the campaign contract) --------------------------------
+    #: Seconds of health observed after a confirmed update before it is reported (for the
+    #: campaign), and between the reports of a device not updated (control).
+    health_window_s: float = 3600.0
+    #: Before confirming a campaign's update, check in once more: a halt with
+    #: ``revert`` then leaves the trial for the confirmed image (no report would come
+    #: otherwise until after the confirm, when reverting is no longer possible).
+    trial_checkin: bool = True
+    #: Subscribe to the topics the server names for "check in now" (MQTT push).
+    mqtt: bool = True
+    #: Random delay before a pushed check-in when the message names no spread (herd).
+    push_spread_s: float = 60.0
+    #: At most one pushed check-in per this many seconds, whatever the message rate.
+    push_min_gap_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.chunk_size <= 64 * 1024 * 1024:
@@ -117,6 +131,10 @@ class AgentConfig:
             raise ValueError("max_outbox must be between 1 and 10000 (the state file's cap)")
         if not 1 <= self.event_batch <= 100:
             raise ValueError("event_batch must be between 1 and 100 (the server's cap)")
+        if not 0 < self.health_window_s <= 7 * 86400:
+            raise ValueError("health_window_s must be above 0 and at most 7 days")
+        if self.push_spread_s < 0 or self.push_min_gap_s < 0:
+            raise ValueError("push_spread_s and push_min_gap_s must not be negative")
         missing = {f for f in Failure if f.transient} - set(self.backoff)
         if missing:
             raise ValueError(f"no backoff for {sorted(f.value for f in missing)}")
@@ -149,7 +167,11 @@ _SCALARS = {
     "max_outbox": int,
     "event_batch": int,
     "max_steps": int,
+    "health_window_s": float,
+    "push_spread_s": float,
+    "push_min_gap_s": float,
 }
+_FLAGS = ("trial_checkin", "mqtt")
 _BACKOFF = {"base": float, "factor": float, "cap": float, "jitter": float, "attempts": int}
 
 
@@ -161,13 +183,18 @@ def config_from_json(value: object) -> AgentConfig:
     """
     if not isinstance(value, dict):
         raise ValueError("the agent configuration is a JSON object")
-    unknown = set(value) - set(_SCALARS) - {"backoff"}
+    unknown = set(value) - set(_SCALARS) - set(_FLAGS) - {"backoff"}
     if unknown:
         raise ValueError(f"unknown agent settings: {', '.join(sorted(unknown))}")
     fields: dict[str, object] = {}
     for name, kind in _SCALARS.items():
         if name in value:
             fields[name] = _number(value[name], kind, name)
+    for name in _FLAGS:
+        if name in value:
+            if not isinstance(value[name], bool):
+                raise ValueError(f"{name} must be true or false")
+            fields[name] = value[name]
     backoff = _default_backoff()
     overrides = value.get("backoff", {})
     if not isinstance(overrides, dict):

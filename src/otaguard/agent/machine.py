@@ -36,6 +36,8 @@ from dataclasses import dataclass, replace
 from otaguard.agent.config import Failure
 from otaguard.agent.state import (
     MAX_TEXT,
+    Health,
+    InFlight,
     Installed,
     Phase,
     Plan,
@@ -112,6 +114,42 @@ class Refused(Input):
     check: str
     detail: str
     etag: str | None = None  # the answer that carried the refused offer (IDLE: no plan yet)
+    campaign: str | None = None  # the campaign that answer named (IDLE: no plan yet)
+
+
+@dataclass(frozen=True)
+class Incompatible(Input):
+    """A verified offer this device cannot take (deterministic: not retried for that answer)."""
+
+    check: str
+    detail: str
+    etag: str
+    campaign: str | None
+    targets: tuple[PlannedTarget, ...]
+
+
+@dataclass(frozen=True)
+class Abandoned(Input):
+    """The server said ``abandon`` for the campaign in flight: its partial data is deleted."""
+
+    campaign: str
+
+
+@dataclass(frozen=True)
+class Recheck(Input):
+    """A push asked for a check-in during a download: check in first (the chunks are kept)."""
+
+
+@dataclass(frozen=True)
+class BootSeen(Input):
+    """The device was reset; ``crashes`` slots were rejected by the bootloader on the way."""
+
+    crashes: int
+
+
+@dataclass(frozen=True)
+class HealthSent(Input):
+    """A health report went out (or the first window starts): a new window begins at ``at``."""
 
 
 @dataclass(frozen=True)
@@ -180,10 +218,18 @@ def _step(state: State, inp: Input) -> State:
         return replace(state, reported_local=inp.local, reported_server=inp.server)
     if isinstance(inp, EventsSent):
         return replace(state, outbox=tuple(r for r in state.outbox if r.id not in inp.ids))
-    if isinstance(inp, Restarted):
-        if phase is Phase.DOWNLOAD:
+    if isinstance(inp, Restarted | Recheck):
+        if phase is Phase.DOWNLOAD:  # in flight still: a later "abandon" finds it
             return replace(state, phase=Phase.IDLE, plan=None, etag=None, attempts={})
+        if isinstance(inp, Recheck):
+            raise InvalidTransition(f"phase {phase.value} cannot take Recheck")
         return state
+    if isinstance(inp, BootSeen):
+        health = state.health or Health(since=inp.at)
+        health = replace(health, resets=health.resets + 1, crashes=health.crashes + inp.crashes)
+        return replace(state, health=health)
+    if isinstance(inp, HealthSent):
+        return replace(state, health=Health(since=inp.at))
     if isinstance(inp, Enrolled) and phase is Phase.IDLE:
         return replace(state, enrolled=True, poll_interval=inp.poll_interval or state.poll_interval)
     if isinstance(inp, UpToDate) and phase is Phase.IDLE:
@@ -205,6 +251,9 @@ def _step(state: State, inp: Input) -> State:
             etag=None,
             attempts={},
             result=None,
+            inflight=InFlight(
+                plan.campaign, "download", tuple((t.component, t.path) for t in plan.targets)
+            ),
         )
         return _events(state, inp, [("download-started", t, None) for t in plan.targets])
     if isinstance(inp, Downloaded) and phase is Phase.DOWNLOAD:
@@ -216,7 +265,8 @@ def _step(state: State, inp: Input) -> State:
         )
         return _events(state, inp, [("downloaded", t, None) for t in inp.targets])
     if isinstance(inp, Installed_) and phase is Phase.INSTALL:
-        state = replace(state, phase=Phase.REBOOT, attempts={})
+        inflight = state.inflight and replace(state.inflight, stage="install")
+        state = replace(state, phase=Phase.REBOOT, attempts={}, inflight=inflight)
         detail = f"slot {inp.slot}"
         return _events(state, inp, [("installed", t, None) for t in _plan(state).targets], detail)
     if isinstance(inp, Booted) and phase is Phase.REBOOT:
@@ -232,18 +282,27 @@ def _step(state: State, inp: Input) -> State:
             etag=None,
             attempts={},
             result=Result.UPDATED,
+            inflight=None,
+            # the health window after an update: reported for the campaign (server.md)
+            health=Health(since=inp.at, campaign=plan.campaign),
         )
         return _events(state, inp, [("confirmed", t, None) for t in plan.targets])
     if isinstance(inp, Reverted) and phase in (Phase.INSTALL, Phase.REBOOT, Phase.TRIAL):
         plan = _plan(state)
         state = replace(
-            state, phase=Phase.REPORT, etag=plan.etag, attempts={}, result=Result.REVERTED
+            state,
+            phase=Phase.REPORT,
+            etag=plan.etag,
+            attempts={},
+            result=Result.REVERTED,
+            inflight=None,
         )
         reverted: tuple[str, str | None] = ("deterministic", inp.check)
         return _events(state, inp, [("reverted", t, reverted) for t in plan.targets], inp.detail)
     if isinstance(inp, Refused) and phase in (Phase.IDLE, Phase.DOWNLOAD, Phase.INSTALL):
         targets = state.plan.targets if state.plan is not None else ()
         etag = inp.etag or (state.plan.etag if state.plan is not None else None)
+        campaign = state.plan.campaign if state.plan is not None else inp.campaign
         state = replace(
             state,
             phase=Phase.REPORT,
@@ -251,19 +310,59 @@ def _step(state: State, inp: Input) -> State:
             etag=etag,
             attempts={},
             result=Result.REFUSED,
+            inflight=None,
         )
         failure: tuple[str, str | None] = ("deterministic", inp.check)
         items: list[_Item] = [("refused", t, failure) for t in targets]
         items = items or [("refused", None, failure)]
-        return _events(state, inp, items, inp.detail)
+        return _events(state, inp, items, inp.detail, campaign)
+    if isinstance(inp, Incompatible) and phase is Phase.IDLE:
+        state = replace(
+            state,
+            phase=Phase.REPORT,
+            plan=None,
+            etag=inp.etag,  # not tried again until the server's answer changes
+            attempts={},
+            result=Result.INCOMPATIBLE,
+            inflight=None,
+        )
+        failure = ("deterministic", inp.check)
+        items = [("incompatible", t, failure) for t in inp.targets]
+        return _events(state, inp, items, inp.detail, inp.campaign)
+    if isinstance(inp, Abandoned) and phase is Phase.IDLE:
+        flight = state.inflight
+        if flight is None or flight.campaign != inp.campaign or flight.stage != "download":
+            raise InvalidTransition("Abandoned without a download in flight for that campaign")
+        # etag None: the same answer's other news (another offer) is fetched again at once
+        state = replace(
+            state,
+            phase=Phase.REPORT,
+            plan=None,
+            etag=None,
+            attempts={},
+            result=Result.ABANDONED,
+            inflight=None,
+        )
+        dropped = [
+            ("abandoned", PlannedTarget(component, path, 1, {}), None)
+            for component, path in flight.targets
+        ]
+        return _events(state, inp, dropped, "the campaign was halted", inp.campaign)
     if isinstance(inp, Unusable) and phase in _PLAN_FAILED:
         plan = _plan(state)
         kind = _PLAN_FAILED[phase]
         state = replace(
-            state, phase=Phase.REPORT, plan=None, etag=plan.etag, attempts={}, result=Result.FAILED
+            state,
+            phase=Phase.REPORT,
+            plan=None,
+            etag=plan.etag,
+            attempts={},
+            result=Result.FAILED,
+            inflight=None,
         )
         broken: tuple[str, str | None] = ("deterministic", None)
-        return _events(state, inp, [(kind, t, broken) for t in plan.targets], inp.detail)
+        items = [(kind, t, broken) for t in plan.targets]
+        return _events(state, inp, items, inp.detail, plan.campaign)
     if isinstance(inp, GaveUp):
         return _gave_up(state, inp)
     if isinstance(inp, Reported) and phase is Phase.REPORT:
@@ -285,7 +384,8 @@ def _gave_up(state: State, inp: GaveUp) -> State:
         )
         failure: tuple[str, str | None] = ("transient", None)
         detail = f"{inp.failure.value}: {inp.detail}"
-        return _events(state, inp, [(kind, t, failure) for t in plan.targets], detail)
+        items = [(kind, t, failure) for t in plan.targets]
+        return _events(state, inp, items, detail, plan.campaign)
     # REBOOT / TRIAL: the device holds the outcome; keep the phase, the shell tries again later
     return replace(state, attempts={}, result=Result.FAILED)
 
@@ -301,7 +401,11 @@ def _events(
     inp: Input,
     items: Sequence[_Item],
     detail: str = "",
+    campaign: str | None = None,
 ) -> State:
+    """Queue one record per item; ``campaign`` defaults to the plan's (the answer named it)."""
+    if campaign is None and state.plan is not None:
+        campaign = state.plan.campaign
     records = []
     for offset, (kind, target, failure) in enumerate(items):
         records.append(
@@ -315,6 +419,7 @@ def _events(
                 failure=None if failure is None else failure[0],
                 check=None if failure is None else failure[1],
                 detail=detail[:MAX_TEXT],
+                campaign=campaign,
             )
         )
     return replace(state, seq=state.seq + len(items), outbox=state.outbox + tuple(records))

@@ -52,11 +52,13 @@ from otaguard.agent import machine as m
 from otaguard.agent.api import (
     DeviceApi,
     NotAuthenticated,
+    Push,
     StateUnknown,
     UpdateAnswer,
 )
 from otaguard.agent.config import AgentConfig, Failure
 from otaguard.agent.failures import ServerRefusedError, TransientError, classify, describe
+from otaguard.agent.push import Subscriber, Wake
 from otaguard.agent.state import Installed, Phase, Plan, PlannedTarget, Record, Result
 from otaguard.agent.store import AgentDir, Identity
 from otaguard.agent.transfer import download_name, fetch_target, http_client
@@ -109,6 +111,14 @@ def _utc(now: dt.datetime) -> str:
     return now.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+class _Recheck(BaseException):
+    """A push arrived during a download: stop it here (chunks kept) and check in first.
+
+    A BaseException so that nothing between the progress callback and the
+    download action mistakes it for a failure of the transfer.
+    """
+
+
 class Agent:
     """One device's agent (one process at a time per device directory: it holds a lock)."""
 
@@ -142,6 +152,11 @@ class Agent:
         self._fetcher = HttpxFetcher(self.config.fetcher_config())
         self._booted_since_install = False
         self._sent_this_cycle = False
+        self._health_tried = False
+        #: rung by the MQTT subscriber (or a test): check in early
+        self.wake = Wake()
+        self._subscriber: Subscriber | None = None
+        self._last_checkin = float("-inf")
         self._sha_cache: dict[tuple[str, str, str | None], str | None] = {}
         try:
             self.state, reset = self.paths.load_state()
@@ -167,6 +182,8 @@ class Agent:
         return fd
 
     def close(self) -> None:
+        if self._subscriber is not None:
+            self._subscriber.close()
         self._http.close()
         self._fetcher.close()
         with contextlib.suppress(OSError):
@@ -202,6 +219,7 @@ class Agent:
         running = running_of(result)
         save_running(self.paths.device, running)
         self._booted_since_install = True
+        self._apply(m.BootSeen(self._at(), len(result.rejected)))  # the health window's counts
         self._log(
             "booted",
             state=result.state,
@@ -215,6 +233,7 @@ class Agent:
     def run_cycle(self) -> Result:
         """One check-in and what it brings, to the end. Raises ``PowerLoss`` if power fails."""
         self._sent_this_cycle = False
+        self._health_tried = False
         actions: dict[Phase, Callable[[], m.Input]] = {
             Phase.IDLE: self._idle,
             Phase.DOWNLOAD: self._download,
@@ -245,7 +264,29 @@ class Agent:
             self.run_cycle()
             done += 1
             wait = interval or self.state.poll_interval or self.config.poll_interval
-            self._sleep(wait)
+            self.wait(wait)
+
+    def wait(self, seconds: float) -> bool:
+        """Wait for the next check-in: ``seconds``, or less when a push rings. True if pushed.
+
+        Without a subscriber this is the injected ``sleep`` (tests run it instantly).
+        A push waits a random delay in ``[0, spread]`` (the herd spreads out), and
+        never starts a check-in sooner than ``push_min_gap_s`` after the last one.
+        """
+        if self._subscriber is None and not self.wake.is_set():
+            self._sleep(seconds)
+            return False
+        start = time.monotonic()
+        spread = self.wake.wait(seconds)
+        if spread is None:
+            return False
+        delay = self._rng.uniform(0, spread) if spread > 0 else 0.0
+        gap = self._last_checkin + self.config.push_min_gap_s - time.monotonic()
+        delay = min(max(delay, gap), max(0.0, seconds - (time.monotonic() - start)))
+        if delay > 0:
+            time.sleep(delay)
+        self._log("pushed", spread=spread, delay=round(delay, 3))
+        return True
 
     def _attempt(self, action: Callable[[], m.Input], phase: Phase) -> m.Input:
         """Run one action; turn its failure into the machine's input (waiting on transients)."""
@@ -320,9 +361,14 @@ class Agent:
             enrolment = self.api.enroll(self._ecus())
             self._log("enrolled", group=enrolment.group, created=enrolment.created)
             return m.Enrolled(self._at(), enrolment.poll_interval)
+        health = self._health_report()
+        if health is not None:
+            return health
         local = hashlib.sha256(body).hexdigest()
         if local != self.state.reported_local or self.state.reported_server is None:
             return m.StateReported(self._at(), local, self.api.report_state(body))
+        self.wake.take()
+        self._last_checkin = time.monotonic()
         try:
             answer = self.api.check_in(self.state.reported_server, self.state.etag)
         except StateUnknown:
@@ -330,7 +376,55 @@ class Agent:
         self._log("check-in", status=304 if answer is None else 200)
         if answer is None:
             return m.UpToDate(self._at(), self.state.etag, None)
+        self._follow(answer.push)
         return self._plan(answer)
+
+    # -- campaigns: health reports, push -------------------------------------------------------
+
+    def _health_report(self) -> m.Input | None:
+        """The health report when its window is over (once per cycle at most); None otherwise.
+
+        Best effort: a server that cannot take it now (or an older one without the
+        endpoint) gets it at a later cycle; the check-in never waits for it.
+        """
+        health = self.state.health
+        if health is None:
+            return m.HealthSent(self._at())  # the first (control) window starts now
+        since = dt.datetime.fromisoformat(health.since.replace("Z", "+00:00"))
+        elapsed = (self._now() - since).total_seconds()
+        if elapsed < self.config.health_window_s or self._health_tried:
+            return None
+        self._health_tried = True
+        report = {
+            "campaign": health.campaign,
+            "window_s": float(min(max(elapsed, 1.0), 7 * 86400.0)),
+            "counts": {"resets": health.resets, "crashes": health.crashes},
+            "flags": {"heartbeat_lost": False},  # the agent ran: it is the heartbeat
+            "metrics": {},
+        }
+        try:
+            self.api.send_health(report)
+        except TransientError as exc:
+            self._log("health-pending", detail=describe(exc))
+            return None
+        self._log("health", **report)
+        return m.HealthSent(self._at())
+
+    def _follow(self, push: Push | None) -> None:
+        """Listen where the answer says (or stop listening); never fails a check-in."""
+        if not self.config.mqtt:
+            return
+        broker = push.broker if push is not None else None
+        topics = push.topics if push is not None else ()
+        if self._subscriber is None:
+            if broker is None:
+                return
+            self._subscriber = Subscriber(
+                self.wake,
+                f"otaguard-{self.identity.device_id}",
+                default_spread=self.config.push_spread_s,
+            )
+        self._subscriber.follow(broker, topics)
 
     def _unplanned_trial(self, running: Running) -> None:
         """A trial the agent did not start (a manual install, a lost state): settle it."""
@@ -391,8 +485,24 @@ class Agent:
         return canonical_json({"ecus": ecus})
 
     def _plan(self, answer: UpdateAnswer) -> m.Input:
+        flight = self.state.inflight
+        if (
+            flight is not None
+            and flight.campaign is not None
+            and flight.stage == "download"
+            and answer.wants("abandon", flight.campaign)
+        ):
+            # a halt: nothing of this offer was written to flash; drop what was fetched
+            self._forget_downloads()
+            self._log("abandon", campaign=flight.campaign)
+            return m.Abandoned(self._at(), flight.campaign)
+        campaign = answer.campaign.id if answer.campaign is not None else None
         with open_device(self.paths.device) as device:
             components = {c.name: c.hardware_id for c in device.config.components}
+            slot_sizes = {
+                c.name: device.config.layout.slot("a", c.name).size
+                for c in device.config.components
+            }
             running = load_running(self.paths.device)
             current = {
                 name: self._image_sha256(device, running.slot, name) if running else None
@@ -420,7 +530,7 @@ class Agent:
             if classify(exc) is not Failure.REFUSED:
                 raise
             # remembered with the answer's ETag: not tried again until the server changes it
-            return m.Refused(self._at(), exc.check, describe(exc), answer.etag)
+            return m.Refused(self._at(), exc.check, describe(exc), answer.etag, campaign)
         todo = []
         for name, instruction in sorted(plan.by_component.items()):
             target = instruction.target
@@ -437,6 +547,19 @@ class Agent:
             todo.append(PlannedTarget(name, target.path, target.length, dict(target.hashes)))
         if not todo:
             return m.UpToDate(self._at(), answer.etag, answer.poll_interval)
+        too_big = [t for t in todo if t.length > slot_sizes[t.component]]
+        if too_big:  # a release for another flash layout: never fits, whatever the retries
+            detail = ", ".join(
+                f"{t.path}: {t.length} bytes, slot {slot_sizes[t.component]}" for t in too_big
+            )
+            return m.Incompatible(
+                self._at(),
+                "slot-size",
+                f"larger than its slot: {detail}",
+                answer.etag,
+                campaign,
+                tuple(todo),
+            )
         self._log("plan", targets=[t.path for t in todo], director_version=plan.director_version)
         return m.Planned(
             self._at(),
@@ -448,6 +571,7 @@ class Agent:
                 metadata_url=answer.metadata_url,
                 targets_url=answer.targets_url,
                 targets=tuple(todo),
+                campaign=campaign,
             ),
             answer.poll_interval,
         )
@@ -463,6 +587,8 @@ class Agent:
 
         def progress(done: int, total: int) -> None:
             self._observer.progress(target.path, done, total)
+            if self.wake.is_set() and self.state.phase is Phase.DOWNLOAD:
+                raise _Recheck()  # a halt may be waiting: the chunks so far are kept
 
         return fetch_target(
             self._http,
@@ -486,7 +612,11 @@ class Agent:
         self._forget_downloads(frozenset(_download_name(t) for t in plan.targets))
         done = []
         for target in plan.targets:
-            path = self._fetch(plan, target)
+            try:
+                path = self._fetch(plan, target)
+            except _Recheck:
+                self._log("recheck", target=target.path)
+                return m.Recheck(self._at())
             with open(path, "rb") as handle:
                 kind, image_id = _describe_image(handle)
             done.append(
@@ -539,6 +669,14 @@ class Agent:
     def _judge_boot(self, *, health: bool) -> m.Input:
         plan = _need(self.state.plan)
         running = load_running(self.paths.device)
+        if (
+            health
+            and plan.campaign is not None
+            and self.config.trial_checkin
+            and running is not None
+            and running.trial
+        ):
+            return self._campaign_trial(plan, running)
         with self._device("confirm") as device:
             if running is None or not _runs_plan(device, running, plan):
                 where = f"slot {running.slot}" if running else "recovery"
@@ -561,6 +699,63 @@ class Agent:
             self._boot()
             return m.Reverted(self._at(), "health-check", "the new image failed its health check")
         return m.Confirmed(self._at(), installed)
+
+    def _campaign_trial(self, plan: Plan, running: Running) -> m.Input:
+        """A campaign's trial: health check, then one check-in (a halt may say revert), then
+        confirm. The trial is where a halt can still undo an install: after the confirm the
+        fuses follow and the old image may never run again."""
+        with self._device("confirm") as device:
+            if not _runs_plan(device, running, plan):
+                return m.Reverted(
+                    self._at(), "boot", f"the new image did not boot ({running.slot})"
+                )
+            healthy = self._health(device, running)
+        halted = healthy and self._told_to_revert(plan.campaign or "")
+        with self._device("confirm") as device:
+            if not healthy or halted:
+                reject(device, running)
+            else:
+                confirm(device, running)
+                save_running(self.paths.device, dataclasses.replace(running, trial=False))
+                installed = {}
+                for t in plan.targets:
+                    sha = self._image_sha256(device, running.slot, t.component)
+                    assert sha is not None  # the slot booted: it holds an image
+                    installed[t.component] = Installed(t.path, sha)
+        if halted:
+            self._boot()
+            return m.Reverted(self._at(), "halt", "the campaign was halted: told to revert")
+        if not healthy:
+            self._boot()
+            return m.Reverted(self._at(), "health-check", "the new image failed its health check")
+        return m.Confirmed(self._at(), installed)
+
+    def _told_to_revert(self, campaign: str) -> bool:
+        """One check-in from the trial: does the server say ``revert`` for ``campaign``?
+
+        The server learns the trial from the queued ``boot-trial`` events and the
+        state (boot: trial), sent first. Any failure means "not told": the trial is
+        never held hostage by the network (confirming is what a device without a
+        server does too).
+        """
+        try:
+            while self.state.outbox:
+                self._apply(self._send_events())
+            with self._device("state") as device:
+                body = self._state_body(device, load_running(self.paths.device))
+            local = hashlib.sha256(body).hexdigest()
+            if local != self.state.reported_local or self.state.reported_server is None:
+                self._apply(m.StateReported(self._at(), local, self.api.report_state(body)))
+            assert self.state.reported_server is not None
+            answer = self.api.check_in(self.state.reported_server, None)
+        except (TransientError, StateUnknown) as exc:
+            self._log("trial-check-in-failed", detail=describe(exc))
+            return False
+        if answer is None:
+            return False
+        told = answer.wants("revert", campaign)
+        self._log("trial-check-in", campaign=campaign, revert=told)
+        return told
 
     # -- REPORT --------------------------------------------------------------------------------
 

@@ -59,6 +59,8 @@ class Result(enum.Enum):
     REFUSED = "refused"
     REVERTED = "reverted"
     FAILED = "failed"  # transient failures outlasted their retries this cycle
+    ABANDONED = "abandoned"  # the server halted the campaign: the download was dropped
+    INCOMPATIBLE = "incompatible"  # the offer cannot be installed on this device
 
 
 EVENT_KINDS = frozenset(
@@ -72,8 +74,13 @@ EVENT_KINDS = frozenset(
         "confirmed",
         "reverted",
         "refused",
+        "abandoned",  # the server said abandon (a campaign halted): partial data deleted
+        "incompatible",  # the offer cannot be installed here (a target larger than its slot)
     }
 )
+
+#: Campaign ids as the server names them (docs/server.md, the campaign contract).
+CAMPAIGN_RE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,11 @@ class Record:
     failure: str | None  # "transient" | "deterministic" | None
     check: str | None
     detail: str
+    campaign: str | None = None  # the campaign whose offer this event is about, if any
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The event as sent; ``campaign`` only when the answer named one (older servers)."""
+        out: dict[str, Any] = {
             "id": self.id,
             "time": self.time,
             "kind": self.kind,
@@ -102,6 +111,9 @@ class Record:
             "check": self.check,
             "detail": self.detail,
         }
+        if self.campaign is not None:
+            out["campaign"] = self.campaign
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,9 +149,11 @@ class Plan:
     metadata_url: str
     targets_url: str
     targets: tuple[PlannedTarget, ...]
+    campaign: str | None = None  # the campaign the answer named (its events carry it)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "campaign": self.campaign,
             "etag": self.etag,
             "nonce": self.nonce,
             "director": base64.b64encode(self.director).decode("ascii"),
@@ -159,6 +173,51 @@ class Installed:
 
 
 @dataclass(frozen=True)
+class InFlight:
+    """An offer the server may count as in progress on this device (for ``abandon``).
+
+    Set when a plan is made and kept while its download waits for a later cycle
+    (a transient failure, a restart), so that a halt announced at a later
+    check-in still finds what to abandon; cleared when the offer ends.
+    """
+
+    campaign: str | None
+    stage: str  # "download" (nothing written to flash yet) | "install" (flash written)
+    targets: tuple[tuple[str, str], ...]  # (component, target path)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "stage": self.stage,
+            "targets": [list(t) for t in self.targets],
+        }
+
+
+@dataclass(frozen=True)
+class Health:
+    """The health window being observed (``POST /api/v1/device/health``).
+
+    ``since`` is when the window began (a confirmed update, or the previous
+    report); ``campaign`` is the campaign whose update was confirmed (None: the
+    device reports as control); resets and crashes are counted by the agent
+    from the boots it sees (every reset, and the slots the bootloader rejected).
+    """
+
+    since: str
+    campaign: str | None = None
+    resets: int = 0
+    crashes: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "campaign": self.campaign,
+            "resets": self.resets,
+            "crashes": self.crashes,
+        }
+
+
+@dataclass(frozen=True)
 class State:
     salt: str  # random, made once: event ids are derived from it and ``seq``
     phase: Phase = Phase.IDLE
@@ -174,6 +233,8 @@ class State:
     plan: Plan | None = None
     outbox: tuple[Record, ...] = ()
     result: Result | None = None
+    inflight: InFlight | None = None
+    health: Health | None = None
 
     def event_id(self, offset: int = 0) -> str:
         """A UUID (version 4 layout) unique to this device and sequence number."""
@@ -200,6 +261,8 @@ class State:
             "plan": None if self.plan is None else self.plan.to_json(),
             "outbox": [r.to_json() for r in self.outbox],
             "result": None if self.result is None else self.result.value,
+            "inflight": None if self.inflight is None else self.inflight.to_json(),
+            "health": None if self.health is None else self.health.to_json(),
         }
 
     def to_bytes(self) -> bytes:
@@ -221,13 +284,17 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [{"type": "null"}, schema]}
 
 
-def _strict(properties: dict[str, Any]) -> dict[str, Any]:
+def _strict(properties: dict[str, Any], optional: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Every property required but ``optional`` ones (added later: older files stay valid)."""
     return {
         "type": "object",
-        "required": sorted(properties),
+        "required": sorted(set(properties) - optional),
         "additionalProperties": False,
         "properties": properties,
     }
+
+
+_CAMPAIGN = {"type": "string", "pattern": CAMPAIGN_RE}
 
 
 _RECORD = _strict(
@@ -241,7 +308,9 @@ _RECORD = _strict(
         "failure": {"enum": [None, "transient", "deterministic"]},
         "check": _nullable({"type": "string", "maxLength": 64}),
         "detail": _TEXT,
-    }
+        "campaign": _nullable(_CAMPAIGN),
+    },
+    frozenset({"campaign"}),
 )
 _PLANNED = _strict(
     {
@@ -272,6 +341,27 @@ _PLAN = _strict(
         "metadata_url": _URL,
         "targets_url": _URL,
         "targets": {"type": "array", "minItems": 1, "maxItems": MAX_TARGETS, "items": _PLANNED},
+        "campaign": _nullable(_CAMPAIGN),
+    },
+    frozenset({"campaign"}),
+)
+_INFLIGHT = _strict(
+    {
+        "campaign": _nullable(_CAMPAIGN),
+        "stage": {"enum": ["download", "install"]},
+        "targets": {
+            "type": "array",
+            "maxItems": MAX_TARGETS,
+            "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": _TEXT},
+        },
+    }
+)
+_HEALTH = _strict(
+    {
+        "since": {"type": "string", "maxLength": 40},
+        "campaign": _nullable(_CAMPAIGN),
+        "resets": _COUNT,
+        "crashes": _COUNT,
     }
 )
 SCHEMA: dict[str, Any] = {
@@ -302,7 +392,10 @@ SCHEMA: dict[str, Any] = {
             "plan": _nullable(_PLAN),
             "outbox": {"type": "array", "maxItems": MAX_OUTBOX, "items": _RECORD},
             "result": {"enum": [None, *(r.value for r in Result)]},
-        }
+            "inflight": _nullable(_INFLIGHT),
+            "health": _nullable(_HEALTH),
+        },
+        frozenset({"inflight", "health"}),
     ),
     # a phase that carries out a plan has one; an idle agent has none
     "allOf": [
@@ -354,6 +447,7 @@ def _plan(data: dict[str, Any] | None) -> Plan | None:
         metadata_url=data["metadata_url"],
         targets_url=data["targets_url"],
         targets=tuple(_planned(t) for t in data["targets"]),
+        campaign=data.get("campaign"),
     )
 
 
@@ -373,4 +467,12 @@ def _state(data: dict[str, Any]) -> State:
         plan=_plan(data["plan"]),
         outbox=tuple(_record(r) for r in data["outbox"]),
         result=None if data["result"] is None else Result(data["result"]),
+        inflight=_inflight(data.get("inflight")),
+        health=None if data.get("health") is None else Health(**data["health"]),
     )
+
+
+def _inflight(data: dict[str, Any] | None) -> InFlight | None:
+    if data is None:
+        return None
+    return InFlight(data["campaign"], data["stage"], tuple((c, p) for c, p in data["targets"]))

@@ -201,9 +201,9 @@ def run_cmd(
         raise StorageError(f"the device lost power: {cut}") from None
     finally:
         observer.close()
-    if result in (Result.UP_TO_DATE, Result.UPDATED):
-        return 0
-    if result in (Result.REFUSED, Result.REVERTED):
+    if result in (Result.UP_TO_DATE, Result.UPDATED, Result.ABANDONED):
+        return 0  # abandoned: the server halted the campaign; the device is as it was
+    if result in (Result.REFUSED, Result.REVERTED, Result.INCOMPATIBLE):
         click.echo(f"otaguard: the update was {result.value} (see the events above)", err=True)
         return 1
     raise StorageError("the update did not complete: the server or the network failed every retry")

@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "server": "otaguard.cli.server_cmd:server",
     "fleet": "otaguard.cli.fleet_cmd:fleet",
     "agent": "otaguard.cli.agent_cmd:agent",
+    "fleet-agents": "otaguard.cli.fleet_agents_cmd:fleet_agents",
 }
 
 

@@ -40,6 +40,12 @@ def server() -> None:
 )
 @click.option("--audit-origin", help="The audit log's name, fixed at the first start.")
 @click.option(
+    "--mqtt",
+    "mqtt_url",
+    envvar="OTAGUARD_MQTT",
+    help="MQTT broker for push (mqtt://host:port; env OTAGUARD_MQTT); default: polling only.",
+)
+@click.option(
     "--log-level",
     default="warning",
     show_default=True,
@@ -54,6 +60,7 @@ def run(
     repo_url: str | None,
     audit_key: str | None,
     audit_origin: str | None,
+    mqtt_url: str | None,
     log_level: str,
 ) -> None:
     """Serve the device and operator APIs and the repository files."""
@@ -71,6 +78,7 @@ def run(
         repo_url=repo_url,
         audit_key=audit_key,
         audit_origin=audit_origin,
+        mqtt_url=mqtt_url or None,
     )
     db = Database(config.database_url)
     try:

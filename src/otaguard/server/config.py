@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib import parse
 
 from otaguard.errors import UsageError
 
@@ -22,6 +23,7 @@ ENV_DATABASE = "OTAGUARD_SERVER_DATABASE"
 ENV_PUBLIC_URL = "OTAGUARD_SERVER_REPO_URL"
 ENV_AUDIT_KEY = "OTAGUARD_SERVER_AUDIT_KEY"
 ENV_AUDIT_ORIGIN = "OTAGUARD_SERVER_AUDIT_ORIGIN"
+ENV_MQTT = "OTAGUARD_MQTT"
 
 MiB = 1024 * 1024
 
@@ -75,8 +77,16 @@ class ServerConfig:
     audit_key: str | None = None
     #: the audit log's name (its checkpoints' origin), fixed at the first start
     audit_origin: str | None = None
+    #: the MQTT broker devices are told to listen to (push); None: polling only
+    mqtt_url: str | None = None
     limits: Limits = Limits()
     timing: Timing = Timing()
+
+    def __post_init__(self) -> None:
+        if self.mqtt_url is not None:
+            split = parse.urlsplit(self.mqtt_url)
+            if split.scheme not in ("mqtt", "tcp") or not split.hostname:
+                raise UsageError(f"--mqtt: not an mqtt://host:port URL: {self.mqtt_url!r}")
 
     @property
     def online_keys_dir(self) -> Path:
@@ -122,6 +132,7 @@ class ServerConfig:
             repo_url=env.get(ENV_PUBLIC_URL),
             audit_key=env.get(ENV_AUDIT_KEY) or None,
             audit_origin=env.get(ENV_AUDIT_ORIGIN) or None,
+            mqtt_url=env.get(ENV_MQTT) or None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -130,6 +141,7 @@ class ServerConfig:
             (ENV_PUBLIC_URL, self.repo_url),
             (ENV_AUDIT_KEY, self.audit_key),
             (ENV_AUDIT_ORIGIN, self.audit_origin),
+            (ENV_MQTT, self.mqtt_url),
         ):
             if value:
                 env[name] = value

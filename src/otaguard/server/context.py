@@ -20,6 +20,7 @@ from otaguard.server.config import ServerConfig
 from otaguard.server.db import Database
 from otaguard.server.lastseen import LastSeen
 from otaguard.server.nonces import NonceCache
+from otaguard.server.push import Pusher
 from otaguard.server.repo_store import RepoStore
 from otaguard.server.services import devices
 from otaguard.server.services.campaign_notice import Notice, Notify, no_push
@@ -42,6 +43,8 @@ class ServerContext:
     enrol_refusals: RefusalBudget = field(init=False)
     #: signs the audit log's checkpoints (``audit_key``: a file key or an HSM key)
     audit_signer: Signer = field(init=False)
+    #: publishes "check in now" (``server/push.py``); None without ``--mqtt``
+    pusher: Pusher | None = field(init=False)
     #: running campaigns and groups, for the check-in's ETag and offer (a couple of seconds)
     campaigns: CampaignCache = field(init=False)
     #: THE call point for push (``server/push.py``): called after a campaign change commits
@@ -59,6 +62,11 @@ class ServerContext:
         self.enrol_refusals = RefusalBudget()
         self.audit_signer = audit_key.load(self.config)
         self.campaigns = CampaignCache(self.db, self.config.timing.campaign_cache)
+        url = self.config.mqtt_url
+        self.pusher = Pusher(url) if url else None
+        if self.pusher is not None:  # --mqtt: campaign changes are pushed, devices told where
+            self.notify = self.pusher.notify
+            self.push_broker = url
 
     def notify_all(self, notices: list[Notice]) -> None:
         """Hand committed campaign changes to the push hook; a failing hook is logged only."""
@@ -84,6 +92,8 @@ class ServerContext:
 
     def close(self) -> None:
         self.last_seen.stop()
+        if self.pusher is not None:
+            self.pusher.close()
         self.db.dispose()
         close = getattr(self.audit_signer, "close", None)
         if close is not None:  # an HSM session

@@ -1,0 +1,45 @@
+"""The agent and the real Mosquitto: a pushed halt wakes an agent, which checks in at once."""
+
+from __future__ import annotations
+
+from helpers_fleet import Fleet
+from helpers_mqtt import ensure_mosquitto
+from otaguard.agent.config import AgentConfig
+from otaguard.agent.state import Result
+from otaguard.server import push
+
+from .conftest import CONFIG, Car, Releases
+
+
+def test_a_pushed_halt_wakes_the_agent_which_checks_in(
+    car: Car, fleet: Fleet, releases: Releases
+) -> None:
+    broker = ensure_mosquitto()
+    topic = push.device_topic(car.device_id)
+    fleet.push = {"broker": broker, "topics": [topic]}
+    config = AgentConfig(**{**CONFIG.__dict__, "push_spread_s": 0.0, "push_min_gap_s": 0.0})
+    pusher = push.Pusher(broker)
+    try:
+        with car.agent(config=config) as agent:
+            assert agent.run_cycle() is Result.UP_TO_DATE
+            subscriber = agent._subscriber
+            assert subscriber is not None and subscriber.topics == {topic}
+            assert subscriber.subscribed.wait(20) and pusher.wait_connected(20)
+            fleet.offer(car.device_id, releases.v2_name, "camp-1")
+            before = len(fleet.requests)
+            for _ in range(20):  # a burst: one wake, one check-in
+                pusher.publish([topic], push.message("start", "camp-1", spread_s=0))
+            assert agent.wait(600) is True  # pushed long before the poll interval
+            assert agent.run_cycle() is Result.UPDATED
+            checkins = [r for r in fleet.requests[before:] if "/update" in r[1]]
+            assert len(checkins) == 2  # the cycle's check-in and the trial's
+    finally:
+        pusher.close()
+
+
+def test_without_a_broker_in_the_answer_the_agent_only_polls(car: Car, fleet: Fleet) -> None:
+    slept: list[float] = []
+    with car.agent(sleep=slept.append) as agent:
+        agent.run_forever(interval=123.0, cycles=2)
+        assert agent._subscriber is None
+    assert slept == [123.0, 123.0]
