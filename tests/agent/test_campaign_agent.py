@@ -225,12 +225,12 @@ def test_a_server_without_the_health_endpoint_does_not_stop_check_ins(
     car.cycle(now=clock, config=config)
     real = fleet._api
 
-    def no_health(request, method, body):  # type: ignore[no-untyped-def]
+    def no_health(request, method, body):
         if request.path.endswith("/health"):
             return fleet._answer(request, 404, {"error": "not-found"})
         return real(request, method, body)
 
-    fleet.server.api = no_health  # type: ignore[attr-defined]
+    fleet.server.api = no_health
     clock.now += dt.timedelta(seconds=5)
     assert car.cycle(now=clock, config=config) is Result.UP_TO_DATE
     state = json.loads((car.dir / "agent" / "state.json").read_bytes())

@@ -62,7 +62,7 @@ def test_a_broker_down_never_raises_into_the_caller() -> None:
         pusher.close()
 
 
-def test_server_config_takes_only_mqtt_urls(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_server_config_takes_only_mqtt_urls(tmp_path) -> None:
     config = ServerConfig.create(tmp_path, mqtt_url=BROKER)
     assert config.to_env()["OTAGUARD_MQTT"] == BROKER
     assert ServerConfig.from_env(config.to_env()).mqtt_url == BROKER
