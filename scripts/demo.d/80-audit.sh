@@ -38,6 +38,23 @@ if [ "$FRESH" = 0 ]; then
   run auditor audit vehicle WVW000003 --trusted-key "$SRV/audit.pub"
 fi
 
+if [ -f "$WORK/csrv/server.db" ]; then  # the campaigns chapter's server: its decisions, proven
+  chapter "Audit: who approved each campaign, and why the kill switch halted 2.0.0"
+  otaguard server run --data-dir "$WORK/csrv" --port 0 > "$WORK/campaign-audit.log" 2>&1 &
+  CAUDIT_PID=$!
+  trap 'kill $AUDIT_PID $CAUDIT_PID 2>/dev/null || true' EXIT
+  for _ in $(seq 200); do grep -q "listening on" "$WORK/campaign-audit.log" && break; sleep 0.1; done
+  CURL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$WORK/campaign-audit.log" | head -1)
+  otaguard fleet --server "$CURL" --token-file "$WORK/csrv/admin.token" \
+    token create --role auditor --name auditor > "$WORK/c-auditor.token"
+  cauditor() { otaguard fleet --server "$CURL" --token-file "$WORK/c-auditor.token" "$@"; }
+  run cauditor audit export --out "$WORK/c-audit-export" --trusted-key "$WORK/csrv/audit.pub"
+  run otaguard audit verify --log "$WORK/c-audit-export" --trusted-key "$WORK/csrv/audit.pub"
+  run cauditor audit release acme-ecu-v2/2.0.0.img --trusted-key "$WORK/csrv/audit.pub"
+  kill "$CAUDIT_PID" 2>/dev/null || true
+  trap 'kill $AUDIT_PID 2>/dev/null || true' EXIT
+fi
+
 chapter "Audit: one entry edited in the database; the verifier names it"
 command -v sqlite3 >/dev/null || sqlite3() {  # no sqlite3 shell: Python's module does the same
   python3 -c 'import sqlite3, sys

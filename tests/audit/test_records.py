@@ -19,6 +19,7 @@ from otaguard.audit.merkle import CompactRange, leaf_hash
 from otaguard.audit.note import b64encode
 from otaguard.audit.records import (
     Proven,
+    campaign_line,
     release_story,
     software_id,
     vehicle_csv,
@@ -163,9 +164,10 @@ def test_a_release_story_counts_outcomes_and_finds_its_ceremony() -> None:
                 Actor("system", "evaluator"),
                 "killswitch.decision",
                 "c1",
-                {"target": V2, "halt": True},
+                {"target": V2, "halt": True, "reason": "wave 0: failure rate above 0.15"},
             ),
             (OPS, "campaign.halt", "c1", {"target": V2}),
+            (OPS, "campaign.create", "c2", {"target": V2, "compatible": {"acme": ["1.0"]}}),
         ]
     )
     story = release_story(V2, items)
@@ -176,7 +178,12 @@ def test_a_release_story_counts_outcomes_and_finds_its_ceremony() -> None:
     assert story["devices_assigned"] == 2
     assert story["outcomes"] == {"install": {"ok": 1, "failed": 1}, "revert": {"ok": 1}}
     assert [h["action"] for h in story["halts"]] == ["campaign.halt"]
-    assert len(story["campaign"]) == 2
+    assert len(story["campaign"]) == 3
+    decision, halt, created = (campaign_line(c) for c in story["campaign"])
+    assert decision.startswith("killswitch.decision (entry 11, ")
+    assert decision.endswith("by system:evaluator: wave 0: failure rate above 0.15")
+    assert halt.endswith(") by operator:ops (operator)")  # no reason given: none shown
+    assert "compatible {'acme': ['1.0']}, waves None" in created
 
 
 # -- a local log carried into another ---------------------------------------------------

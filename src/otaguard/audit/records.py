@@ -291,3 +291,18 @@ def release_story(target: str, items: Sequence[Proven]) -> dict[str, Any]:
         "halts": [c for c in campaign if c["action"] in HALTS],
         "outcomes": outcomes,
     }
+
+
+def campaign_line(record: Mapping[str, Any]) -> str:
+    """One line for a campaign entry of :func:`release_story`: what happened, who, and why.
+
+    The why is what an auditor asks first: the compatibility rule and waves a campaign was
+    created with, the reason a kill switch or an operator gave for a halt.
+    """
+    details = record.get("details") or {}
+    line = f"{record['action']} (entry {record['index']}, {record['time']}) by {record['actor']}"
+    if record["action"] == "campaign.create":
+        line += f": compatible {details.get('compatible')}, waves {details.get('waves')}"
+    elif details.get("reason"):
+        line += f": {details['reason']}"
+    return line

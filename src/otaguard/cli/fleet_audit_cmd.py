@@ -226,7 +226,7 @@ def _vehicle_table(history: dict[str, Any]) -> None:
 @click.pass_context
 def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: bool) -> None:
     """An update's record: signatures, compatibility, decisions, refusals, outcomes."""
-    from otaguard.audit.records import release_story
+    from otaguard.audit.records import campaign_line, release_story
     from otaguard.server.audit_client import checkpoint_json, collect, fresh_head
 
     keys = _keys(trusted)
@@ -259,6 +259,8 @@ def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: 
             f"{deployment['actor']}: {d.get('assignments')} ECU(s) of {d.get('devices')} device(s)"
         )
     click.echo(f"  campaign entries: {len(story['campaign'])}, halts: {len(story['halts'])}")
+    for entry in story["campaign"]:
+        click.echo(f"    {campaign_line(entry)}")
     click.echo(f"  outcomes: {json.dumps(story['outcomes'], sort_keys=True)}")
 
 

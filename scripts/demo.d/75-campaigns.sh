@@ -78,7 +78,7 @@ cat > "$WORK/campaign-line.py" <<'PY'
 import json, sys
 c = json.load(sys.stdin)
 w = c["waves"]
-line = (f"{c['status']}: wave {c['wave'] + 1} of {len(c['plan'])} (cumulative {c['plan']}), "
+line = (f"{c['status']}: wave {c['wave']} of 0-{len(c['plan']) - 1} (cumulative {c['plan']}), "
         f"confirmed {sum(x['confirmed'] for x in w)}, failed {sum(x['failures'] for x in w)}")
 print(line + (f" -- {c['end_reason']}" if c["end_reason"] else ""))
 PY
