@@ -85,7 +85,11 @@ def test_private_key_is_not_extractable(
 
     lib = pkcs11.lib(softhsm["module"])
     token = lib.get_token(token_label="otaguard-test")
-    with token.open(user_pin=os.environ["OTAGUARD_TEST_PIN"]) as session:
+    try:
+        session = token.open(user_pin=os.environ["OTAGUARD_TEST_PIN"])
+    except pkcs11.exceptions.UserAlreadyLoggedIn:  # an earlier test's signer, still open
+        session = token.open()
+    with session:
         for key_type in HSM_TYPES:
             private = session.get_key(
                 object_class=pkcs11.ObjectClass.PRIVATE_KEY, label=f"module-{key_type.value}"
@@ -103,6 +107,21 @@ def test_private_key_is_not_extractable(
 def test_generate_refuses_existing_label(hsm_keys: dict[KeyType, str]) -> None:
     with pytest.raises(UsageError, match="already holds"):
         generate_pkcs11_key(hsm_keys[KeyType.ED25519], KeyType.ED25519)
+
+
+def test_a_wrong_pin_is_refused_while_another_session_is_logged_in(
+    softhsm: dict[str, str], hsm_keys: dict[KeyType, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PKCS#11 shares one login per process: the second session must not skip the PIN."""
+    with Pkcs11Signer(hsm_keys[KeyType.ED25519]) as first:
+        monkeypatch.setenv("OTAGUARD_TEST_PIN", "0000")
+        with pytest.raises(KeyLoadError, match="cannot open PKCS#11 token: PinIncorrect"):
+            Pkcs11Signer(hsm_keys[KeyType.ED25519])
+        with pytest.raises(KeyLoadError, match="PinIncorrect"):
+            generate_pkcs11_key(hsm_uri(softhsm, "never-made"), KeyType.ED25519)
+        monkeypatch.setenv("OTAGUARD_TEST_PIN", "4321")
+        with Pkcs11Signer(hsm_keys[KeyType.ED25519]) as second:
+            assert second.sign(b"m") and first.sign(b"m")
 
 
 def test_bad_uris_and_pins(

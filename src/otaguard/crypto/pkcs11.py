@@ -260,15 +260,30 @@ class Pkcs11Signer:
         self.close()
 
 
+#: The PIN digest each token was logged in with by this process (token serial -> SHA-256).
+_LOGINS: dict[str, bytes] = {}
+
+
 def _open_session(token: Any, pin: str, *, rw: bool) -> Any:
     """Open a session, logged in. PKCS#11 login is per token and process: when
-    another session of ours is already logged in, a new one shares that login."""
+    another session of ours is already logged in, a new one shares that login, but
+    only when given the same PIN. Without that check a wrong PIN would be accepted
+    whenever another session happened to be open, and refused otherwise."""
+    import hmac
+
     import pkcs11
 
+    digest = hashlib.sha256(pin.encode()).digest()
+    serial = str(getattr(token, "serial", b"") or token.label)
     try:
-        return token.open(user_pin=pin, rw=rw)
+        session = token.open(user_pin=pin, rw=rw)
     except pkcs11.exceptions.UserAlreadyLoggedIn:
+        known = _LOGINS.get(serial)
+        if known is None or not hmac.compare_digest(known, digest):
+            raise pkcs11.exceptions.PinIncorrect() from None
         return token.open(rw=rw)
+    _LOGINS[serial] = digest
+    return session
 
 
 def _key_args(attrs: dict[Any, Any]) -> dict[str, Any]:
