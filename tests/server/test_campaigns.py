@@ -494,3 +494,51 @@ def test_bad_telemetry_and_unknown_campaigns_are_refused(fleet: Fleet) -> None:
     assert refused.value.status == 422
     with pytest.raises((FleetError, FleetRefused)):  # one segment: never another resource
         http.campaign("../tokens")
+
+
+def _offered_to(fleet: Fleet, campaign: str, devices: list[Any]) -> dict[str, int]:
+    out = {}
+    for device in devices:
+        body = fleet.check_in(device).json()
+        if body["campaign"] and body["campaign"]["id"] == campaign and not body["actions"]:
+            assert V2 in director_targets(body)
+            out[device.id] = body["campaign"]["wave"]
+    return out
+
+
+def test_a_completed_campaign_still_reaches_vehicles_that_missed_it_until_superseded(
+    fleet: Fleet,
+) -> None:
+    late, later = fleet.devices[0], fleet.devices[1]  # parked while the campaign runs
+    present = fleet.devices[2:]
+    campaign, ops = _running(fleet)
+    wave0 = _offered_to(fleet, campaign, present)
+    _confirm(fleet, campaign, wave0)
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "advance", ticked.decision.reason
+    rest = set(_offered_to(fleet, campaign, present)) - set(wave0)
+    _confirm(fleet, campaign, rest)
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "complete", ticked.decision.reason
+    # the parked vehicle comes back: offered the release its fleet got
+    assert set(_offered_to(fleet, campaign, [late])) == {late.id}
+    # a newer campaign for the same hardware speaks for it from then on, even paused
+    rm = token(fleet.admin, "release-manager", "rose")
+    newer = rm.create_campaign(
+        name="v2-again",
+        targets=[V2],
+        selector={"hardware_id": HW},
+        compatible={HW: ["1.0.0"]},
+        policy=POLICY,
+    )["id"]
+    ops.campaign_action(newer, "approve")
+    ops.campaign_action(newer, "start")
+    ops.campaign_action(newer, "pause")
+    body = fleet.check_in(later).json()
+    assert body["campaign"] is None and V2 not in director_targets(body)
+    # cancelled (its release stopped, not replaced): the completed campaign offers again
+    ops.campaign_action(newer, "cancel")
+    assert set(_offered_to(fleet, campaign, [later])) == {later.id}
+    assert fleet.admin.campaign(campaign)["status"] == "completed"
+    rm.close()
+    ops.close()

@@ -87,8 +87,13 @@ class CampaignState:
 
     @property
     def offering(self) -> int | None:
-        """Devices of waves 0..offering may be offered the release now; None: offer nothing."""
-        return self.wave if self.status is Status.RUNNING else None
+        """Devices of waves 0..offering may be offered the release now; None: offer nothing.
+
+        A completed campaign keeps every wave open: a vehicle that was parked or offline
+        while it ran still gets the release at its next check-in (the release has proven
+        itself on every wave; the server still checks the vehicle's versions are compatible,
+        and stops these late offers once a newer campaign covers the same hardware)."""
+        return self.wave if self.status in (Status.RUNNING, Status.COMPLETED) else None
 
     @property
     def revert_trial(self) -> bool:

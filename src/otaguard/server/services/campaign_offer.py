@@ -64,6 +64,8 @@ IN_FLIGHT = (Stage.OFFERED.value, Stage.DOWNLOADING.value, Stage.INSTALLED.value
 #: progress rows that are not an offer
 NOT_OFFERED = ("incompatible", "control")
 STOPPED = ("halted", "cancelled")
+#: campaigns whose release is offered: running, and completed ones for vehicles that missed it
+OFFERING = ("running", "completed")
 #: stages in which the campaign's target is (still) the device's assignment
 ASSIGNED = (*IN_FLIGHT, Stage.CONFIRMED.value, Stage.SILENT.value)
 
@@ -100,9 +102,15 @@ class CampaignCache:
                 return running, groups
             now = time.monotonic()
             with self.db.reading() as session:
-                rows = list(session.scalars(select(Campaign).where(Campaign.status == "running")))
+                rows = list(
+                    session.scalars(
+                        select(Campaign)
+                        .where(Campaign.status.in_((*OFFERING, "paused")))
+                        .order_by(Campaign.created_at, Campaign.id)
+                    )
+                )
                 found = []
-                for row in rows:
+                for row in _not_superseded(rows):
                     state = state_from_dict(row.state)
                     if state.offering is None:
                         continue
@@ -133,6 +141,25 @@ class CampaignCache:
 
     def forget(self) -> None:
         self._at = 0.0
+
+
+def _not_superseded(rows: Sequence[Campaign]) -> list[Campaign]:
+    """``rows`` (oldest first) less the completed campaigns a later one covers.
+
+    A completed campaign keeps offering its release to vehicles that missed it (see
+    ``CampaignState.offering``) until a campaign created after it, running, paused or
+    completed, is for a release of the same hardware: from then on that one speaks for the
+    hardware, and late vehicles are not handed the older release first. A later campaign
+    that was halted or cancelled does not count (its release was stopped, not replaced).
+    """
+    kept = []
+    later: set[str] = set()
+    for row in reversed(rows):
+        hardware = set(row.hardware_ids or ())
+        if row.status == "running" or not hardware & later:
+            kept.append(row)
+        later |= hardware
+    return kept[::-1]
 
 
 def eligible(
@@ -195,7 +222,7 @@ def _offer_one(
     row = session.scalars(
         select(Campaign).where(Campaign.id == running.id).with_for_update()
     ).one_or_none()
-    if row is None or row.status != "running":
+    if row is None or row.status not in OFFERING:
         return None
     progress = session.get(CampaignDevice, {"campaign_id": row.id, "device_id": device_id})
     if progress is not None and progress.stage not in NOT_OFFERED:
@@ -207,7 +234,7 @@ def _offer_one(
             CampaignDevice.device_id == device_id,
             CampaignDevice.campaign_id != row.id,
             CampaignDevice.stage.in_(IN_FLIGHT),
-            Campaign.status.in_(("running", "paused")),
+            Campaign.status.in_(("running", "paused", "completed")),
         )
         .limit(1)
     )
