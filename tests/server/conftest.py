@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from server.helpers_process import ServerProcess
 from server.helpers_server import PG_ADMIN_URL, LiveServer, pg_connect, start_live
 
 
@@ -70,4 +71,13 @@ def live(db_url: str, tmp_path: Path) -> Iterator[LiveServer]:
     try:
         yield server
     finally:
+        server.stop()
+
+
+@pytest.fixture
+def started() -> Iterator[list[ServerProcess]]:
+    """Server processes a test starts (``ServerProcess.start``), stopped after it."""
+    servers: list[ServerProcess] = []
+    yield servers
+    for server in servers:
         server.stop()

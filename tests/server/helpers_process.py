@@ -8,8 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 STARTUP_S = 60
 
@@ -90,3 +92,18 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+#: how long a test waits for another process to do something (takeovers, drains)
+WAIT_S = 120
+
+
+def wait_for(check: Any) -> Any:
+    """``check()``'s first truthy value, polled until :data:`WAIT_S` runs out."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("gave up waiting")

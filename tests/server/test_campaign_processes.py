@@ -4,40 +4,17 @@ and every report the dead process acknowledged is counted."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from otaguard.server.client import FleetClient
 from otaguard.server.db import Database
 from otaguard.server.lease import Lease
 from server.helpers_campaigns import POLICY, V2, Fleet, event, make_fleet, report, token
 from server.helpers_devices import HW
-from server.helpers_process import ServerProcess
-
-WAIT_S = 120
-
-
-@pytest.fixture
-def started() -> Iterator[list[ServerProcess]]:
-    servers: list[ServerProcess] = []
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-def _wait_for(check: Any) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("gave up waiting")
+from server.helpers_process import ServerProcess, wait_for
 
 
 def _move(fleet: Fleet, url: str) -> None:
@@ -55,7 +32,7 @@ def test_evaluator_taken_over_after_sigkill_with_no_report_lost(
     started.append(ServerProcess.start(data, pg_url))
     db = Database(pg_url)
     probe = Lease(db, "jobs", "probe", ttl=0)
-    holder = _wait_for(probe.holder_now)[0]
+    holder = wait_for(probe.holder_now)[0]
     pid = int(holder.split(":")[1])
     dead, alive = started if started[0].pid == pid else started[::-1]
     admin_token = (data / "admin.token").read_text().strip()
@@ -73,7 +50,7 @@ def test_evaluator_taken_over_after_sigkill_with_no_report_lost(
         ops.campaign_action(campaign, "approve")
         ops.campaign_action(campaign, "start")
         # every report goes to the lease holder and is acknowledged (200) before it dies
-        first = _wait_for(lambda: fleet.offered(campaign))
+        first = wait_for(lambda: fleet.offered(campaign))
         for device_id in first:
             report(
                 fleet.by_id(device_id),
@@ -85,11 +62,11 @@ def test_evaluator_taken_over_after_sigkill_with_no_report_lost(
 
         _move(fleet, alive.url)
         with FleetClient(alive.url, admin_token) as admin:
-            new = _wait_for(lambda: _other_holder(probe, holder))
+            new = wait_for(lambda: _other_holder(probe, holder))
             assert int(new.split(":")[1]) == alive.pid
-            status = _wait_for(lambda: _advanced(admin.campaign(campaign)))
+            status = wait_for(lambda: _advanced(admin.campaign(campaign)))
             assert status["waves"][0]["confirmed"] == len(first)  # no report lost
-            later = _wait_for(lambda: {d: w for d, w in fleet.offered(campaign).items() if w})
+            later = wait_for(lambda: {d: w for d, w in fleet.offered(campaign).items() if w})
             assert set(first) | set(later) == {d.id for d in fleet.devices}
             for device_id in later:
                 report(
@@ -97,7 +74,7 @@ def test_evaluator_taken_over_after_sigkill_with_no_report_lost(
                     event("download-started", campaign),
                     event("confirmed", campaign),
                 )
-            done = _wait_for(lambda: (s := admin.campaign(campaign))["status"] == "completed" and s)
+            done = wait_for(lambda: (s := admin.campaign(campaign))["status"] == "completed" and s)
             assert sum(w["confirmed"] for w in done["waves"]) == len(fleet.devices)
             assert done["ended"]["by"] == "evaluator"
         rm.close()

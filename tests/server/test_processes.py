@@ -11,25 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from otaguard.protocol.state import state_hash
 from otaguard.server.client import FleetClient
 from otaguard.server.db import Database
 from otaguard.server.lease import Lease
 from server.helpers_devices import HW, Device, DeviceCa
-from server.helpers_process import ServerProcess
+from server.helpers_process import ServerProcess, wait_for
 from server.helpers_release import OfflineRepo
-
-WAIT_S = 120
-
-
-@pytest.fixture
-def started() -> Iterator[list[ServerProcess]]:
-    servers: list[ServerProcess] = []
-    yield servers
-    for server in servers:
-        server.stop()
 
 
 def _start(started: list[ServerProcess], data_dir: Path, db_url: str, *extra: str) -> ServerProcess:
@@ -105,12 +94,12 @@ def test_lease_is_taken_over_when_its_holder_dies(
     db = Database(pg_url)
     probe = Lease(db, "jobs", "probe", ttl=0)
     try:
-        holder = _wait_for(probe.holder_now)
+        holder = wait_for(probe.holder_now)
         pid = int(holder[0].split(":")[1])
         assert pid in (a.pid, b.pid)
         dead, alive = (a, b) if pid == a.pid else (b, a)
         dead.kill()
-        new = _wait_for(lambda: _other_holder(probe, holder[0]))
+        new = wait_for(lambda: _other_holder(probe, holder[0]))
         assert int(new.split(":")[1]) == alive.pid
     finally:
         db.dispose()
@@ -119,16 +108,6 @@ def test_lease_is_taken_over_when_its_holder_dies(
 def _other_holder(probe: Lease, old: str) -> str | None:
     now = probe.holder_now()
     return now[0] if now is not None and now[0] != old else None
-
-
-def _wait_for(check):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("gave up waiting")
 
 
 def test_sigterm_drains_a_request_in_flight(
