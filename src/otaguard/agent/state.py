@@ -28,6 +28,7 @@ from typing import Any
 
 from otaguard._statefile import parse_state
 from otaguard.errors import StorageError
+from otaguard.protocol.events import EVENT_KINDS
 
 FORMAT = 1
 MAX_STATE_BYTES = 8 * 1024 * 1024
@@ -62,22 +63,6 @@ class Result(enum.Enum):
     ABANDONED = "abandoned"  # the server halted the campaign: the download was dropped
     INCOMPATIBLE = "incompatible"  # the offer cannot be installed on this device
 
-
-EVENT_KINDS = frozenset(
-    {
-        "download-started",
-        "download-failed",
-        "downloaded",
-        "install-failed",
-        "installed",
-        "boot-trial",
-        "confirmed",
-        "reverted",
-        "refused",
-        "abandoned",  # the server said abandon (a campaign halted): partial data deleted
-        "incompatible",  # the offer cannot be installed here (a target larger than its slot)
-    }
-)
 
 #: Campaign ids as the server names them (docs/server.md, the campaign contract).
 CAMPAIGN_RE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from otaguard.crypto.keys import load_public_key
+from otaguard.protocol.events import EventKind
 from otaguard.protocol.state import state_hash
 from otaguard.server.device_auth import (
     EnrolmentHeaders,
@@ -252,19 +253,7 @@ async def check_in(
 class Event(BaseModel):
     id: str = Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     time: dt.datetime
-    kind: Literal[
-        "download-started",
-        "download-failed",
-        "downloaded",
-        "install-failed",
-        "installed",
-        "boot-trial",
-        "confirmed",
-        "reverted",
-        "refused",
-        "abandoned",
-        "incompatible",
-    ]
+    kind: EventKind
     ecu: str | None = Field(default=None, pattern=NAME)
     target: str | None = Field(default=None, max_length=255)
     result: Literal["ok", "failed"]
