@@ -81,7 +81,9 @@ def test_bad_release_halted_in_its_first_wave_then_good_completes(world: Campaig
     assert stats.count(world.good, "confirmed") == len(stats.started_by[world.good]) == DEVICES
     assert stats.count(world.good, "reverted") == 0
     assert stats.health_reports > 0
-    assert sum(stats.errors.values()) <= 2, stats.errors  # a dropped keep-alive at most
+    # no transport error: the server keeps an idle connection longer than the client's pool
+    # does (Timing.keep_alive), so no poll goes out on a connection the server is closing
+    assert not stats.errors, stats.errors
     # the halt went out over MQTT (spread 0) and woke subscribed devices
     halted = [t for t, spread in stats.pushed_checkins if spread == 0.0]
     assert halted, "no device checked in because of the pushed halt"

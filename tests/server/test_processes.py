@@ -172,3 +172,30 @@ def test_workers_share_one_socket_and_stop_on_sigterm(
         device.http = httpx.Client(base_url=server.url, timeout=30)
         assert device.check_in().status_code == 200
     assert server.terminate() in (0, 128 + signal.SIGTERM, -signal.SIGTERM)
+
+
+def test_idle_connection_outlives_a_clients_pool_expiry(
+    started: list[ServerProcess], tmp_path: Path
+) -> None:
+    """An idle keep-alive connection is still open after httpx's 5 s pool expiry: the client
+    closes first, so no request is sent on a connection the server is closing (a read error
+    in a fleet of pollers when the two timers are equal)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    server = _start(started, tmp_path / "srv", f"sqlite+pysqlite:///{tmp_path / 'db.sqlite'}")
+    split = urlsplit(server.url)
+    conn = http.client.HTTPConnection(split.hostname or "", split.port, timeout=10)
+    try:
+        conn.request("GET", "/openapi.json")
+        first = conn.getresponse()
+        first.read()
+        local = conn.sock.getsockname()
+        time.sleep(6.0)  # past httpx's keepalive_expiry (and uvicorn's default of 5 s)
+        conn.request("GET", "/openapi.json")
+        second = conn.getresponse()  # RemoteDisconnected if the server closed it
+        second.read()
+        assert conn.sock.getsockname() == local  # the same connection, not a new one
+        assert first.status == second.status == 200
+    finally:
+        conn.close()

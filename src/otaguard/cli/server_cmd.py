@@ -111,6 +111,7 @@ def run(
         log_level=log_level,
         access_log=log_level in ("info", "debug"),
         timeout_graceful_shutdown=DRAIN_SECONDS,
+        timeout_keep_alive=int(config.timing.keep_alive),
         lifespan="on",
         server_header=False,
     )

@@ -63,6 +63,11 @@ class Timing:
     #: how long a process's check-ins trust its list of running campaigns (a start, an
     #: advance or a halt by another process reaches them within this)
     campaign_cache: float = 2.0
+    #: how long an idle HTTP connection is kept open. Longer than any client keeps one in its
+    #: pool (httpx: 5 s), so that the client always closes first: with equal timers, a request
+    #: sent on a connection the server is closing at that instant fails with a read error.
+    #: Behind a load balancer, keep it above the balancer's idle timeout for the same reason.
+    keep_alive: float = 75.0
 
 
 @dataclass(frozen=True)
