@@ -321,3 +321,91 @@ def test_repository_through_nginx_as_an_untrusted_mirror(
     finally:
         srv.stop()
         mirror.stop()
+
+
+HOLD_POLICY = """
+[waves]
+fractions = [1.0]
+min_devices = 1
+min_soak_s = 3600.0
+
+[advance]
+min_confirmed = 1000
+require_health = false
+
+[halt]
+failure_threshold = 0.5
+min_sample = 1000
+deadline_s = 3600.0
+revert_on_halt = true
+"""
+
+
+class _HaltInTrial:
+    """Halts the campaign (the operator's kill switch) when the device reports its trial boot."""
+
+    def __init__(self, halt: Callable[[], CliResult]) -> None:
+        self.halt = halt
+        self.kinds: list[str] = []
+        self.halted: CliResult | None = None
+
+    def log(self, event: str, fields: Mapping[str, object]) -> None:
+        if event == "event":
+            self.kinds.append(str(fields["kind"]))
+            if fields["kind"] == "boot-trial" and self.halted is None:
+                self.halted = self.halt()
+
+    def progress(self, target: str, done: int, total: int) -> None:
+        pass
+
+
+def test_campaign_offers_to_the_real_agent_and_its_halt_reverts_a_trial(
+    world: World, device_ca: DeviceCa
+) -> None:
+    """The whole campaign path with the real agent and device model: a campaign created by one
+    person and started by another reaches a car (its events name the campaign); the kill
+    switch pulled while a second car runs the release on trial makes that car revert."""
+    cars = {vin: _car(world, device_ca, vin) for vin in ("WVW0000003", "WVW0000004")}
+    for vin, directory in cars.items():
+        assert _agent_run(world, directory, vin).returncode == 0  # enrolled, at 1.0.0
+    made = world.fleet("token", "create", "--role", "operator", "--name", "olga", "--json")
+    operator = world.tmp / "olga.token"
+    operator.write_text(json.loads(made.out)["token"])
+
+    def ops(*args: object) -> CliResult:
+        return world.cli("fleet", "--server", world.srv.url, "--token-file", operator,
+                         "campaign", *args)  # fmt: skip
+
+    policy = world.tmp / "hold.toml"
+    policy.write_text(HOLD_POLICY)
+    created = world.fleet("campaign", "create", f"{HW}/2.0.0.img", "--name", "v2",
+                          "--hardware-id", HW, "--compatible", f"{HW}=1.0.0",
+                          "--policy", policy, "--json")  # fmt: skip
+    assert created.code == 0, created.err
+    cid = json.loads(created.out)["id"]
+    assert world.fleet("campaign", "approve", cid).code == 1  # the creator cannot approve
+    assert ops("approve", cid).code == 0 and ops("start", cid).code == 0
+
+    first = _agent_run(world, cars["WVW0000003"], "WVW0000003")
+    assert first.returncode == 0, first.stderr + first.stdout
+    events = _events(first)
+    assert [e["kind"] for e in events] == ["download-started", "downloaded", "installed",
+                                           "boot-trial", "confirmed"]  # fmt: skip
+    assert {e["campaign"] for e in events} == {cid}
+    assert _running_version(cars["WVW0000003"]) == ("2.0.0", "confirmed")
+
+    halter = _HaltInTrial(lambda: ops("halt", cid, "--reason", "field reports"))
+    identity = load_identity(world.tmp / "WVW0000004-id")
+    with Agent(cars["WVW0000004"], world.srv.url, identity, observer=halter) as agent:
+        result = agent.run_cycle()
+    assert halter.halted is not None and halter.halted.code == 0, halter.halted
+    assert result is Result.REVERTED, halter.kinds
+    assert halter.kinds[-2:] == ["boot-trial", "reverted"]
+    assert _running_version(cars["WVW0000004"]) == ("1.0.0", "confirmed")
+
+    shown = ops("status", cid, "--json")
+    status = json.loads(shown.out)
+    assert status["status"] == "halted" and "field reports" in status["end_reason"]
+    wave = status["waves"][0]
+    assert (wave["confirmed"], wave["reverted"]) == (1, 1), wave
+    assert world.device_view("WVW0000004")["ecus"][0]["version"] == "1.0.0"

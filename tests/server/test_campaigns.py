@@ -217,6 +217,32 @@ def test_manual_kill_switch_stops_offers_at_once_abandons_and_reverts(
     ops.close()
 
 
+@pytest.mark.parametrize("revert_on_halt", [True, False])
+def test_a_device_that_installs_after_the_halt_is_told_to_revert(
+    fleet: Fleet, revert_on_halt: bool
+) -> None:
+    """Downloading when the kill switch was pulled, the device finished before it heard
+    (the agent ignores ``abandon`` once installed): its late install is told to revert like
+    a trial at the halt, when the policy says so; otherwise it keeps the release."""
+    policy = POLICY.replace("[halt]", f"[halt]\nrevert_on_halt = {str(revert_on_halt).lower()}")
+    campaign, ops = _running(fleet, policy)
+    waves = fleet.waves(campaign)
+    device_id = min(d for d, w in waves.items() if w == 0 and d not in _old(fleet))
+    device = fleet.by_id(device_id)
+    assert V2 in director_targets(fleet.check_in(device).json())
+    report(device, event("download-started", campaign))
+    ops.campaign_action(campaign, "halt", reason="field reports")
+    report(device, event("installed", campaign), event("boot-trial", campaign))
+    body = fleet.check_in(device).json()
+    expected = [{"kind": "revert", "campaign": campaign}] if revert_on_halt else []
+    assert body["actions"] == expected
+    if revert_on_halt:
+        report(device, event("reverted", campaign))
+        wave = fleet.admin.campaign(campaign)["waves"][0]
+        assert (wave["reverted"], wave["failed_boot"], wave["installed"]) == (1, 0, 0)
+    ops.close()
+
+
 def _old(fleet: Fleet) -> set[str]:
     return {d.id for d in fleet.devices[-4:]}
 

@@ -5,7 +5,10 @@ the wave's stage counters by one (``SET downloading = downloading - 1, installed
 installed + 1``), in the transaction that stores the events. Only events new to the server
 move anything (the events table is idempotent by id, so a replay moves nothing), and only a
 real move: a stage never goes backwards, a final stage (confirmed, failed, abandoned,
-reverted) never changes, a silent device's late report moves it out of ``silent``. A move
+reverted) never changes, a silent device's late report moves it out of ``silent``. A device
+that reports its install after a halt (it was downloading when told to abandon, or its reports
+came late) is told to revert like those in trial at the halt, when the policy says
+``revert_on_halt``. A move
 to failed ends the offer for that device: it gets its previous assignment back (and a new
 generation), so a release that failed deterministically is not tried again. Kinds
 (docs/server.md, "Device API"):
@@ -145,6 +148,10 @@ def apply_events(
         progress.updated_at = now
         campaign = session.get(Campaign, campaign_id)
         assert campaign is not None  # the progress row's foreign key
+        if stage is Stage.INSTALLED and campaign.status in STOPPED and not progress.told_revert:
+            # installed after the stop told it to abandon (the download had finished, or the
+            # report came late): it is now what the halt's revert is for, if the policy says so
+            progress.told_revert = state_from_dict(campaign.state).policy.halt.revert_on_halt
         ended = stage is Stage.FAILED and campaign.status not in STOPPED
         if ended:
             # a deterministic failure ends the offer for this device: it gets its previous
