@@ -20,6 +20,7 @@ import http.server
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,21 +160,17 @@ class Fleet:
             hardware_ids=(HW,),
         )
 
-    def publish(self, name: str, data: bytes) -> str:
-        """Add ``data`` as target ``name`` (verified by add-target), sign, publish."""
+    def publish(self, name: str, data: bytes, replaces: Sequence[str] = ()) -> str:
+        """Add ``data`` as target ``name`` (verified by add-target), sign, publish;
+        ``replaces``: the installed versions it declares it may replace."""
         file = self.base / "staging" / name.replace("/", "_")
         file.parent.mkdir(exist_ok=True)
         file.write_bytes(data)
+        declared = [a for v in replaces for a in ("--compatible-with", v)]
         cli(
-            "repo",
-            "add-target",
-            self.repo_dir,
-            file,
-            "--name",
-            name,
-            "--trusted-key",
-            self.base / "release.pub",
-        )
+            "repo", "add-target", self.repo_dir, file, "--name", name,
+            "--trusted-key", self.base / "release.pub", *declared,
+        )  # fmt: skip
         cli("repo", "sign", self.repo_dir, "--key", self.base / "targets.pem")
         cli("repo", "publish", self.repo_dir)
         return name

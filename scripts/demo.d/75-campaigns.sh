@@ -30,12 +30,16 @@ for k in c-root c-targets c-release; do
 done
 otaguard repo init "$WORK/crel" --root-key "$WORK/c-root.pem" --targets-key "$WORK/c-targets.pub" \
   --snapshot-key "$CSRV/online-keys/snapshot.pub" --timestamp-key "$CSRV/online-keys/timestamp.pub" >/dev/null
+# each release declares, in the signed targets metadata, the versions it may replace (R156's
+# software configuration): campaigns take it from there, and vehicles check it again
 for v in 1 2 3; do
   head -c 16384 /dev/urandom > "$WORK/c-$v.bin"
   otaguard sign --key "$WORK/c-release.pem" --version "$v.0.0" --security-counter "$v" \
     --hardware-id acme-ecu-v2 "$WORK/c-$v.bin" "$WORK/c-$v.img" >/dev/null
+  replaces=()
+  for ((r = 1; r < v; r++)); do replaces+=(--compatible-with "$r.0.0"); done
   otaguard repo add-target "$WORK/crel" "$WORK/c-$v.img" --name "acme-ecu-v2/$v.0.0.img" \
-    --trusted-key "$WORK/c-release.pub" >/dev/null
+    --trusted-key "$WORK/c-release.pub" "${replaces[@]}" >/dev/null
 done
 otaguard repo sign "$WORK/crel" --key "$WORK/c-root.pem" --key "$WORK/c-targets.pem" >/dev/null
 run cadmin release publish --repo "$WORK/crel"
@@ -87,10 +91,12 @@ PY
 campaign() {
   local target=$1 name=$2 id status last=""
   id=$(cadmin campaign create "$target" --name "$name" --hardware-id acme-ecu-v2 \
-    --compatible acme-ecu-v2=1.0.0 --compatible acme-ecu-v2=2.0.0 --policy "$WORK/policy.toml" \
-    --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    --policy "$WORK/policy.toml" --json \
+    | python3 -c 'import json,sys; c=json.load(sys.stdin); print(c["id"], json.dumps(c["compatible"]))')
   printf '%s$ otaguard fleet campaign create %s --name %s ... ; approve, start (olga)%s\n' \
     "$dim" "$target" "$name" "$reset"
+  echo "  installs over ${id#* } (what the release declares)"
+  id=${id%% *}
   olga campaign approve "$id" >/dev/null && olga campaign start "$id" >/dev/null
   for _ in $(seq 240); do
     status=$(olga campaign status "$id" --json | python3 "$WORK/campaign-line.py")

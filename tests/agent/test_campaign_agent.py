@@ -178,6 +178,33 @@ def test_an_offer_too_large_for_the_slot_is_incompatible_and_not_retried(
     assert HW in big_name
 
 
+def test_a_release_declared_for_other_versions_is_incompatible_and_never_downloaded(
+    car: Car, fleet: Fleet, releases: Releases
+) -> None:
+    """The release managers signed 3.0.0 as replacing 2.0.0 only; the car runs 1.0.0. Offered
+    it anyway (a server's mistake or a compromised one), the car refuses before downloading,
+    reports ``incompatible`` and does not try again; a release declared for 1.0.0 installs."""
+    car.cycle()
+    name = fleet.publish(releases.v3_name, releases.v3, replaces=["2.0.0"])
+    before = car.flash()
+    fleet.offer(car.device_id, name, "camp-3")
+    assert car.cycle() is Result.INCOMPATIBLE
+    event = _events(fleet, car.device_id)[-1]
+    assert (event["kind"], event["check"], event["campaign"]) == (
+        "incompatible",
+        "compatible-with",
+        "camp-3",
+    )
+    assert "may replace 2.0.0, not 1.0.0" in event["detail"]
+    assert not any("3.0.0" in p for p, _r in fleet.server.log)  # nothing downloaded
+    assert car.cycle() is Result.UP_TO_DATE and fleet.requests[-1][2] == 304  # not retried
+    assert car.flash() == before
+    payload = random.Random(4).randbytes(4096)
+    four = fleet.publish(f"{HW}/4.0.0.img", fleet.image("4.0.0", 4, payload), replaces=["1.0.0"])
+    fleet.offer(car.device_id, four, "camp-4")
+    assert car.cycle() is Result.UPDATED
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)

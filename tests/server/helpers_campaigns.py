@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,12 +107,14 @@ def make_fleet(
     n: int,
     *,
     old: int = 0,
+    replaces: Sequence[str] = (),
 ) -> Fleet:
-    """``n`` devices running 1.0.0 (the last ``old`` of them 0.9.0), release 2.0.0 published."""
+    """``n`` devices running 1.0.0 (the last ``old`` of them 0.9.0), release 2.0.0 published
+    (declaring ``replaces`` as the versions it may replace)."""
     admin = FleetClient(base_url, admin_token)
     repo = OfflineRepo.init(tmp, online_keys)
     v1 = repo.add(V1, b"one " * 2000)
-    repo.add(V2, b"two " * 2000, version="2.0.0", counter=2)
+    repo.add(V2, b"two " * 2000, version="2.0.0", counter=2, replaces=replaces)
     repo.sign()
     repo.upload(admin)
     ca = DeviceCa.make()

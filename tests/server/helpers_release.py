@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,18 +52,14 @@ class OfflineRepo:
         )
         return path
 
-    def add(self, name: str, payload: bytes, **kw: Any) -> Path:
+    def add(self, name: str, payload: bytes, *, replaces: Sequence[str] = (), **kw: Any) -> Path:
+        """Add a target; ``replaces``: the versions it declares it may replace."""
         image = self.image(name, payload, **kw)
+        declared = [a for v in replaces for a in ("--compatible-with", v)]
         code = cli(
-            "repo",
-            "add-target",
-            self.dir,
-            image,
-            "--name",
-            name,
-            "--trusted-key",
-            self.keys.pub("release"),
-        )
+            "repo", "add-target", self.dir, image, "--name", name,
+            "--trusted-key", self.keys.pub("release"), *declared,
+        )  # fmt: skip
         assert code == 0
         return image
 

@@ -217,6 +217,47 @@ def test_manual_kill_switch_stops_offers_at_once_abandons_and_reverts(
     ops.close()
 
 
+def test_the_release_declares_what_it_may_replace_and_operators_only_narrow_it(
+    live: LiveServer, db_url: str, tmp_path: Path
+) -> None:
+    """2.0.0 is signed as replacing 1.0.0 only (``repo add-target --compatible-with``): a
+    campaign without ``compatible`` takes that, one that names 0.9.0 too is refused, and
+    the 0.9.0 devices are counted incompatible, never offered."""
+    fleet = make_fleet(
+        live.url, live.admin_token, db_url, live.config.online_keys_dir, tmp_path, 8,
+        old=3, replaces=["1.0.0"],
+    )  # fmt: skip
+    rm = token(fleet.admin, "release-manager", "rita")
+    wider = {HW: ["1.0.0", "0.9.0"]}
+    with pytest.raises(FleetRefused, match=r"does not declare acme-ecu-v2 0\.9\.0 compatible"):
+        rm.create_campaign(
+            name="wide", targets=[V2], selector={"hardware_id": HW}, compatible=wider
+        )
+    one_wave = POLICY.replace("fractions = [0.5, 1.0]", "fractions = [1.0]")
+    made = rm.create_campaign(
+        name="v2", targets=[V2], selector={"hardware_id": HW}, compatible={}, policy=one_wave
+    )
+    assert made["compatible"] == {HW: ["1.0.0"]}
+    ops = token(fleet.admin, "operator", "otto")
+    ops.campaign_action(made["id"], "approve")
+    ops.campaign_action(made["id"], "start")
+    for device in fleet.devices:
+        fleet.check_in(device)
+    old = {d.id for d in fleet.devices[-3:]}
+    assert set(fleet.admin.campaign(made["id"])["incompatible_devices"]) == old
+    assert not old & set(fleet.offered(made["id"]))
+    for client in (rm, ops, fleet.admin):
+        client.close()
+    fleet.db.dispose()
+
+
+def test_without_a_declaration_a_campaign_must_name_the_versions(fleet: Fleet) -> None:
+    rm = token(fleet.admin, "release-manager", "rita")
+    with pytest.raises(FleetRefused, match="the release declares none"):
+        rm.create_campaign(name="v2", targets=[V2], selector={"hardware_id": HW}, compatible={})
+    rm.close()
+
+
 @pytest.mark.parametrize("revert_on_halt", [True, False])
 def test_a_device_that_installs_after_the_halt_is_told_to_revert(
     fleet: Fleet, revert_on_halt: bool

@@ -75,6 +75,7 @@ from otaguard.image import ImageMetadata, PayloadKind
 from otaguard.image.envelope_format import MAX_HEADER_SIZE, PREAMBLE_SIZE
 from otaguard.image.envelope_verify import read_protected
 from otaguard.protocol.state import canonical_json
+from otaguard.repo import compat
 from otaguard.repo.client import TufClient
 from otaguard.repo.fetcher import HttpxFetcher
 from otaguard.repo.uptane import Vehicle, load_director_root
@@ -508,6 +509,8 @@ class Agent:
                 name: self._image_sha256(device, running.slot, name) if running else None
                 for name in components
             }
+            headers = {n: _header(device, running.slot, n) if running else None for n in components}
+            versions = {n: meta.version if meta else None for n, meta in headers.items()}
         client = TufClient(
             self.paths.tuf,
             answer.metadata_url,
@@ -532,6 +535,7 @@ class Agent:
             # remembered with the answer's ETag: not tried again until the server changes it
             return m.Refused(self._at(), exc.check, describe(exc), answer.etag, campaign)
         todo = []
+        refused: list[str] = []
         for name, instruction in sorted(plan.by_component.items()):
             target = instruction.target
             installed = self.state.installed.get(name)
@@ -545,8 +549,19 @@ class Agent:
             ):
                 continue  # already there
             todo.append(PlannedTarget(name, target.path, target.length, dict(target.hashes)))
+            try:  # the release managers' declaration, in the verified targets metadata
+                why = compat.refusal(target, versions[name])
+            except MalformedError as exc:
+                return m.Refused(self._at(), exc.check, describe(exc), answer.etag, campaign)
+            if why is not None:
+                refused.append(why)
         if not todo:
             return m.UpToDate(self._at(), answer.etag, answer.poll_interval)
+        if refused:  # validated over other software: whatever the server says, not here
+            detail = "; ".join(refused)
+            return m.Incompatible(
+                self._at(), "compatible-with", detail, answer.etag, campaign, tuple(todo)
+            )
         too_big = [t for t in todo if t.length > slot_sizes[t.component]]
         if too_big:  # a release for another flash layout: never fits, whatever the retries
             detail = ", ".join(

@@ -2,7 +2,8 @@
 
 ``create`` names the release target(s), the devices (``--hardware-id``, ``--region``,
 ``--tag K=V``, ``--device ID``), the ECU versions the release may be installed over
-(``--compatible ECU=VERSION``, repeatable; ECU = hardware id or serial) and the policy
+(``--compatible ECU=VERSION``, repeatable; ECU = hardware id or serial; by default what the
+release itself declares, ``repo add-target --compatible-with``) and the policy
 (``--policy POLICY.toml``; the documented default without it). ``approve`` must be run by
 another person than the creator (the server refuses otherwise, exit 1); ``start``,
 ``pause``, ``resume``, ``halt`` (the kill switch) and ``cancel`` act at once; ``status``
@@ -49,9 +50,10 @@ def _compatible(items: Sequence[str]) -> dict[str, list[str]]:
     "--compatible",
     "compatible",
     multiple=True,
-    required=True,
     metavar="ECU=VERSION",
-    help="An installed version the release may replace (repeatable; ECU: hardware id or serial).",
+    help="An installed version the release may replace (repeatable; ECU: hardware id or "
+    "serial). Default: what the release declares (repo add-target --compatible-with); "
+    "may narrow it, not widen it.",
 )
 @click.option(
     "--policy",

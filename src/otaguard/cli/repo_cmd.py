@@ -128,6 +128,13 @@ def init(
 @click.option("--trusted-key", "trusted_keys", multiple=True, help="Release key (public).")
 @click.option("--threshold", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--max-size", type=click.IntRange(1), help="Largest image accepted (bytes).")
+@click.option(
+    "--compatible-with",
+    "compatible_with",
+    multiple=True,
+    metavar="VERSION",
+    help="An installed version this image may replace (repeatable; vehicles refuse others).",
+)
 def add_target(
     directory: str,
     image: str,
@@ -136,6 +143,7 @@ def add_target(
     trusted_keys: tuple[str, ...],
     threshold: int,
     max_size: int | None,
+    compatible_with: tuple[str, ...],
 ) -> None:
     """Verify IMAGE (otaguard envelope or MCUboot) and stage it as a target."""
     from otaguard.repo.staging import stage_target
@@ -148,6 +156,7 @@ def add_target(
         trusted_keys=trusted_keys,
         threshold=threshold,
         max_size=max_size,
+        compatible_with=compatible_with,
     )
     click.echo(staged.describe())
 

@@ -33,10 +33,12 @@ class StagedTarget:
 
     def describe(self) -> str:
         custom = self.info.custom
+        replaces = custom.get("compatible_with")
         return (
             f"staged {self.name} in {self.role}: {self.info.length} bytes, sha256 "
             f"{self.info.hashes['sha256']}, version {custom['version']}, "
             f"hardware {','.join(custom['hardware_ids'])}"
+            + (f", replaces {','.join(replaces)}" if replaces else "")
         )
 
 
@@ -49,11 +51,13 @@ def stage_target(
     trusted_keys: Sequence[str] = (),
     threshold: int = 1,
     max_size: int | None = None,
+    compatible_with: Sequence[str] = (),
 ) -> StagedTarget:
     """Verify ``image`` (with ``trusted_keys`` if given) and stage it as target ``name``.
 
     ``name`` defaults to the file's name; ``role``, if given, must be one the clients
-    look in for that name (else they would never find it).
+    look in for that name (else they would never find it). ``compatible_with``: the
+    installed versions it may replace (:mod:`otaguard.repo.compat`).
     """
     from otaguard.repo.target_info import MAX_IMAGE_SIZE, store_target
 
@@ -73,6 +77,7 @@ def stage_target(
             keys,
             threshold=threshold,
             max_size=max_size or MAX_IMAGE_SIZE,
+            compatible_with=compatible_with,
         )
         placed = repository.add_targets([info], role=role)
     return StagedTarget(target, next(iter(placed)), info)

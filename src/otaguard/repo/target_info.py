@@ -3,7 +3,9 @@
 An image is only recorded if it verifies (an otaguard envelope or an MCUboot
 image, by :func:`otaguard.image.verify_any`) against the release keys given;
 the custom fields of its :class:`TargetFile` come from the *verified*
-metadata, never from the command line.
+metadata, never from the command line. The one exception is what only the release
+managers can say and their signature over the targets metadata covers: the versions the
+image may replace (``compatible_with``, :mod:`otaguard.repo.compat`).
 """
 
 from __future__ import annotations
@@ -99,12 +101,18 @@ def store_target(
     *,
     threshold: int = 1,
     max_size: int = MAX_IMAGE_SIZE,
+    compatible_with: Sequence[str] = (),
 ) -> TargetFile:
     """Verify ``image``, store it as ``targets/<dir>/<sha256>.<base>`` and describe it."""
+    from otaguard.repo.compat import FIELD, check_versions
+
+    replaces = check_versions(compatible_with)
     tmp, length, sha256 = copy_capped(image, targets_dir, max_size)
     try:
         with open(tmp, "rb") as handle:
             custom = verified_custom(handle, keys, threshold)
+        if replaces:
+            custom[FIELD] = replaces
         directory, sep, base = name.rpartition("/")
         final = targets_dir / f"{directory}{sep}{sha256}.{base}"
         final.parent.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,10 @@ class CampaignIn(BaseModel):
         Annotated[str, Field(pattern=NAME)],
         list[Annotated[str, Field(pattern=VERSION)]],
     ] = Field(
-        max_length=campaigns.MAX_COMPATIBLE, description="ECU hardware id or serial -> versions"
+        default_factory=dict,
+        max_length=campaigns.MAX_COMPATIBLE,
+        description="ECU hardware id or serial -> versions; the release's own declaration "
+        "(its targets' compatible_with) applies without it, and may only be narrowed",
     )
     policy: str | None = Field(
         default=None,

@@ -30,7 +30,13 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from otaguard.audit.entry import Actor, AuditEvent
-from otaguard.errors import CampaignStateError, RolloutPolicyError, TwoPersonRuleError
+from otaguard.errors import (
+    CampaignStateError,
+    MalformedError,
+    RolloutPolicyError,
+    TwoPersonRuleError,
+)
+from otaguard.repo import compat
 from otaguard.rollout import (
     DEFAULT,
     Approve,
@@ -159,6 +165,55 @@ def _hardware_ids(index: TargetIndex | None, targets: Sequence[str]) -> set[str]
     return out
 
 
+def _declared(index: TargetIndex | None, targets: Sequence[str]) -> dict[str, set[str]]:
+    """Per hardware id, the versions the release's targets may replace (their own signed
+    declaration, ``repo add-target --compatible-with``); none declared: absent."""
+    out: dict[str, set[str]] = {}
+    for target in targets:
+        info = index.targets.get(target) if index is not None else None
+        if info is None:
+            continue
+        try:
+            allowed = compat.declared(info)
+        except MalformedError as exc:
+            raise ApiError(422, "invalid-request", str(exc)) from None
+        if allowed is None:
+            continue
+        for hw in info.custom.get("hardware_ids") or ():
+            key = str(hw)
+            out[key] = out[key] & allowed if key in out else set(allowed)
+    return out
+
+
+def compatible_versions(
+    declared: Mapping[str, set[str]], given: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
+    """The campaign's compatible versions: the release's declaration, narrowed (never
+    widened) by the operator's; the operator's alone where the release declares nothing
+    (ECUs the release does not update, or a release without a declaration)."""
+    out = {k: sorted(set(v)) for k, v in given.items() if v}
+    for hw, allowed in declared.items():
+        if hw not in out:
+            out[hw] = sorted(allowed)
+            continue
+        wider = sorted(set(out[hw]) - allowed)
+        if wider:
+            raise ApiError(
+                422,
+                "invalid-request",
+                f"the release does not declare {hw} {', '.join(wider[:5])} compatible "
+                f"(it may replace {', '.join(sorted(allowed)[:5])})",
+            )
+    if not out:
+        raise ApiError(
+            422,
+            "invalid-request",
+            "declare the ECU versions the release may be installed over (compatible): the "
+            "release declares none (repo add-target --compatible-with)",
+        )
+    return out
+
+
 def create_campaign(
     db: Database, index: TargetIndex | None, spec: CampaignInput, *, by: Operator, now: int
 ) -> dict[str, Any]:
@@ -170,13 +225,7 @@ def create_campaign(
     hardware = _hardware_ids(index, targets)
     if spec.selector.empty:
         raise ApiError(422, "invalid-request", "the selector must name something to select")
-    compatible = {k: sorted(set(v)) for k, v in spec.compatible.items() if v}
-    if not compatible:
-        raise ApiError(
-            422,
-            "invalid-request",
-            "declare the ECU versions the release may be installed over (compatible)",
-        )
+    compatible = compatible_versions(_declared(index, targets), spec.compatible)
     if len(compatible) > MAX_COMPATIBLE:
         raise ApiError(422, "invalid-request", f"at most {MAX_COMPATIBLE} compatible ECUs")
     campaign_id = "c-" + secrets.token_hex(6)
