@@ -269,6 +269,19 @@ def test_retry_only_transient_failures() -> None:
 _EVENTS = st.sampled_from(["approve", "start", "pause", "resume", "cancel", "halt", "tick"])
 
 
+def test_a_completed_campaign_can_still_be_halted() -> None:
+    """Completed, it still offers to vehicles that missed it; a fault found late stops that."""
+    state = dataclasses.replace(_running(), status=Status.COMPLETED, running_since=None)
+    assert state.offering is not None
+    state, decision = step(state, Halt("carol", "late field reports"), 90.0)
+    assert state.status is Status.HALTED and decision.action is Action.HALT
+    assert state.offering is None and state.revert_trial
+    assert state.end_reason == "halted by carol after completion: late field reports"
+    for event in (Pause("carol"), Resume("carol"), Cancel("carol")):
+        with pytest.raises(CampaignStateError):
+            step(dataclasses.replace(state, status=Status.COMPLETED), event, 95.0)
+
+
 @given(st.lists(st.tuples(_EVENTS, st.sampled_from(["alice", "bob"])), max_size=12))
 def test_any_event_sequence_keeps_a_valid_state_that_persists(
     events: list[tuple[str, str]],

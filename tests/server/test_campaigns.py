@@ -609,3 +609,30 @@ def test_a_completed_campaign_still_reaches_vehicles_that_missed_it_until_supers
     assert fleet.admin.campaign(campaign)["status"] == "completed"
     rm.close()
     ops.close()
+
+
+def test_a_completed_campaign_halted_late_stops_reaching_stragglers(fleet: Fleet) -> None:
+    """A fault found after completion: the halt stops the offers to vehicles that missed the
+    campaign, and a straggler that was offered it since is told to abandon."""
+    late, later = fleet.devices[0], fleet.devices[1]
+    present = fleet.devices[2:]
+    campaign, ops = _running(fleet)
+    wave0 = _offered_to(fleet, campaign, present)
+    _confirm(fleet, campaign, wave0)
+    fleet.tick(time.time())
+    rest = set(_offered_to(fleet, campaign, present)) - set(wave0)
+    _confirm(fleet, campaign, rest)
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "complete", ticked.decision.reason
+    assert set(_offered_to(fleet, campaign, [late])) == {late.id}  # a straggler, in flight
+    halted = ops.campaign_action(campaign, "halt", reason="late field reports")
+    assert halted["status"] == "halted"
+    assert halted["end_reason"] == "halted by otto after completion: late field reports"
+    body = fleet.check_in(late).json()
+    assert body["actions"] == [{"kind": "abandon", "campaign": campaign}]
+    assert V2 not in director_targets(body)
+    body = fleet.check_in(later).json()  # never offered now
+    assert body["campaign"] is None and V2 not in director_targets(body)
+    confirmed = sum(w["confirmed"] for w in fleet.admin.campaign(campaign)["waves"])
+    assert confirmed == len(wave0) + len(rest)  # who confirmed keeps it, and stays counted
+    ops.close()

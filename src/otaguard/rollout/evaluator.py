@@ -271,8 +271,11 @@ def step(state: CampaignState, event: Event, now: float) -> tuple[CampaignState,
         new = _end(state, Status.CANCELLED, event.by, now, "cancelled")
         return new, _said(new, Action.CANCEL, event.by, now, "cancelled")
     if isinstance(event, Halt):
-        _require(state, "halt", Status.RUNNING, Status.PAUSED)
-        reason = f"halted by {event.by}: {event.reason}"
+        # also after completion: a completed campaign still reaches vehicles that missed it,
+        # and a fault found late must be able to stop that too
+        _require(state, "halt", Status.RUNNING, Status.PAUSED, Status.COMPLETED)
+        late = " after completion" if state.status is Status.COMPLETED else ""
+        reason = f"halted by {event.by}{late}: {event.reason}"
         new = _end(state, Status.HALTED, event.by, now, reason)
         return new, _said(new, Action.HALT, event.by, now, reason)
     raise TypeError(f"not a campaign event: {event!r}")
