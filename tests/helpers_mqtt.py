@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
@@ -38,16 +39,18 @@ def ensure_mosquitto() -> str:
 class Listener:
     """A plain MQTT subscriber collecting (topic, payload) pairs."""
 
-    def __init__(self, *topics: str) -> None:
+    def __init__(self, *topics: str, port: int = PORT, login: tuple[str, str] | None = None):
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,  # type: ignore[attr-defined]
             client_id=f"test-{uuid.uuid4().hex[:12]}",
         )
+        if login is not None:
+            self._client.username_pw_set(*login)
         self._client.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
         subscribed = threading.Event()
         self._client.on_subscribe = lambda *_a: subscribed.set()
-        self._client.connect(HOST, PORT)
+        self._client.connect(HOST, port)
         result, _mid = self._client.subscribe([(t, 1) for t in topics])
         assert result == mqtt.MQTT_ERR_SUCCESS
         self._client.loop_start()
@@ -62,3 +65,48 @@ class Listener:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+class PrivateBroker:
+    """A Mosquitto of the test's own on a free port, with logins and an ACL: anonymous
+    clients (devices) may only read ``otaguard/v1/#``, the ``otaguard-server`` user writes."""
+
+    USER, PASSWORD = "otaguard-server", "s3cret-push"
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            self.port = probe.getsockname()[1]
+        passwd, acl, conf = directory / "passwd", directory / "acl", directory / "mosquitto.conf"
+        passwd.touch(mode=0o600)
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(passwd), self.USER, self.PASSWORD],
+            check=True,
+            capture_output=True,
+        )
+        acl.write_text(
+            f"topic read otaguard/v1/#\n\nuser {self.USER}\ntopic readwrite otaguard/v1/#\n"
+        )
+        conf.write_text(
+            f"listener {self.port} {HOST}\nallow_anonymous true\npassword_file {passwd}\n"
+            f"acl_file {acl}\npersistence false\nuser root\n"
+        )
+        self.proc = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for _ in range(100):
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the test's Mosquitto did not come up on port {self.port}")
+
+    def url(self, user: str | None = None) -> str:
+        return f"mqtt://{user + '@' if user else ''}{HOST}:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)

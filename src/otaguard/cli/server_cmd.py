@@ -43,7 +43,8 @@ def server() -> None:
     "--mqtt",
     "mqtt_url",
     envvar="OTAGUARD_MQTT",
-    help="MQTT broker for push (mqtt://host:port; env OTAGUARD_MQTT); default: polling only.",
+    help="MQTT broker for push (mqtt://[USER@]host:port; env OTAGUARD_MQTT; the password "
+    "from env OTAGUARD_MQTT_PASSWORD); default: polling only.",
 )
 @click.option(
     "--log-level",
@@ -68,7 +69,7 @@ def run(
     from uvicorn.supervisors import Multiprocess
 
     from otaguard.errors import UsageError
-    from otaguard.server.config import ServerConfig
+    from otaguard.server.config import ENV_MQTT_PASSWORD, ServerConfig
     from otaguard.server.datadir import prepare
     from otaguard.server.db import Database, normalise_url
 
@@ -79,6 +80,7 @@ def run(
         audit_key=audit_key,
         audit_origin=audit_origin,
         mqtt_url=mqtt_url or None,
+        mqtt_password=os.environ.get(ENV_MQTT_PASSWORD),
     )
     db = Database(config.database_url)
     try:

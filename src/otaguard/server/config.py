@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib import parse
 
@@ -24,6 +24,9 @@ ENV_PUBLIC_URL = "OTAGUARD_SERVER_REPO_URL"
 ENV_AUDIT_KEY = "OTAGUARD_SERVER_AUDIT_KEY"
 ENV_AUDIT_ORIGIN = "OTAGUARD_SERVER_AUDIT_ORIGIN"
 ENV_MQTT = "OTAGUARD_MQTT"
+#: the server's password at the broker (with ``mqtt://USER@host``): an environment
+#: variable, never an option (a command line is visible to every user of the machine)
+ENV_MQTT_PASSWORD = "OTAGUARD_MQTT_PASSWORD"  # noqa: S105 - the variable's name
 
 MiB = 1024 * 1024
 
@@ -84,6 +87,7 @@ class ServerConfig:
     audit_origin: str | None = None
     #: the MQTT broker devices are told to listen to (push); None: polling only
     mqtt_url: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
     limits: Limits = Limits()
     timing: Timing = Timing()
 
@@ -91,7 +95,9 @@ class ServerConfig:
         if self.mqtt_url is not None:
             split = parse.urlsplit(self.mqtt_url)
             if split.scheme not in ("mqtt", "tcp") or not split.hostname:
-                raise UsageError(f"--mqtt: not an mqtt://host:port URL: {self.mqtt_url!r}")
+                raise UsageError(  # not the URL itself: it may hold a password
+                    f"--mqtt: not an mqtt://[USER@]host:port URL (scheme {split.scheme!r})"
+                )
 
     @property
     def online_keys_dir(self) -> Path:
@@ -138,6 +144,7 @@ class ServerConfig:
             audit_key=env.get(ENV_AUDIT_KEY) or None,
             audit_origin=env.get(ENV_AUDIT_ORIGIN) or None,
             mqtt_url=env.get(ENV_MQTT) or None,
+            mqtt_password=env.get(ENV_MQTT_PASSWORD),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -147,6 +154,7 @@ class ServerConfig:
             (ENV_AUDIT_KEY, self.audit_key),
             (ENV_AUDIT_ORIGIN, self.audit_origin),
             (ENV_MQTT, self.mqtt_url),
+            (ENV_MQTT_PASSWORD, self.mqtt_password),
         ):
             if value:
                 env[name] = value

@@ -63,10 +63,10 @@ class ServerContext:
         self.audit_signer = audit_key.load(self.config)
         self.campaigns = CampaignCache(self.db, self.config.timing.campaign_cache)
         url = self.config.mqtt_url
-        self.pusher = Pusher(url) if url else None
+        self.pusher = Pusher(url, password=self.config.mqtt_password) if url else None
         if self.pusher is not None:  # --mqtt: campaign changes are pushed, devices told where
             self.notify = self.pusher.notify
-            self.push_broker = url
+            self.push_broker = self.pusher.url  # without the server's login
 
     def notify_all(self, notices: list[Notice]) -> None:
         """Hand committed campaign changes to the push hook; a failing hook is logged only."""

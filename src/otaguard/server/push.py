@@ -14,7 +14,11 @@ transaction commits, QoS 1, on the topics of the campaign contract:
 The payload (:func:`message`) carries no trust: ``{"v": 1, "reason", "campaign",
 "spread_s"}`` asks for a check-in within a random ``[0, spread_s]`` seconds
 (0 for a halt; a start spreads the herd). Anyone able to publish on the broker
-can only make devices check in -- the signed check-in decides everything.
+can only make devices check in -- the signed check-in decides everything. Still, a
+broker open to every publisher lets anyone wake the whole fleet at once (a herd at
+the server): the server can log in (``mqtt://USER@host:port``, the password from
+``OTAGUARD_MQTT_PASSWORD``, never in the URL devices are told), so the broker's ACL
+can keep writing to the server alone (docs/server.md, "Push").
 
 :class:`Pusher` never raises into its caller: a broker that is down, slow or
 refusing is logged and the message dropped (the devices learn it at their next
@@ -78,18 +82,41 @@ def topics_for_device(
 
 
 def broker_address(url: str) -> tuple[str, int]:
-    """``mqtt://host[:port]`` -> (host, port)."""
+    """``mqtt://[user[:password]@]host[:port]`` -> (host, port)."""
     split = parse.urlsplit(url)
     if split.scheme not in ("mqtt", "tcp") or not split.hostname:
-        raise ValueError(f"not an mqtt:// URL: {url!r}")
+        raise ValueError(f"not an mqtt:// URL: {public_url(url)!r}")
     return split.hostname, split.port or 1883
+
+
+def public_url(url: str) -> str:
+    """The broker's URL without its user and password: what devices are told, and logs show."""
+    split = parse.urlsplit(url)
+    host = split.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = split.port
+    except ValueError:
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    return parse.urlunsplit((split.scheme, netloc, split.path, "", ""))
+
+
+def login(url: str, password: str | None) -> tuple[str, str | None] | None:
+    """The server's broker login: the URL's user, the password given (else the URL's)."""
+    split = parse.urlsplit(url)
+    if not split.username:
+        return None
+    secret = password if password is not None else split.password
+    return parse.unquote(split.username), None if secret is None else parse.unquote(secret)
 
 
 class Pusher:
     """One process's MQTT publisher. ``publish`` never raises; a broker down is logged."""
 
-    def __init__(self, url: str, *, client_id: str = "") -> None:
-        self.url = url
+    def __init__(self, url: str, *, client_id: str = "", password: str | None = None) -> None:
+        self.url = public_url(url)  # what the logs show: never the password
         host, port = broker_address(url)  # a malformed URL is a usage error at start
         self._connected = threading.Event()
         self._client = mqtt.Client(
@@ -98,6 +125,9 @@ class Pusher:
             clean_session=True,
         )
         self._client.reconnect_delay_set(1, 30)
+        credentials = login(url, password)
+        if credentials is not None:
+            self._client.username_pw_set(*credentials)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self.published = 0
@@ -106,7 +136,7 @@ class Pusher:
             self._client.connect_async(host, port, keepalive=30)
             self._client.loop_start()
         except (OSError, ValueError) as exc:  # pragma: no cover - connect_async defers I/O
-            log.warning("push: broker %s: %s", url, exc)
+            log.warning("push: broker %s: %s", self.url, exc)
 
     def _on_connect(self, _c: object, _u: object, _f: object, rc: object, _p: object) -> None:
         if getattr(rc, "is_failure", False):
@@ -173,6 +203,8 @@ __all__ = [
     "campaign_topic",
     "device_topic",
     "hardware_topic",
+    "login",
     "message",
+    "public_url",
     "topics_for_device",
 ]
