@@ -137,6 +137,7 @@ def test_a_release_story_counts_outcomes_and_finds_its_ceremony() -> None:
                     "target": V2,
                     "sha256": "aa" * 32,
                     "hardware_ids": ["acme"],
+                    "compatible_with": ["1.0"],
                     "signed_by": {"keys": ["k1"], "threshold": 1},
                 },
             ),
@@ -157,6 +158,8 @@ def test_a_release_story_counts_outcomes_and_finds_its_ceremony() -> None:
             (OPS, "device.assign", "VIN1", {"target": V2}),
             (OPS, "device.assign", "VIN2", {"target": V2}),
             (CAR, "device.install", "VIN1", {"target": V2, "result": "ok"}),
+            (CAR, "device.boot", "VIN1", {"target": V2, "result": "ok"}),
+            (CAR, "device.boot", "VIN1", {"target": V2, "result": "ok"}),  # booted again
             (CAR, "device.install", "VIN2", {"target": V2, "result": "failed"}),
             (CAR, "device.revert", "VIN2", {"target": V2, "result": "ok"}),
             (CAR, "device.install", "VIN3", {"target": V1, "result": "ok"}),
@@ -172,15 +175,24 @@ def test_a_release_story_counts_outcomes_and_finds_its_ceremony() -> None:
     )
     story = release_story(V2, items)
     assert [u["index"] for u in story["uploads"]] == [0]
-    assert story["compatibility"] == {"hardware_ids": ["acme"]}
+    assert story["compatibility"] == {"hardware_ids": ["acme"], "compatible_with": ["1.0"]}
     assert [r["index"] for r in story["refusals"]] == [1]
     assert story["offline_signatures"][0]["ceremony_action"] == "image.sign"
     assert story["devices_assigned"] == 2
-    assert story["outcomes"] == {"install": {"ok": 1, "failed": 1}, "revert": {"ok": 1}}
+    assert story["outcomes"] == {
+        "install": {"ok": 1, "failed": 1},
+        "boot": {"ok": 2},
+        "revert": {"ok": 1},
+    }
+    assert story["outcome_devices"] == {  # each device once: VIN1 booted twice
+        "install": {"ok": 1, "failed": 1},
+        "boot": {"ok": 1},
+        "revert": {"ok": 1},
+    }
     assert [h["action"] for h in story["halts"]] == ["campaign.halt"]
     assert len(story["campaign"]) == 3
     decision, halt, created = (campaign_line(c) for c in story["campaign"])
-    assert decision.startswith("killswitch.decision (entry 11, ")
+    assert decision.startswith("killswitch.decision (entry 13, ")
     assert decision.endswith("by system:evaluator: wave 0: failure rate above 0.15")
     assert halt.endswith(") by operator:ops (operator)")  # no reason given: none shown
     assert "compatible {'acme': ['1.0']}, waves None" in created

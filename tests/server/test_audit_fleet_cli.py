@@ -59,7 +59,7 @@ def story(live: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert car.enroll().status_code == 201
     v1 = ecu_state(target=V1, version="1.0.0", security_counter=1, sha256="11" * 32)
     assert car.post_state([v1]).status_code == 200
-    repo.add(V2, b"two " * 1000, version="2.0.0", counter=2)
+    repo.add(V2, b"two " * 1000, version="2.0.0", counter=2, replaces=["1.0.0"])
     repo.sign("targets0")
     repo.upload(fleet)
     deployment = fleet.deploy(V2, devices=[car.id])["id"]
@@ -154,11 +154,12 @@ def test_release_record(live: LiveServer, cli: Cli, story: dict[str, Any]) -> No
     record = json.loads(result.out)
     (upload,) = record["uploads"]
     assert upload["details"]["version"] == "2.0.0"
-    assert record["compatibility"] == {"hardware_ids": [HW]}
+    assert record["compatibility"] == {"hardware_ids": [HW], "compatible_with": ["1.0.0"]}
     assert record["signed_by"][0]["threshold"] == 1
     assert [d["details"]["deployment"] for d in record["deployments"]] == [story["deployment"]]
     assert record["devices_assigned"] == 1
     assert record["outcomes"] == {"install": {"ok": 1}, "boot": {"ok": 1}}
+    assert record["outcome_devices"] == {"install": {"ok": 1}, "boot": {"ok": 1}}
     text = _ok(
         cli(
             *_fleet(live, story["token"]),
@@ -169,7 +170,8 @@ def test_release_record(live: LiveServer, cli: Cli, story: dict[str, Any]) -> No
             str(story["key"]),
         )
     ).out
-    assert "deployment" in text and "outcomes" in text
+    assert "deployment" in text and "outcomes (devices)" in text
+    assert f"compatibility: hardware ids ['{HW}'], replaces 1.0.0" in text
 
 
 def test_proofs_are_checked_against_the_audit_key(

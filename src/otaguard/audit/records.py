@@ -240,7 +240,8 @@ def release_story(target: str, items: Sequence[Proven]) -> dict[str, Any]:
     """An update's record: uploads (signatures, compatibility rule), the offline
     ceremony's signing entries for the same image bytes, refusals, decisions
     (deployments, campaigns, approvals, waves, halts, kill-switch decisions) and the
-    devices' outcomes counted per kind and result."""
+    devices' outcomes counted per kind and result: as events (a device that booted twice
+    counts twice) and as devices (``outcome_devices``: each device once per result)."""
     ordered = sorted(items, key=lambda p: p.entry.index)
     uploads = [
         {**_common(p), "details": dict(p.entry.event.details)}
@@ -251,6 +252,7 @@ def release_story(target: str, items: Sequence[Proven]) -> dict[str, Any]:
     digests = {u["details"].get("sha256") for u in uploads} - {None}
     refusals, deployments, campaign, signing = [], [], [], []
     outcomes: dict[str, dict[str, int]] = {}
+    devices: dict[str, dict[str, set[str]]] = {}
     assigned: set[str] = set()
     for item in ordered:
         event = item.entry.event
@@ -276,13 +278,17 @@ def release_story(target: str, items: Sequence[Proven]) -> dict[str, Any]:
             result = str(details.get("result") or "ok")
             counts = outcomes.setdefault(kind, {})
             counts[result] = counts.get(result, 0) + 1
-    compatibility = uploads[-1]["details"].get("hardware_ids") if uploads else None
+            devices.setdefault(kind, {}).setdefault(result, set()).add(event.subject)
+    last = uploads[-1]["details"] if uploads else {}
     return {
         "target": target,
         "uploads": uploads,
         "signed_by": [u["details"].get("signed_by") for u in uploads],
         "offline_signatures": signing,
-        "compatibility": {"hardware_ids": compatibility},
+        "compatibility": {
+            "hardware_ids": last.get("hardware_ids"),
+            "compatible_with": last.get("compatible_with"),
+        },
         "refusals": refusals,
         "deployments": deployments,
         "devices_assigned": len(assigned),
@@ -290,6 +296,9 @@ def release_story(target: str, items: Sequence[Proven]) -> dict[str, Any]:
         "approvals": [c for c in campaign if c["action"] == "campaign.approve"],
         "halts": [c for c in campaign if c["action"] in HALTS],
         "outcomes": outcomes,
+        "outcome_devices": {
+            kind: {result: len(ids) for result, ids in by.items()} for kind, by in devices.items()
+        },
     }
 
 

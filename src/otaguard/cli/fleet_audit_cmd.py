@@ -249,7 +249,12 @@ def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: 
             f"{d.get('security_counter')}, {d.get('role')} v{d.get('role_version')} signed by "
             f"{len(signed.get('keys') or [])} key(s) (threshold {signed.get('threshold')})"
         )
-    click.echo(f"  compatibility: hardware ids {story['compatibility']['hardware_ids']}")
+    compatibility = story["compatibility"]
+    replaces = compatibility.get("compatible_with")
+    click.echo(
+        f"  compatibility: hardware ids {compatibility['hardware_ids']}"
+        + (f", replaces {', '.join(replaces)}" if replaces else ", replaces: not declared")
+    )
     click.echo(f"  offline signing entries: {len(story['offline_signatures'])}")
     click.echo(f"  refused uploads: {len(story['refusals'])}")
     for deployment in story["deployments"]:
@@ -261,7 +266,8 @@ def release(ctx: click.Context, target: str, trusted: tuple[str, ...], as_json: 
     click.echo(f"  campaign entries: {len(story['campaign'])}, halts: {len(story['halts'])}")
     for entry in story["campaign"]:
         click.echo(f"    {campaign_line(entry)}")
-    click.echo(f"  outcomes: {json.dumps(story['outcomes'], sort_keys=True)}")
+    click.echo(f"  outcomes (devices): {json.dumps(story['outcome_devices'], sort_keys=True)}")
+    click.echo(f"  outcomes (events): {json.dumps(story['outcomes'], sort_keys=True)}")
 
 
 @audit.command("submit")

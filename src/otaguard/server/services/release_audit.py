@@ -71,11 +71,15 @@ def _target_details(info: TargetFile, role: str, md: Metadata[Targets]) -> dict[
     custom = info.custom
     hardware = custom.get("hardware_ids")
     hardware_ids = [_text(h) for h in hardware[:MAX_LISTED]] if isinstance(hardware, list) else []
+    replaces = custom.get("compatible_with")  # the release's declared software configuration
     return {
         "target": info.path,
         "sha256": info.hashes.get("sha256"),
         "length": info.length,
         "hardware_ids": hardware_ids,
+        "compatible_with": (
+            [_text(v) for v in replaces[:MAX_LISTED]] if isinstance(replaces, list) else None
+        ),
         "version": _text(custom["version"]) if "version" in custom else None,
         "security_counter": _int_or_none(custom.get("security_counter")),
         "role": _text(role),
