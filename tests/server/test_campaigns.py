@@ -636,3 +636,48 @@ def test_a_completed_campaign_halted_late_stops_reaching_stragglers(fleet: Fleet
     confirmed = sum(w["confirmed"] for w in fleet.admin.campaign(campaign)["waves"])
     assert confirmed == len(wave0) + len(rest)  # who confirmed keeps it, and stays counted
     ops.close()
+
+
+def test_a_campaign_made_in_the_same_second_still_supersedes_a_completed_one(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'Created after' is creation order, not the second nor the random id: a newer campaign
+    made within the second of a completed one, with an id that sorts first, still speaks for
+    the hardware (the CI once saw the older release offered again)."""
+    import secrets
+    import types
+
+    from sqlalchemy import update
+
+    from otaguard.server.models import Campaign
+    from otaguard.server.services import campaigns as service
+
+    ids = iter(["ffffffffffff", "000000000000"])  # the newer one's id sorts first
+    fake = types.SimpleNamespace(
+        token_hex=lambda n=None: next(ids) if n == 6 else secrets.token_hex(n)
+    )
+    monkeypatch.setattr(service, "secrets", fake)
+    late, present = fleet.devices[0], fleet.devices[1:]
+    campaign, ops = _running(fleet)
+    wave0 = _offered_to(fleet, campaign, present)
+    _confirm(fleet, campaign, wave0)
+    fleet.tick(time.time())
+    _confirm(fleet, campaign, set(_offered_to(fleet, campaign, present)) - set(wave0))
+    (ticked,) = fleet.tick(time.time())
+    assert ticked.decision.action.value == "complete", ticked.decision.reason
+    rm = token(fleet.admin, "release-manager", "rose")
+    newer = rm.create_campaign(
+        name="v2-again", targets=[V2], selector={"hardware_id": HW},
+        compatible={HW: ["1.0.0"]}, policy=POLICY,
+    )["id"]  # fmt: skip
+    assert (campaign, newer) == ("c-ffffffffffff", "c-000000000000")
+    with fleet.db.writing() as session:  # made within the same second
+        made = session.get(Campaign, campaign).created_at  # type: ignore[union-attr]
+        session.execute(update(Campaign).where(Campaign.id == newer).values(created_at=made))
+    ops.campaign_action(newer, "approve")
+    ops.campaign_action(newer, "start")
+    ops.campaign_action(newer, "pause")
+    body = fleet.check_in(late).json()
+    assert body["campaign"] is None and V2 not in director_targets(body)
+    rm.close()
+    ops.close()

@@ -106,7 +106,9 @@ class CampaignCache:
                     session.scalars(
                         select(Campaign)
                         .where(Campaign.status.in_((*OFFERING, "paused")))
-                        .order_by(Campaign.created_at, Campaign.id)
+                        # creation order: the second is too coarse for "created after" (two
+                        # campaigns made within one), the deployment row's id is not
+                        .order_by(Campaign.created_at, Campaign.deployment_id)
                     )
                 )
                 found = []

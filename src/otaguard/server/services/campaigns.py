@@ -514,7 +514,9 @@ def show(db: Database, campaign_id: str) -> dict[str, Any]:
 
 def list_campaigns(db: Database) -> list[dict[str, Any]]:
     with db.reading() as session:
-        rows = session.scalars(select(Campaign).order_by(Campaign.created_at, Campaign.id))
+        rows = session.scalars(
+            select(Campaign).order_by(Campaign.created_at, Campaign.deployment_id)
+        )
         return [
             {
                 "id": r.id,
