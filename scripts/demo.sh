@@ -29,6 +29,14 @@ refuse() {
   printf '%s-> refused as expected (exit %s)%s\n' "$green" "$rc" "$reset"
 }
 
+# server_url LOG: the URL `otaguard server run` printed into LOG. It listens before it
+# prints, so a client may connect at once (it waits in the backlog until uvicorn runs).
+server_url() {
+  local _
+  for _ in $(seq 200); do grep -q "listening on" "$1" && break; sleep 0.1; done
+  sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$1" | head -1
+}
+
 for part in "$ROOT"/scripts/demo.d/*.sh; do
   # shellcheck source=/dev/null
   source "$part"

@@ -7,9 +7,8 @@ otaguard server run --data-dir "$SRV" --port 0 > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill $SERVER_PID $PROXY_PID 2>/dev/null || true' EXIT
 PROXY_PID=""
-for _ in $(seq 200); do grep -q "listening on" "$WORK/server.log" && break; sleep 0.1; done
+URL=$(server_url "$WORK/server.log")
 cat "$WORK/server.log"
-URL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$WORK/server.log" | head -1)
 fleet() { otaguard fleet --server "$URL" --token-file "$SRV/admin.token" "$@"; }
 otaguard key generate --algorithm ed25519 --out "$WORK/fleet-root.pem" >/dev/null
 run otaguard repo init "$WORK/rel" --root-key "$WORK/fleet-root.pem" \

@@ -18,12 +18,7 @@ otaguard server run --data-dir "$CSRV" --port 0 "${MQTT_ARGS[@]}" > "$WORK/campa
 CSRV_PID=$!
 AGENTS_PID=""
 trap 'kill $CSRV_PID $AGENTS_PID 2>/dev/null || true' EXIT
-for _ in $(seq 200); do grep -q "listening on" "$WORK/campaign-server.log" && break; sleep 0.1; done
-CURL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$WORK/campaign-server.log" | head -1)
-CPORT=${CURL##*:}
-for _ in $(seq 200); do  # the socket is bound before it is printed; accepted once uvicorn runs
-  (exec 3<>"/dev/tcp/127.0.0.1/$CPORT") 2>/dev/null && break; sleep 0.1
-done
+CURL=$(server_url "$WORK/campaign-server.log")
 cadmin() { otaguard fleet --server "$CURL" --token-file "$CSRV/admin.token" "$@"; }
 for k in c-root c-targets c-release; do
   otaguard key generate --algorithm ed25519 --out "$WORK/$k.pem" --public-out "$WORK/$k.pub" >/dev/null

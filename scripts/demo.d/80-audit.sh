@@ -9,12 +9,7 @@ FRESH=0
 otaguard server run --data-dir "$SRV" --port 0 > "$WORK/audit-server.log" 2>&1 &
 AUDIT_PID=$!
 trap 'kill $AUDIT_PID 2>/dev/null || true' EXIT
-for _ in $(seq 200); do grep -q "listening on" "$WORK/audit-server.log" && break; sleep 0.1; done
-URL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$WORK/audit-server.log" | head -1)
-PORT=${URL##*:}
-for _ in $(seq 200); do  # the socket is bound before it is printed; accepted once uvicorn runs
-  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1
-done
+URL=$(server_url "$WORK/audit-server.log")
 admin() { otaguard fleet --server "$URL" --token-file "$SRV/admin.token" "$@"; }
 if [ "$FRESH" = 1 ]; then  # no fleet chapter before this one: a few actions of our own
   cat "$WORK/audit-server.log"
