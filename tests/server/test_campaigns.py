@@ -573,11 +573,9 @@ def _offered_to(fleet: Fleet, campaign: str, devices: list[Any]) -> dict[str, in
     return out
 
 
-def test_a_completed_campaign_still_reaches_vehicles_that_missed_it_until_superseded(
-    fleet: Fleet,
-) -> None:
-    late, later = fleet.devices[0], fleet.devices[1]  # parked while the campaign runs
-    present = fleet.devices[2:]
+def _completed(fleet: Fleet, present: list[Any]) -> tuple[str, FleetClient, set[str]]:
+    """A campaign run to completion over ``present`` (both waves confirmed); the operator's
+    client and the devices that confirmed."""
     campaign, ops = _running(fleet)
     wave0 = _offered_to(fleet, campaign, present)
     _confirm(fleet, campaign, wave0)
@@ -587,17 +585,31 @@ def test_a_completed_campaign_still_reaches_vehicles_that_missed_it_until_supers
     _confirm(fleet, campaign, rest)
     (ticked,) = fleet.tick(time.time())
     assert ticked.decision.action.value == "complete", ticked.decision.reason
-    # the parked vehicle comes back: offered the release its fleet got
-    assert set(_offered_to(fleet, campaign, [late])) == {late.id}
-    # a newer campaign for the same hardware speaks for it from then on, even paused
+    return campaign, ops, set(wave0) | rest
+
+
+def _create_again(fleet: Fleet) -> tuple[str, FleetClient]:
+    """A newer draft campaign of the same release and hardware (another release manager)."""
     rm = token(fleet.admin, "release-manager", "rose")
-    newer = rm.create_campaign(
+    made = rm.create_campaign(
         name="v2-again",
         targets=[V2],
         selector={"hardware_id": HW},
         compatible={HW: ["1.0.0"]},
         policy=POLICY,
-    )["id"]
+    )
+    return made["id"], rm
+
+
+def test_a_completed_campaign_still_reaches_vehicles_that_missed_it_until_superseded(
+    fleet: Fleet,
+) -> None:
+    late, later = fleet.devices[0], fleet.devices[1]  # parked while the campaign runs
+    campaign, ops, _confirmed = _completed(fleet, fleet.devices[2:])
+    # the parked vehicle comes back: offered the release its fleet got
+    assert set(_offered_to(fleet, campaign, [late])) == {late.id}
+    # a newer campaign for the same hardware speaks for it from then on, even paused
+    newer, rm = _create_again(fleet)
     ops.campaign_action(newer, "approve")
     ops.campaign_action(newer, "start")
     ops.campaign_action(newer, "pause")
@@ -615,15 +627,7 @@ def test_a_completed_campaign_halted_late_stops_reaching_stragglers(fleet: Fleet
     """A fault found after completion: the halt stops the offers to vehicles that missed the
     campaign, and a straggler that was offered it since is told to abandon."""
     late, later = fleet.devices[0], fleet.devices[1]
-    present = fleet.devices[2:]
-    campaign, ops = _running(fleet)
-    wave0 = _offered_to(fleet, campaign, present)
-    _confirm(fleet, campaign, wave0)
-    fleet.tick(time.time())
-    rest = set(_offered_to(fleet, campaign, present)) - set(wave0)
-    _confirm(fleet, campaign, rest)
-    (ticked,) = fleet.tick(time.time())
-    assert ticked.decision.action.value == "complete", ticked.decision.reason
+    campaign, ops, confirmed_devices = _completed(fleet, fleet.devices[2:])
     assert set(_offered_to(fleet, campaign, [late])) == {late.id}  # a straggler, in flight
     halted = ops.campaign_action(campaign, "halt", reason="late field reports")
     assert halted["status"] == "halted"
@@ -634,7 +638,7 @@ def test_a_completed_campaign_halted_late_stops_reaching_stragglers(fleet: Fleet
     body = fleet.check_in(later).json()  # never offered now
     assert body["campaign"] is None and V2 not in director_targets(body)
     confirmed = sum(w["confirmed"] for w in fleet.admin.campaign(campaign)["waves"])
-    assert confirmed == len(wave0) + len(rest)  # who confirmed keeps it, and stays counted
+    assert confirmed == len(confirmed_devices)  # who confirmed keeps it, and stays counted
     ops.close()
 
 
@@ -657,19 +661,9 @@ def test_a_campaign_made_in_the_same_second_still_supersedes_a_completed_one(
         token_hex=lambda n=None: next(ids) if n == 6 else secrets.token_hex(n)
     )
     monkeypatch.setattr(service, "secrets", fake)
-    late, present = fleet.devices[0], fleet.devices[1:]
-    campaign, ops = _running(fleet)
-    wave0 = _offered_to(fleet, campaign, present)
-    _confirm(fleet, campaign, wave0)
-    fleet.tick(time.time())
-    _confirm(fleet, campaign, set(_offered_to(fleet, campaign, present)) - set(wave0))
-    (ticked,) = fleet.tick(time.time())
-    assert ticked.decision.action.value == "complete", ticked.decision.reason
-    rm = token(fleet.admin, "release-manager", "rose")
-    newer = rm.create_campaign(
-        name="v2-again", targets=[V2], selector={"hardware_id": HW},
-        compatible={HW: ["1.0.0"]}, policy=POLICY,
-    )["id"]  # fmt: skip
+    late = fleet.devices[0]
+    campaign, ops, _confirmed = _completed(fleet, fleet.devices[1:])
+    newer, rm = _create_again(fleet)
     assert (campaign, newer) == ("c-ffffffffffff", "c-000000000000")
     with fleet.db.writing() as session:  # made within the same second
         made = session.get(Campaign, campaign).created_at  # type: ignore[union-attr]
