@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 from helpers_fleet import Fleet
 from helpers_mqtt import ensure_mosquitto
@@ -29,10 +30,13 @@ def test_a_pushed_halt_wakes_the_agent_which_checks_in(
             assert subscriber is not None and subscriber.topics == {topic}
             assert subscriber.subscribed.wait(20) and pusher.wait_connected(20)
             fleet.offer(car.device_id, releases.v2_name, "camp-1")
-            before = len(fleet.requests)
+            before, rung = len(fleet.requests), agent.wake.rings
             for _ in range(20):  # a burst: one wake, one check-in
                 pusher.publish([topic], push.message("start", "camp-1", spread_s=0))
             assert agent.wait(600) is True  # pushed long before the poll interval
+            # the whole burst is in before the cycle: a message that arrives during a download
+            # rightly makes the agent check in again (it may be a halt)
+            assert _until(lambda: agent.wake.rings >= rung + 20)
             assert agent.run_cycle() is Result.UPDATED
             checkins = [r for r in fleet.requests[before:] if "/update" in r[1]]
             # the cycle's check-in and the trial's; a transient failure on a loaded machine
@@ -40,6 +44,15 @@ def test_a_pushed_halt_wakes_the_agent_which_checks_in(
             assert 2 <= len(checkins) <= 2 + len(failures), (checkins, failures)
     finally:
         pusher.close()
+
+
+def _until(check: Callable[[], bool], seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class _Failures:

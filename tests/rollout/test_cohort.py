@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otaguard.rollout import DEFAULT, CohortHasher, bucket, plan_waves
+from otaguard.rollout import (
+    DEFAULT,
+    CohortHasher,
+    bucket,
+    create,
+    parse_policy,
+    plan_waves,
+    state_from_dict,
+    state_to_dict,
+)
 from otaguard.rollout.cohort import BUCKET_SPACE
 from otaguard.rollout.policy import Waves
 
@@ -104,3 +113,45 @@ def test_plan_refuses_an_empty_fleet_and_wave_of_a_wild_bucket() -> None:
         plan_waves(DEFAULT.waves, 0)
     with pytest.raises(ValueError):
         plan_waves(DEFAULT.waves, 10).wave_of(BUCKET_SPACE)
+
+
+@given(
+    fractions=_fractions,
+    min_devices=st.integers(1, 50),
+    buckets=st.lists(st.integers(0, BUCKET_SPACE - 1), min_size=1, max_size=300, unique=True),
+)
+def test_given_the_buckets_every_wave_has_exactly_its_planned_size(
+    fractions: tuple[float, ...], min_devices: int, buckets: list[int]
+) -> None:
+    waves = Waves(fractions, min_devices=min_devices)
+    plan = plan_waves(waves, len(buckets), buckets)
+    assert plan.cumulative == plan_waves(waves, len(buckets)).cumulative
+    assert plan.thresholds[-1] == BUCKET_SPACE
+    assert all(a < b for a, b in zip(plan.thresholds, plan.thresholds[1:], strict=False))
+    sizes = [0] * plan.waves
+    for value in buckets:
+        sizes[plan.wave_of(value)] += 1
+    assert sizes == [plan.planned_size(k) for k in range(plan.waves)]
+
+
+def test_an_exact_plan_is_a_plan_a_campaign_can_store() -> None:
+    hasher = CohortHasher(KEY, "campaign")
+    buckets = hasher.buckets(f"v{i}" for i in range(16))
+    assert buckets == [bucket(KEY, "campaign", f"v{i}") for i in range(16)]
+    policy = parse_policy("[waves]\nfractions = [0.5, 1.0]\nmin_devices = 1\n")
+    state = create("campaign", policy, 16, by="rita", now=1.0, buckets=buckets)
+    assert state_from_dict(state_to_dict(state)).plan == state.plan
+    assert sum(state.plan.wave_of(b) == 0 for b in buckets) == 8
+
+
+def test_equal_buckets_keep_the_thresholds_increasing() -> None:
+    # only a 2^-53 chance per pair, but a stored plan must still be strictly increasing
+    plan = plan_waves(Waves((0.25, 0.5, 1.0), min_devices=1), 4, [0, 0, 0, 0])
+    assert plan.thresholds == (1, 2, BUCKET_SPACE)
+
+
+def test_exact_plan_refuses_buckets_that_do_not_match_the_population() -> None:
+    with pytest.raises(ValueError, match="3 buckets for a population of 4"):
+        plan_waves(DEFAULT.waves, 4, [1, 2, 3])
+    with pytest.raises(ValueError, match="outside"):
+        plan_waves(DEFAULT.waves, 2, [1, BUCKET_SPACE])

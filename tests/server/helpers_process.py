@@ -98,12 +98,13 @@ class ServerProcess:
 WAIT_S = 120
 
 
-def wait_for(check: Any) -> Any:
-    """``check()``'s first truthy value, polled until :data:`WAIT_S` runs out."""
+def wait_for(check: Any, why: Any = None) -> Any:
+    """``check()``'s first truthy value, polled until :data:`WAIT_S` runs out; on giving up,
+    ``why()`` (what the test was waiting on) goes into the failure."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError("gave up waiting")
+    raise AssertionError("gave up waiting" + (f": {why()}" if why is not None else ""))

@@ -64,7 +64,9 @@ def test_evaluator_taken_over_after_sigkill_with_no_report_lost(
         with FleetClient(alive.url, admin_token) as admin:
             new = wait_for(lambda: _other_holder(probe, holder))
             assert int(new.split(":")[1]) == alive.pid
-            status = wait_for(lambda: _advanced(admin.campaign(campaign)))
+            status = wait_for(
+                lambda: _advanced(admin.campaign(campaign)), why=lambda: admin.campaign(campaign)
+            )
             assert status["waves"][0]["confirmed"] == len(first)  # no report lost
             later = wait_for(lambda: {d: w for d, w in fleet.offered(campaign).items() if w})
             assert set(first) | set(later) == {d.id for d in fleet.devices}
@@ -74,7 +76,10 @@ def test_evaluator_taken_over_after_sigkill_with_no_report_lost(
                     event("download-started", campaign),
                     event("confirmed", campaign),
                 )
-            done = wait_for(lambda: (s := admin.campaign(campaign))["status"] == "completed" and s)
+            done = wait_for(
+                lambda: (s := admin.campaign(campaign))["status"] == "completed" and s,
+                why=lambda: admin.campaign(campaign),
+            )
             assert sum(w["confirmed"] for w in done["waves"]) == len(fleet.devices)
             assert done["ended"]["by"] == "evaluator"
         rm.close()

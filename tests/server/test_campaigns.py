@@ -342,6 +342,21 @@ def test_equal_health_does_not_halt(fleet: Fleet) -> None:
     ops.close()
 
 
+def test_every_wave_has_exactly_its_planned_size(fleet: Fleet) -> None:
+    """The server sizes the waves from the selected devices' own buckets: 15 of 30 in wave 0,
+    every time (the hash alone would make it binomial: 15 only one time in seven)."""
+    rm = token(fleet.admin, "release-manager", "rita")
+    for _ in range(4):
+        made = rm.create_campaign(
+            name="v2", targets=[V2], selector={"hardware_id": HW}, compatible={HW: ["1.0.0"]},
+            policy=POLICY,
+        )  # fmt: skip
+        assert made["plan"] == [N // 2, N]
+        waves = list(fleet.waves(made["id"]).values())
+        assert (waves.count(0), waves.count(1)) == (N // 2, N // 2)
+    rm.close()
+
+
 def test_two_person_rule_and_roles(fleet: Fleet, live: LiveServer) -> None:
     admin = fleet.admin
     rm = token(admin, "release-manager", "rita")
@@ -658,7 +673,8 @@ def test_a_campaign_made_in_the_same_second_still_supersedes_a_completed_one(
 
     ids = iter(["ffffffffffff", "000000000000"])  # the newer one's id sorts first
     fake = types.SimpleNamespace(
-        token_hex=lambda n=None: next(ids) if n == 6 else secrets.token_hex(n)
+        token_hex=lambda n=None: next(ids) if n == 6 else secrets.token_hex(n),
+        token_bytes=secrets.token_bytes,
     )
     monkeypatch.setattr(service, "secrets", fake)
     late = fleet.devices[0]

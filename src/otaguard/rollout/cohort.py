@@ -12,8 +12,12 @@ covers the buckets below an integer threshold T_k, and the thresholds increase, 
 The plan fixes the thresholds once, from the policy's cumulative fractions and the number of
 devices the selector matched at creation, raised so that every wave adds at least
 ``waves.min_devices`` devices (a 0.1 % first wave of a 2,000-device fleet would be 2 devices,
-too few for any statistics). All comparisons are on integers, so the scalar path here and the
-simulator's NumPy path (``otaguard.sim``) give the same wave for the same bucket.
+too few for any statistics). Given those devices' buckets, it places each threshold so that
+the wave has exactly its planned size (the server does, for selections of up to
+``otaguard.server.services.campaigns.EXACT_PLAN_LIMIT`` devices).
+
+All comparisons are on integers, so the scalar path here and the simulator's NumPy path
+(``otaguard.sim``) give the same wave for the same bucket.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import bisect
 import hashlib
 import hmac
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -79,6 +83,14 @@ class CohortHasher:
     def bucket(self, device_id: str) -> int:
         return int.from_bytes(self.prefixes([device_id]), "big") >> (64 - BUCKET_BITS)
 
+    def buckets(self, device_ids: Iterable[str]) -> list[int]:
+        prefixes = self.prefixes(device_ids)
+        shift = 64 - BUCKET_BITS
+        return [
+            int.from_bytes(prefixes[i : i + _PREFIX], "big") >> shift
+            for i in range(0, len(prefixes), _PREFIX)
+        ]
+
 
 @dataclass(frozen=True)
 class WavePlan:
@@ -106,11 +118,22 @@ class WavePlan:
         return bisect.bisect_right(self.thresholds, bucket_value)
 
 
-def plan_waves(waves: Waves, population: int) -> WavePlan:
+def plan_waves(waves: Waves, population: int, buckets: Sequence[int] | None = None) -> WavePlan:
     """Cumulative counts ceil(f_k * N), each wave adding at least ``min_devices``; waves that
-    would add nothing once the selection is covered are dropped."""
+    would add nothing once the selection is covered are dropped.
+
+    Without ``buckets`` the thresholds are the counts' shares of the bucket space, so a wave's
+    size is binomial around its plan. Given the selection's buckets (one per device, as many as
+    ``population``), each threshold is placed just above the last device of its wave: the
+    selection's waves then have exactly their planned sizes. That matters for small waves: an
+    8-device wave that the hash made 4 devices may never give the advance test the evidence
+    it needs, and the campaign would wait in it forever. Devices enrolled later fall by the
+    same thresholds.
+    """
     if population < 1:
         raise ValueError(f"a campaign needs at least one device, got {population}")
+    if buckets is not None and len(buckets) != population:
+        raise ValueError(f"{len(buckets)} buckets for a population of {population}")
     cumulative: list[int] = []
     for fraction in waves.fractions:
         previous = cumulative[-1] if cumulative else 0
@@ -120,5 +143,22 @@ def plan_waves(waves: Waves, population: int) -> WavePlan:
         cumulative.append(target)
         if target == population:
             break
-    thresholds = tuple(count * BUCKET_SPACE // population for count in cumulative)
+    if buckets is None:
+        thresholds = tuple(count * BUCKET_SPACE // population for count in cumulative)
+    else:
+        thresholds = _exact_thresholds(cumulative, buckets)
     return WavePlan(population, tuple(cumulative), thresholds)
+
+
+def _exact_thresholds(cumulative: Sequence[int], buckets: Sequence[int]) -> tuple[int, ...]:
+    """Threshold k = the smallest bucket outside waves 0..k, so exactly ``cumulative[k]``
+    devices are below it. Kept strictly increasing and at least 1 (what a stored plan must
+    be); only equal buckets, a 2^-53 chance per pair, could make that move a device."""
+    ordered = sorted(buckets)
+    if ordered and not 0 <= ordered[0] <= ordered[-1] < BUCKET_SPACE:
+        raise ValueError(f"a bucket outside [0, 2^{BUCKET_BITS})")
+    out: list[int] = []
+    for count in cumulative:
+        edge = BUCKET_SPACE if count == len(ordered) else ordered[count]
+        out.append(max(edge, (out[-1] if out else 0) + 1))
+    return tuple(out)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -188,10 +189,17 @@ class Decision:
 
 
 def create(
-    campaign_id: str, policy: Policy, population: int, *, by: str, now: float
+    campaign_id: str,
+    policy: Policy,
+    population: int,
+    *,
+    by: str,
+    now: float,
+    buckets: Sequence[int] | None = None,
 ) -> CampaignState:
     """A draft campaign over ``population`` devices (what the selector matched), its waves
-    planned once and for all."""
+    planned once and for all (exactly sized when the devices' ``buckets`` are given: see
+    :func:`otaguard.rollout.cohort.plan_waves`)."""
     _identity(by)
     _clock(now)
     if not campaign_id:
@@ -199,7 +207,7 @@ def create(
     return CampaignState(
         campaign_id=campaign_id,
         policy=policy,
-        plan=plan_waves(policy.waves, population),
+        plan=plan_waves(policy.waves, population, buckets),
         status=Status.DRAFT,
         created=Stamp(by, now),
     )

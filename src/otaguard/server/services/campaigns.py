@@ -43,6 +43,7 @@ from otaguard.rollout import (
     CampaignCounters,
     CampaignState,
     Cancel,
+    CohortHasher,
     Decision,
     Halt,
     HealthTally,
@@ -138,19 +139,35 @@ def _groups(session: Session) -> dict[int, GroupInfo]:
     return {gid: GroupInfo(hw, region, dict(tags or {})) for gid, hw, region, tags in rows}
 
 
-def population(session: Session, selector: Selector) -> int:
-    """Live devices the selector matches now (the plan's population, fixed at creation)."""
+#: Up to this many selected devices, creation reads their ids and sizes the waves exactly
+#: (``plan_waves`` with buckets: about a second for the largest). Above it the hash's
+#: binomial spread around a wave's plan is a small share of any wave a policy would use.
+EXACT_PLAN_LIMIT = 500_000
+
+
+def _selected(session: Session, selector: Selector, columns: Any) -> Any:
     groups = [gid for gid, info in _groups(session).items() if selector.matches_group(info)]
-    if not groups:
-        return 0
     query = (
-        select(func.count())
+        select(columns)
         .select_from(Device)
         .where(Device.group_id.in_(groups), Device.revoked_at.is_(None))
     )
     if selector.devices:
         query = query.where(Device.id.in_(sorted(set(selector.devices))))
-    return int(session.scalar(query) or 0)
+    return query
+
+
+def population(session: Session, selector: Selector) -> int:
+    """Live devices the selector matches now (the plan's population, fixed at creation)."""
+    return int(session.scalar(_selected(session, selector, func.count())) or 0)
+
+
+def selection_buckets(
+    session: Session, selector: Selector, key: bytes, campaign_id: str
+) -> list[int]:
+    """The cohort bucket of every live device the selector matches now."""
+    ids = session.scalars(_selected(session, selector, Device.id)).all()
+    return CohortHasher(key, campaign_id).buckets(ids)
 
 
 def _hardware_ids(index: TargetIndex | None, targets: Sequence[str]) -> set[str]:
@@ -230,11 +247,16 @@ def create_campaign(
         raise ApiError(422, "invalid-request", f"at most {MAX_COMPATIBLE} compatible ECUs")
     campaign_id = "c-" + secrets.token_hex(6)
     with db.writing() as session:
+        cohort_key = secrets.token_bytes(32)
         count = population(session, spec.selector)
+        buckets = None
+        if count <= EXACT_PLAN_LIMIT:
+            buckets = selection_buckets(session, spec.selector, cohort_key, campaign_id)
+            count = len(buckets)  # the count is not locked: a device may enrol in between
         if count < 1:
             raise ApiError(422, "invalid-request", "the selector matches no enrolled device")
         try:
-            state = create(campaign_id, policy, count, by=by.name, now=float(now))
+            state = create(campaign_id, policy, count, by=by.name, now=float(now), buckets=buckets)
         except CampaignStateError as exc:
             raise ApiError(422, "invalid-request", str(exc)) from None
         deployment = Deployment(
@@ -253,7 +275,7 @@ def create_campaign(
             state=state_to_dict(state),
             status=state.status.value,
             wave=state.wave,
-            cohort_key=secrets.token_hex(32),
+            cohort_key=cohort_key.hex(),
             population=count,
             incompatible=0,
             deployment_id=deployment.id,
