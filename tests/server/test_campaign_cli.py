@@ -44,6 +44,9 @@ def test_campaign_path_and_exit_codes(
     campaign = json.loads(made.out)
     assert (campaign["status"], campaign["population"]) == ("draft", 4)
     assert campaign["selector"]["tags"] == {"m": "x"}
+    # 2 devices in wave 0 cannot show a failure rate below 0.5 (5 are needed): said at once
+    (warning,) = campaign["warnings"]
+    assert "wave 0 holds 2 devices" in warning and "at least 5 devices" in warning
     cid = campaign["id"]
     # a release manager may not approve (refused, exit 1), an operator may
     refused = cli(*rm, "approve", cid)
@@ -61,6 +64,7 @@ def test_campaign_path_and_exit_codes(
     assert "Traceback" not in conflict.err
     shown = cli(*ops, "status", cid)
     assert shown.code == 0 and "halted" in shown.out
+    assert "warning: wave 0 holds 2 devices" in shown.out
     listed = cli(*ops, "list", "--json")
     assert [c["id"] for c in json.loads(listed.out)] == [cid]
 

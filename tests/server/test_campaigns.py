@@ -352,8 +352,16 @@ def test_every_wave_has_exactly_its_planned_size(fleet: Fleet) -> None:
             policy=POLICY,
         )  # fmt: skip
         assert made["plan"] == [N // 2, N]
+        assert made["warnings"] == []  # 15 devices can show the loose policy's bound
         waves = list(fleet.waves(made["id"]).values())
         assert (waves.count(0), waves.count(1)) == (N // 2, N // 2)
+    small = POLICY.replace("fractions = [0.5, 1.0]", "fractions = [0.1, 1.0]")
+    made = rm.create_campaign(
+        name="v2", targets=[V2], selector={"hardware_id": HW}, compatible={HW: ["1.0.0"]},
+        policy=small,
+    )  # fmt: skip
+    (warning,) = made["warnings"]
+    assert "wave 0 holds 3 devices" in warning and "stop at wave 0 for good" in warning
     rm.close()
 
 

@@ -180,6 +180,8 @@ def _show(value: dict[str, Any], as_json: bool) -> None:
         )
         if c.get("end_reason"):
             title += f"\n{c['end_reason']}"
+        for warning in c.get("warnings") or ():
+            title += f"\nwarning: {warning}"
         columns = ["wave", "offered", "downloading", "installed", "confirmed", "failed",
                    "silent", "abandoned", "reverted"]  # fmt: skip
         rows = [

@@ -151,6 +151,59 @@ def advance_test(policy: Policy, upto: int, pooled: WaveCounters) -> FailureFigu
     )
 
 
+#: beyond this many devices a policy's advance bound is treated as out of reach
+_EVIDENCE_CAP = 10**9
+
+
+def _advance_signal_at(policy: Policy, n: int) -> bool:
+    """Would ``n`` confirmed devices and no failure give the advance test its signal?"""
+    halt = policy.halt
+    if n < halt.min_sample:
+        return False
+    if Method.WILSON in halt.methods and not (
+        stats.wilson_upper(0, n, halt.confidence) < halt.failure_threshold
+    ):
+        return False
+    return not (Method.SPRT in halt.methods and _sprt(policy).llr(0, n) > _sprt(policy).lower)
+
+
+def evidence_needed(policy: Policy) -> int | None:
+    """The fewest confirmed devices (and no failure at all) with which the advance test can
+    show the failure rate below the threshold; None: not within a billion. Both bounds only
+    tighten as n grows with k = 0, so a binary search finds it."""
+    if not _advance_signal_at(policy, _EVIDENCE_CAP):
+        return None
+    low, high = 1, _EVIDENCE_CAP
+    while low < high:
+        middle = (low + high) // 2
+        if _advance_signal_at(policy, middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def plan_warnings(policy: Policy, cumulative: tuple[int, ...]) -> list[str]:
+    """Why the campaign could never leave its first wave, even if every device in it
+    confirmed ([] = it can): an operator learns it at creation, not after waiting there for
+    good. The advance test pools waves 0..k and the waves only grow, so the first decides."""
+    needed = evidence_needed(policy)
+    first = cumulative[0]
+    if needed is not None and first >= needed:
+        return []
+    shown = "no number of devices" if needed is None else f"at least {needed:,} devices"
+    outcome = (
+        "never be marked completed (every device is still offered the release)"
+        if len(cumulative) == 1
+        else "stop at wave 0 for good"
+    )
+    return [
+        f"wave 0 holds {first:,} devices; showing a failure rate below "
+        f"{policy.halt.failure_threshold:.3g} takes {shown} confirmed with no failure, so the "
+        f"campaign would {outcome}: widen the first wave or loosen the halt bounds"
+    ]
+
+
 def health_enough(health: Health, treated: HealthTally, control: HealthTally) -> bool:
     return min(treated.devices, control.devices) >= health.min_devices
 

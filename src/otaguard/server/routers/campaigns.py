@@ -117,6 +117,10 @@ class CampaignOut(BaseModel):
     incompatible: int
     incompatible_devices: list[str] = Field(description="the first 100")
     policy: str = Field(description="the rollout policy, TOML")
+    warnings: list[str] = Field(
+        description="why the campaign could never leave its first wave, even if every "
+        "device in it confirmed (too few devices for the halt bounds to be shown met)"
+    )
 
 
 class CampaignSummary(BaseModel):

@@ -59,6 +59,7 @@ from otaguard.rollout import (
     state_to_dict,
     step,
 )
+from otaguard.rollout.checks import plan_warnings
 from otaguard.rollout.counters import Stage
 from otaguard.server.auth import Operator
 from otaguard.server.db import Database
@@ -523,6 +524,7 @@ def status_of(session: Session, row: Campaign, state: CampaignState) -> dict[str
         "incompatible": row.incompatible,
         "incompatible_devices": incompatible,
         "policy": state.policy.to_toml(),
+        "warnings": plan_warnings(state.policy, state.plan.cumulative),
     }
 
 
