@@ -20,6 +20,7 @@ and halts when its one-sided p-value is below 1 - health.confidence.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass
 
 from otaguard.rollout import stats
@@ -173,14 +174,8 @@ def evidence_needed(policy: Policy) -> int | None:
     tighten as n grows with k = 0, so a binary search finds it."""
     if not _advance_signal_at(policy, _EVIDENCE_CAP):
         return None
-    low, high = 1, _EVIDENCE_CAP
-    while low < high:
-        middle = (low + high) // 2
-        if _advance_signal_at(policy, middle):
-            high = middle
-        else:
-            low = middle + 1
-    return low
+    sizes = range(_EVIDENCE_CAP + 1)
+    return bisect.bisect_left(sizes, True, key=lambda n: _advance_signal_at(policy, n))
 
 
 def plan_warnings(policy: Policy, cumulative: tuple[int, ...]) -> list[str]:
