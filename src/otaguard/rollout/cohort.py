@@ -81,7 +81,7 @@ class CohortHasher:
         return b"".join(parts)
 
     def bucket(self, device_id: str) -> int:
-        return int.from_bytes(self.prefixes([device_id]), "big") >> (64 - BUCKET_BITS)
+        return self.buckets([device_id])[0]
 
     def buckets(self, device_ids: Iterable[str]) -> list[int]:
         prefixes = self.prefixes(device_ids)
