@@ -165,7 +165,10 @@ def _advance_signal_at(policy: Policy, n: int) -> bool:
         stats.wilson_upper(0, n, halt.confidence) < halt.failure_threshold
     ):
         return False
-    return not (Method.SPRT in halt.methods and _sprt(policy).llr(0, n) > _sprt(policy).lower)
+    if Method.SPRT in halt.methods:
+        test = _sprt(policy)
+        return test.llr(0, n) <= test.lower
+    return True
 
 
 def evidence_needed(policy: Policy) -> int | None:
